@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages quarot's build, tests, benchmarks and examples need.
+# Idempotent and non-interactive; prints nothing when everything is already present.
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build pkg-config
+  libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev
+  # Baselines for the benchmarks only; the library itself does not depend on them.
+  libopenblas-dev libdnnl-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo_cmd=(sudo)
+  else
+    echo "cmake/setup.sh: missing packages (${missing[*]}) and not root, no sudo: install them by hand" >&2
+    exit 1
+  fi
+fi
+
+echo "cmake/setup.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

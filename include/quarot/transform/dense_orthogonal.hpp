@@ -1,0 +1,137 @@
+// quarot — dense orthogonal rotations: a random orthogonal matrix (QR of a Gaussian),
+// the Cayley map and Cayley SGD for learned rotations (SpinQuant, Liu et al. 2024), and
+// a user-given matrix checked for orthogonality. Applied as dense products (Eigen);
+// O(n²) per row, which is why QuaRot prefers Hadamard matrices online.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <Eigen/Dense>
+
+#include "../core/backend.hpp"
+#include "../core/error.hpp"
+#include "../core/matrix_view.hpp"
+#include "../core/numeric.hpp"
+#include "../core/random.hpp"
+#include "../core/thread_pool.hpp"
+
+namespace quarot {
+
+using dense_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using dense_matrix_d = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// max |Q·Qᵀ - I| over all entries.
+template <class Derived>
+double orthogonality_error(const Eigen::MatrixBase<Derived>& q) {
+  const auto qd = q.template cast<double>();
+  const dense_matrix_d e = qd * qd.transpose() - dense_matrix_d::Identity(q.rows(), q.cols());
+  return e.cwiseAbs().maxCoeff();
+}
+
+/// An orthogonal n x n matrix Q applied densely. Models quarot::orthogonal_transform.
+class dense_rotation {
+ public:
+  /// Takes Q, checking it is square and orthogonal to within `tolerance` (max entry
+  /// of |Q·Qᵀ - I|); the error names the deviation found.
+  explicit dense_rotation(dense_matrix q, double tolerance = 1e-4) : q_(std::move(q)) {
+    detail::require(q_.rows() == q_.cols() && q_.rows() > 0, "dense_rotation: matrix is ", q_.rows(), "x", q_.cols(),
+                    ", not square and non-empty");
+    detail::require(q_.allFinite(), "dense_rotation: matrix has NaN or Inf entries");
+    const double err = orthogonality_error(q_);
+    if (!(err <= tolerance))
+      detail::fail(errc::numerical, "dense_rotation: matrix is not orthogonal: max |Q·Qᵀ - I| = ", err,
+                   " exceeds tolerance ", tolerance);
+    qt_ = q_.transpose();
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(q_.rows()); }
+  [[nodiscard]] const dense_matrix& matrix() const noexcept { return q_; }
+
+  /// Each row x becomes Q·x (X <- X·Qᵀ).
+  template <storage_float T>
+  void apply(matrix_view<T> x, thread_pool* pool = nullptr) const {
+    multiply(x, qt_, pool);
+  }
+  /// Each row x becomes Qᵀ·x (X <- X·Q).
+  template <storage_float T>
+  void apply_transpose(matrix_view<T> x, thread_pool* pool = nullptr) const {
+    multiply(x, q_, pool);
+  }
+
+ private:
+  // X <- X·M, in row blocks (each thread its own block and buffer).
+  template <class T>
+  void multiply(matrix_view<T> x, const dense_matrix& m, thread_pool* pool) const {
+    if (x.empty()) return;
+    const std::size_t n = size();
+    detail::require(x.cols == n, "dense_rotation of size ", n, " applied to rows of length ", x.cols);
+    detail::parallel_for(
+        pool, x.rows,
+        [&](std::size_t begin, std::size_t end) {
+          constexpr std::size_t block = 64;
+          dense_matrix in(static_cast<Eigen::Index>(std::min(block, end - begin)), static_cast<Eigen::Index>(n));
+          dense_matrix out;
+          for (std::size_t r0 = begin; r0 < end; r0 += block) {
+            const std::size_t rows = std::min(block, end - r0);
+            in.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(n));
+            for (std::size_t r = 0; r < rows; ++r)
+              for (std::size_t j = 0; j < n; ++j) in(Eigen::Index(r), Eigen::Index(j)) = to_float(x(r0 + r, j));
+            out.noalias() = in * m;
+            for (std::size_t r = 0; r < rows; ++r)
+              for (std::size_t j = 0; j < n; ++j) x(r0 + r, j) = from_float<T>(out(Eigen::Index(r), Eigen::Index(j)));
+          }
+        },
+        16);
+  }
+
+  dense_matrix q_, qt_;
+};
+
+/// A Haar-distributed random orthogonal matrix: Q from the QR factorization of an
+/// n x n standard Gaussian matrix, with column signs fixed so that diag(R) > 0
+/// (Mezzadri 2007; without the fix the distribution is not uniform).
+inline dense_rotation random_orthogonal(std::size_t n, std::uint64_t seed) {
+  detail::require(n >= 1 && n <= 16384, "random_orthogonal: size ", n, " outside [1, 16384]");
+  xoshiro256 rng(seed);
+  dense_matrix_d g(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
+  for (Eigen::Index i = 0; i < g.rows(); ++i)
+    for (Eigen::Index j = 0; j < g.cols(); ++j) g(i, j) = rng.normal();
+  Eigen::HouseholderQR<dense_matrix_d> qr(g);
+  dense_matrix_d q = qr.householderQ();
+  const dense_matrix_d r = qr.matrixQR().triangularView<Eigen::Upper>();
+  for (Eigen::Index j = 0; j < q.cols(); ++j)
+    if (r(j, j) < 0) q.col(j) *= -1.0;
+  return dense_rotation(q.cast<float>(), 1e-4);
+}
+
+/// The Cayley map of a skew-symmetric A: Q = (I - A)⁻¹(I + A), orthogonal for every
+/// skew A (I - A is always invertible since A's eigenvalues are imaginary).
+inline dense_matrix_d cayley(const dense_matrix_d& a) {
+  detail::require(a.rows() == a.cols(), "cayley: matrix is ", a.rows(), "x", a.cols(), ", not square");
+  const double skew_err = (a + a.transpose()).cwiseAbs().maxCoeff();
+  const double scale = std::max(1.0, a.cwiseAbs().maxCoeff());
+  if (!(skew_err <= 1e-9 * scale))
+    detail::fail(errc::invalid_argument, "cayley: matrix is not skew-symmetric: max |A + Aᵀ| = ", skew_err);
+  const dense_matrix_d i = dense_matrix_d::Identity(a.rows(), a.cols());
+  return (i - a).partialPivLu().solve(i + a);
+}
+
+/// One step of Cayley SGD on the orthogonal group (Li, Fuxin and Todorovic 2020, used by
+/// SpinQuant): with W = R·Gᵀ - G·Rᵀ (skew; the projected negative gradient),
+/// R <- (I - (lr/2)·W)⁻¹ (I + (lr/2)·W) R. R stays orthogonal and, for a small enough
+/// step, the loss whose gradient at R is G decreases.
+inline dense_matrix_d cayley_sgd_step(const dense_matrix_d& r, const dense_matrix_d& grad, double lr) {
+  detail::require(r.rows() == r.cols() && grad.rows() == r.rows() && grad.cols() == r.cols(),
+                  "cayley_sgd_step: R is ", r.rows(), "x", r.cols(), " but the gradient is ", grad.rows(), "x",
+                  grad.cols());
+  detail::require(std::isfinite(lr) && lr > 0, "cayley_sgd_step: learning rate ", lr, " is not positive");
+  const dense_matrix_d w = r * grad.transpose() - grad * r.transpose();
+  const dense_matrix_d i = dense_matrix_d::Identity(r.rows(), r.cols());
+  return (i - 0.5 * lr * w).partialPivLu().solve((i + 0.5 * lr * w) * r);
+}
+
+}  // namespace quarot

@@ -1,0 +1,114 @@
+// quarot — the per-row engine shared by every Hadamard-type transform (internal).
+//
+// One row x of length n = m·p (p = 2^k) goes through
+//   t = x ⊙ pre_signs            (randomized Hadamard: the diagonal D)
+//   t = t permuted by in_perm    (transpose of the sequency reordering)
+//   t = (H_m ⊗ H_p) t            (FWHT of each of the m contiguous blocks of length p,
+//                                 then the dense ±1 H_m across blocks)
+//   t = t permuted by out_perm   (sequency order)
+//   x = scale · t ⊙ post_signs   (normalization; Dᵀ of the transposed randomized transform)
+// stored back in the row's own type. Everything is computed in fp32.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "../../backend/cpu/fwht_kernels.hpp"
+#include "../../backend/cpu/row_kernels.hpp"
+#include "../../core/backend.hpp"
+#include "../../core/matrix_view.hpp"
+#include "../../core/numeric.hpp"
+#include "../../core/thread_pool.hpp"
+
+#ifndef QUAROT_TRANSFORM_INTERNAL
+#error "quarot/transform/detail/row_engine.hpp is internal: include a quarot/transform/ header"
+#endif
+
+namespace quarot::detail {
+
+struct row_plan {
+  std::size_t n = 0, m = 1, p = 1;
+  unsigned log2p = 0;
+  const float* h = nullptr;  // m x m, row-major (already transposed for apply_transpose); null when m == 1
+  const float* pre_signs = nullptr;
+  const float* post_signs = nullptr;
+  const std::uint32_t* in_perm = nullptr;   // t[in_perm[k]] = x[k]
+  const std::uint32_t* out_perm = nullptr;  // y[k] = t[out_perm[k]]
+  float scale = 1.0f;
+};
+
+/// A per-thread work buffer (slot 0..2) of at least n floats.
+inline float* scratch(int slot, std::size_t n) {
+  thread_local std::vector<float> buffers[3];
+  auto& b = buffers[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+template <class B, class T>
+void transform_row(B tag, const row_plan& pl, T* row) {
+  const std::size_t n = pl.n;
+  // fp32 rows with no reordering are transformed in place; the scale then folds into
+  // the last FWHT pass when nothing follows it.
+  constexpr bool is_f32 = std::is_same_v<T, float>;
+  const bool in_place = is_f32 && pl.in_perm == nullptr;
+  float* buf = in_place ? reinterpret_cast<float*>(row) : scratch(0, n);
+  if (pl.in_perm) {
+    float* tmp = scratch(2, n);
+    load_row(tag, row, tmp, n, pl.pre_signs);
+    for (std::size_t k = 0; k < n; ++k) buf[pl.in_perm[k]] = tmp[k];
+  } else if (!in_place || pl.pre_signs) {
+    load_row(tag, row, buf, n, pl.pre_signs);
+  }
+  const bool fused_scale = in_place && pl.m == 1 && pl.out_perm == nullptr && pl.post_signs == nullptr;
+  float* result = buf;
+  if (pl.m == 1) {
+    fwht_f32(tag, buf, pl.log2p, fused_scale ? pl.scale : 1.0f);
+  } else {
+    for (std::size_t i = 0; i < pl.m; ++i) fwht_f32(tag, buf + i * pl.p, pl.log2p, 1.0f);
+    result = scratch(1, n);
+    sign_matmul(tag, pl.h, buf, result, pl.m, pl.p);
+  }
+  if (pl.out_perm) {
+    float* tmp = scratch(2, n);
+    for (std::size_t k = 0; k < n; ++k) tmp[k] = result[pl.out_perm[k]];
+    result = tmp;
+  }
+  if (!fused_scale) store_row(tag, result, row, n, pl.scale, pl.post_signs);
+}
+
+/// Runs the plan on every row of x, split over the pool's threads.
+template <class B, class T>
+void transform_rows(B tag, const row_plan& pl, matrix_view<T> x, thread_pool* pool) {
+  if (x.empty()) return;
+  require(x.cols == pl.n, "transform of size ", pl.n, " applied to rows of length ", x.cols);
+  require(x.data != nullptr, "null matrix data");
+  const std::size_t grain = std::max<std::size_t>(1, 8192 / pl.n);
+  parallel_for(
+      pool, x.rows,
+      [&](std::size_t begin, std::size_t end) {
+        for (std::size_t r = begin; r < end; ++r) transform_row(tag, pl, x.row(r));
+      },
+      grain);
+}
+
+/// The same, with the backend chosen at run time.
+template <class T>
+void transform_rows(cpu::isa isa, const row_plan& pl, matrix_view<T> x, thread_pool* pool) {
+  cpu::dispatch(isa, [&](auto tag) { transform_rows(tag, pl, x, pool); });
+}
+
+inline unsigned log2_exact(std::size_t n) noexcept {
+  unsigned k = 0;
+  while ((std::size_t{1} << k) < n) ++k;
+  return k;
+}
+
+inline bool is_power_of_two(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
+
+inline float inv_sqrt(std::size_t n) noexcept { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(n))); }
+
+}  // namespace quarot::detail

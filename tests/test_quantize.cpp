@@ -1,0 +1,8 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include <quarot/quantize.hpp>
+
+using namespace quarot;
