@@ -31,6 +31,16 @@
 #define QUAROT_TARGET_AVX512VNNI \
   QUAROT_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2")
 
+// Full unrolling of the short fixed-trip loops over register arrays in the kernels, so
+// the arrays live in registers (without it GCC keeps them on the stack).
+#if defined(__clang__)
+#define QUAROT_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define QUAROT_UNROLL _Pragma("GCC unroll 16")
+#else
+#define QUAROT_UNROLL
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define QUAROT_RESTRICT __restrict__
 #define QUAROT_ALWAYS_INLINE inline __attribute__((always_inline))

@@ -65,16 +65,22 @@ QUAROT_TARGET_AVX2 void fwht_pass_avx2(float* x, std::size_t n, std::size_t h, b
   for (std::size_t blk = 0; blk < n; blk += R * h)
     for (std::size_t j = blk; j < blk + h; j += 8) {
       __m256 v[R];
+      QUAROT_UNROLL
       for (int r = 0; r < R; ++r) v[r] = _mm256_loadu_ps(x + j + r * h);
+      QUAROT_UNROLL
       for (int s = 1; s < R; s *= 2)
+        QUAROT_UNROLL
         for (int i = 0; i < R; i += 2 * s)
+          QUAROT_UNROLL
           for (int k = i; k < i + s; ++k) {
             const __m256 a = v[k], b = v[k + s];
             v[k] = _mm256_add_ps(a, b);
             v[k + s] = _mm256_sub_ps(a, b);
           }
       if (do_scale)
+        QUAROT_UNROLL
         for (int r = 0; r < R; ++r) v[r] = _mm256_mul_ps(v[r], vs);
+      QUAROT_UNROLL
       for (int r = 0; r < R; ++r) _mm256_storeu_ps(x + j + r * h, v[r]);
     }
 }
@@ -86,16 +92,22 @@ QUAROT_TARGET_AVX2 void fwht_first_pass_avx2(float* x, std::size_t n, bool last,
   const bool do_scale = last && scale != 1.0f;
   for (std::size_t blk = 0; blk < n; blk += 8 * V) {
     __m256 v[V];
+    QUAROT_UNROLL
     for (int r = 0; r < V; ++r) v[r] = fwht8_in_register(_mm256_loadu_ps(x + blk + 8 * r));
+    QUAROT_UNROLL
     for (int s = 1; s < V; s *= 2)
+      QUAROT_UNROLL
       for (int i = 0; i < V; i += 2 * s)
+        QUAROT_UNROLL
         for (int k = i; k < i + s; ++k) {
           const __m256 a = v[k], b = v[k + s];
           v[k] = _mm256_add_ps(a, b);
           v[k + s] = _mm256_sub_ps(a, b);
         }
     if (do_scale)
+      QUAROT_UNROLL
       for (int r = 0; r < V; ++r) v[r] = _mm256_mul_ps(v[r], vs);
+    QUAROT_UNROLL
     for (int r = 0; r < V; ++r) _mm256_storeu_ps(x + blk + 8 * r, v[r]);
   }
 }
@@ -151,16 +163,22 @@ QUAROT_TARGET_AVX512 void fwht_pass_avx512(float* x, std::size_t n, std::size_t 
   for (std::size_t blk = 0; blk < n; blk += R * h)
     for (std::size_t j = blk; j < blk + h; j += 16) {
       __m512 v[R];
+      QUAROT_UNROLL
       for (int r = 0; r < R; ++r) v[r] = _mm512_loadu_ps(x + j + r * h);
+      QUAROT_UNROLL
       for (int s = 1; s < R; s *= 2)
+        QUAROT_UNROLL
         for (int i = 0; i < R; i += 2 * s)
+          QUAROT_UNROLL
           for (int k = i; k < i + s; ++k) {
             const __m512 a = v[k], b = v[k + s];
             v[k] = _mm512_add_ps(a, b);
             v[k + s] = _mm512_sub_ps(a, b);
           }
       if (do_scale)
+        QUAROT_UNROLL
         for (int r = 0; r < R; ++r) v[r] = _mm512_mul_ps(v[r], vs);
+      QUAROT_UNROLL
       for (int r = 0; r < R; ++r) _mm512_storeu_ps(x + j + r * h, v[r]);
     }
 }
@@ -171,16 +189,22 @@ QUAROT_TARGET_AVX512 void fwht_first_pass_avx512(float* x, std::size_t n, bool l
   const bool do_scale = last && scale != 1.0f;
   for (std::size_t blk = 0; blk < n; blk += 16 * V) {
     __m512 v[V];
+    QUAROT_UNROLL
     for (int r = 0; r < V; ++r) v[r] = fwht16_in_register(_mm512_loadu_ps(x + blk + 16 * r));
+    QUAROT_UNROLL
     for (int s = 1; s < V; s *= 2)
+      QUAROT_UNROLL
       for (int i = 0; i < V; i += 2 * s)
+        QUAROT_UNROLL
         for (int k = i; k < i + s; ++k) {
           const __m512 a = v[k], b = v[k + s];
           v[k] = _mm512_add_ps(a, b);
           v[k + s] = _mm512_sub_ps(a, b);
         }
     if (do_scale)
+      QUAROT_UNROLL
       for (int r = 0; r < V; ++r) v[r] = _mm512_mul_ps(v[r], vs);
+    QUAROT_UNROLL
     for (int r = 0; r < V; ++r) _mm512_storeu_ps(x + blk + 16 * r, v[r]);
   }
 }

@@ -122,21 +122,25 @@ QUAROT_TARGET_AVX2 void store_row_avx2(const float* src, T* dst, std::size_t n, 
   store_row(cpu::scalar{}, src + i, dst + i, n - i, scale, signs ? signs + i : nullptr);
 }
 
-/// Y = H·A with a 4-row x 32-column register tile (16 accumulators).
+/// Y = H·A with a 4-row x 32-column register tile (16 accumulators), column tiles outer
+/// (see the AVX-512 version).
 QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const float* h, const float* a, float* y, std::size_t m,
                                                 std::size_t p) noexcept {
   if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, m, p);
-  std::size_t i = 0;
-  for (; i + 4 <= m; i += 4) {
-    std::size_t j = 0;
-    for (; j + 32 <= p; j += 32) {
+  std::size_t j = 0;
+  for (; j + 32 <= p; j += 32) {
+    std::size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
       __m256 acc[4][4];
+      QUAROT_UNROLL
       for (auto& r : acc)
+        QUAROT_UNROLL
         for (auto& c : r) c = _mm256_setzero_ps();
       for (std::size_t l = 0; l < m; ++l) {
         const float* al = a + l * p + j;
         const __m256 a0 = _mm256_loadu_ps(al), a1 = _mm256_loadu_ps(al + 8), a2 = _mm256_loadu_ps(al + 16),
                      a3 = _mm256_loadu_ps(al + 24);
+        QUAROT_UNROLL
         for (int r = 0; r < 4; ++r) {
           const __m256 hv = _mm256_broadcast_ss(h + (i + r) * m + l);
           acc[r][0] = _mm256_fmadd_ps(hv, a0, acc[r][0]);
@@ -145,20 +149,25 @@ QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const float* h, const float* a, 
           acc[r][3] = _mm256_fmadd_ps(hv, a3, acc[r][3]);
         }
       }
+      QUAROT_UNROLL
       for (int r = 0; r < 4; ++r)
+        QUAROT_UNROLL
         for (int c = 0; c < 4; ++c) _mm256_storeu_ps(y + (i + r) * p + j + 8 * c, acc[r][c]);
     }
-    for (; j < p; j += 8) {
+    for (; i < m; ++i) {
       __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
       for (std::size_t l = 0; l < m; ++l) {
-        const __m256 av = _mm256_loadu_ps(a + l * p + j);
-        for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(h + (i + r) * m + l), av, acc[r]);
+        const __m256 hv = _mm256_broadcast_ss(h + i * m + l);
+        const float* al = a + l * p + j;
+        QUAROT_UNROLL
+        for (int c = 0; c < 4; ++c) acc[c] = _mm256_fmadd_ps(hv, _mm256_loadu_ps(al + 8 * c), acc[c]);
       }
-      for (int r = 0; r < 4; ++r) _mm256_storeu_ps(y + (i + r) * p + j, acc[r]);
+      QUAROT_UNROLL
+      for (int c = 0; c < 4; ++c) _mm256_storeu_ps(y + i * p + j + 8 * c, acc[c]);
     }
   }
-  for (; i < m; ++i)
-    for (std::size_t j = 0; j < p; j += 8) {
+  for (; j < p; j += 8)
+    for (std::size_t i = 0; i < m; ++i) {
       __m256 acc = _mm256_setzero_ps();
       for (std::size_t l = 0; l < m; ++l)
         acc = _mm256_fmadd_ps(_mm256_broadcast_ss(h + i * m + l), _mm256_loadu_ps(a + l * p + j), acc);
@@ -221,21 +230,26 @@ QUAROT_TARGET_AVX512 void store_row_avx512(const float* src, T* dst, std::size_t
   store_row(cpu::scalar{}, src + i, dst + i, n - i, scale, signs ? signs + i : nullptr);
 }
 
-/// Y = H·A with a 4-row x 64-column register tile (16 zmm accumulators).
+/// Y = H·A with a 4-row x 64-column register tile (16 zmm accumulators). Column tiles
+/// are the outer loop so that an m x 64 slice of A stays in L1 while every group of
+/// output rows reads it.
 QUAROT_TARGET_AVX512 inline void sign_matmul_avx512(const float* h, const float* a, float* y, std::size_t m,
                                                     std::size_t p) noexcept {
   if (p % 16 != 0) return sign_matmul_avx2(h, a, y, m, p);
-  std::size_t i = 0;
-  for (; i + 4 <= m; i += 4) {
-    std::size_t j = 0;
-    for (; j + 64 <= p; j += 64) {
+  std::size_t j = 0;
+  for (; j + 64 <= p; j += 64) {
+    std::size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
       __m512 acc[4][4];
+      QUAROT_UNROLL
       for (auto& r : acc)
+        QUAROT_UNROLL
         for (auto& c : r) c = _mm512_setzero_ps();
       for (std::size_t l = 0; l < m; ++l) {
         const float* al = a + l * p + j;
         const __m512 a0 = _mm512_loadu_ps(al), a1 = _mm512_loadu_ps(al + 16), a2 = _mm512_loadu_ps(al + 32),
                      a3 = _mm512_loadu_ps(al + 48);
+        QUAROT_UNROLL
         for (int r = 0; r < 4; ++r) {
           const __m512 hv = _mm512_set1_ps(h[(i + r) * m + l]);
           acc[r][0] = _mm512_fmadd_ps(hv, a0, acc[r][0]);
@@ -244,20 +258,25 @@ QUAROT_TARGET_AVX512 inline void sign_matmul_avx512(const float* h, const float*
           acc[r][3] = _mm512_fmadd_ps(hv, a3, acc[r][3]);
         }
       }
+      QUAROT_UNROLL
       for (int r = 0; r < 4; ++r)
+        QUAROT_UNROLL
         for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y + (i + r) * p + j + 16 * c, acc[r][c]);
     }
-    for (; j < p; j += 16) {
+    for (; i < m; ++i) {
       __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       for (std::size_t l = 0; l < m; ++l) {
-        const __m512 av = _mm512_loadu_ps(a + l * p + j);
-        for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(h[(i + r) * m + l]), av, acc[r]);
+        const __m512 hv = _mm512_set1_ps(h[i * m + l]);
+        const float* al = a + l * p + j;
+        QUAROT_UNROLL
+        for (int c = 0; c < 4; ++c) acc[c] = _mm512_fmadd_ps(hv, _mm512_loadu_ps(al + 16 * c), acc[c]);
       }
-      for (int r = 0; r < 4; ++r) _mm512_storeu_ps(y + (i + r) * p + j, acc[r]);
+      QUAROT_UNROLL
+      for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y + i * p + j + 16 * c, acc[c]);
     }
   }
-  for (; i < m; ++i)
-    for (std::size_t j = 0; j < p; j += 16) {
+  for (; j < p; j += 16)  // column tail, 16 at a time
+    for (std::size_t i = 0; i < m; ++i) {
       __m512 acc = _mm512_setzero_ps();
       for (std::size_t l = 0; l < m; ++l)
         acc = _mm512_fmadd_ps(_mm512_set1_ps(h[i * m + l]), _mm512_loadu_ps(a + l * p + j), acc);
