@@ -3,5 +3,6 @@
 #pragma once
 
 #include "core.hpp"
+#include "io.hpp"
 #include "quantize.hpp"
 #include "transform.hpp"

@@ -34,12 +34,28 @@ inline const char* to_string(granularity g) noexcept {
   return "?";
 }
 
+/// How the scales are stored. fp16 scales are rounded before use, so dequantizing with
+/// the stored scale reproduces exactly what the quantizer computed.
+enum class scale_type { fp32, fp16 };
+
+/// MSE clip search (GPTQ's reference quantizer, `find_params(mse=True)`): for each group
+/// try the shrunk ranges p·[min, max] with p = 1 - i/grid, i < max_shrink·grid, and keep
+/// the one minimizing Σ|x - x̂|^norm.
+struct clip_search {
+  bool enabled = false;
+  int grid = 100;
+  float max_shrink = 0.8f;
+  float norm = 2.4f;
+};
+
 struct quant_params {
   int bits = 4;
   bool symmetric = true;
   granularity gran = granularity::per_channel;
   std::size_t group_size = 0;  ///< for per_group: elements per group (must divide the row length)
   float clip_ratio = 1.0f;     ///< shrink factor on the range, in (0, 1]
+  clip_search search = {};
+  scale_type scales = scale_type::fp32;
 
   [[nodiscard]] int qmin() const noexcept { return symmetric ? -(1 << (bits - 1)) : 0; }
   [[nodiscard]] int qmax() const noexcept { return symmetric ? (1 << (bits - 1)) - 1 : (1 << bits) - 1; }
@@ -49,6 +65,14 @@ struct quant_params {
     detail::require(bits >= 2 && bits <= 8, "quantization bits ", bits, " outside [2, 8]");
     detail::require(std::isfinite(clip_ratio) && clip_ratio > 0.0f && clip_ratio <= 1.0f, "clip ratio ", clip_ratio,
                     " outside (0, 1]");
+    if (search.enabled) {
+      detail::require(search.grid >= 1 && search.grid <= 10000, "clip search grid ", search.grid,
+                      " outside [1, 10000]");
+      detail::require(search.max_shrink > 0.0f && search.max_shrink < 1.0f, "clip search max_shrink ",
+                      search.max_shrink, " outside (0, 1)");
+      detail::require(std::isfinite(search.norm) && search.norm > 0.0f, "clip search norm ", search.norm,
+                      " is not positive");
+    }
     if (gran == granularity::per_group) {
       detail::require(group_size > 0, "per-group quantization needs a group size > 0");
       detail::require(cols % group_size == 0, "group size ", group_size, " does not divide the row length ", cols);

@@ -1,5 +1,7 @@
 // quarot — round-to-nearest (RTN) quantization of matrices at 2..8 bits, every
-// granularity (see params.hpp for the grids).
+// granularity (see params.hpp for the grids), with an optional MSE clip search.
+// Runs on the backend chosen at construction (SIMD kernels bit-identical to the scalar
+// reference) and splits rows over a thread pool when given one.
 #pragma once
 
 #include <algorithm>
@@ -8,66 +10,92 @@
 #include <cstdint>
 #include <vector>
 
+#include "../backend/cpu/quant_kernels.hpp"
+#include "../core/backend.hpp"
 #include "../core/error.hpp"
 #include "../core/matrix_view.hpp"
+#include "../core/numeric.hpp"
+#include "../core/thread_pool.hpp"
 #include "params.hpp"
 
 namespace quarot {
 
-/// Integers, scales and zero points of a quantized rows x cols matrix. Group g of row r
-/// (per_group/per_channel/per_token) has scale scales[r * groups_per_row + g]; a
-/// per-tensor matrix has one scale. zeros is empty for symmetric grids.
+/// Levels, scales and zero points of a quantized rows x cols matrix. Group g of row r has
+/// scale scales[r * groups_per_row + g] (per_tensor: the single scales[0]). zeros is
+/// empty for symmetric grids.
 struct quantized_matrix {
   std::size_t rows = 0, cols = 0;
   std::size_t groups_per_row = 1;
   quant_params params;
-  std::vector<std::int8_t> q;  ///< rows x cols levels; asymmetric levels (0..255) are stored as uint8 bit patterns
+  std::vector<std::int8_t> q;  ///< rows x cols levels; asymmetric levels (0..255) as uint8 bit patterns
   std::vector<float> scales;
   std::vector<float> zeros;
+  /// Optional group of each column (GPTQ with act-order: groups follow the permuted column
+  /// order); empty means groups are contiguous runs of cols / groups_per_row columns.
+  std::vector<std::uint32_t> g_idx;
 
-  /// The integer level of element (r, c): in [qmin, qmax].
+  /// The integer level of element (r, c), in [qmin, qmax].
   [[nodiscard]] int value(std::size_t r, std::size_t c) const noexcept {
     const int v = q[r * cols + c];
     return params.symmetric ? v : static_cast<int>(static_cast<std::uint8_t>(v));
   }
+  /// Index into scales/zeros of element (r, c).
   [[nodiscard]] std::size_t group_of(std::size_t r, std::size_t c) const noexcept {
     if (params.gran == granularity::per_tensor) return 0;
+    if (!g_idx.empty()) return r * groups_per_row + g_idx[c];
     return r * groups_per_row + c / (cols / groups_per_row);
   }
 };
 
 namespace detail {
 
-struct grid_point {
-  float scale, zero;  // zero = 0 for symmetric grids
-};
-
-/// Scale (and zero) for values with range [lo, hi].
-inline grid_point rtn_grid(float lo, float hi, const quant_params& p) noexcept {
+/// Scale and zero for values in [lo, hi] on the grid of p (before any clip search).
+inline grid rtn_grid(float lo, float hi, const quant_params& p) noexcept {
+  grid g{1.0f, 0.0f, p.qmin(), p.qmax()};
   if (p.symmetric) {
     const float amax = std::max(std::fabs(lo), std::fabs(hi)) * p.clip_ratio;
-    const float s = amax / static_cast<float>(p.qmax());
-    return {s > 0.0f ? s : 1.0f, 0.0f};
+    g.scale = amax / static_cast<float>(p.qmax());
+  } else {
+    lo = std::min(lo, 0.0f) * p.clip_ratio;
+    hi = std::max(hi, 0.0f) * p.clip_ratio;
+    g.scale = (hi - lo) / static_cast<float>(p.qmax());
   }
-  lo = std::min(lo, 0.0f) * p.clip_ratio;
-  hi = std::max(hi, 0.0f) * p.clip_ratio;
-  float s = (hi - lo) / static_cast<float>(p.qmax());
-  if (!(s > 0.0f)) s = 1.0f;
-  return {s, std::nearbyint(-lo / s)};
+  if (p.scales == scale_type::fp16) g.scale = to_float(to_half(g.scale));
+  if (!(g.scale > 0.0f) || !std::isfinite(g.scale)) g.scale = g.scale > 0.0f ? 65504.0f : 1.0f;
+  if (!p.symmetric) g.zero = std::nearbyint(-(std::min(lo, 0.0f)) / g.scale);
+  return g;
 }
 
-inline int rtn_level(float x, grid_point g, const quant_params& p) noexcept {
-  const float v = std::nearbyint(x / g.scale) + g.zero;
-  return static_cast<int>(std::clamp(v, static_cast<float>(p.qmin()), static_cast<float>(p.qmax())));
-}
-
-inline float rtn_dequant(int q, grid_point g) noexcept { return g.scale * (static_cast<float>(q) - g.zero); }
-
-inline void check_finite(matrix_view<const float> x, const char* who) {
-  for (std::size_t r = 0; r < x.rows; ++r)
-    for (std::size_t c = 0; c < x.cols; ++c)
-      if (!std::isfinite(x(r, c)))
-        fail(errc::numerical, who, ": non-finite input ", x(r, c), " at row ", r, ", column ", c);
+/// The grid of one contiguous group, with the clip search when enabled. `work` holds len
+/// floats of scratch.
+template <class B>
+grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, float* work, std::size_t row,
+                std::size_t col) {
+  const auto r = value_range(tag, x, len);
+  if (!r.finite) {
+    for (std::size_t i = 0; i < len; ++i)
+      if (!std::isfinite(x[i])) fail(errc::numerical, "quantize: non-finite input ", x[i], " at row ", row, ", column ", col + i);
+  }
+  grid best = rtn_grid(r.lo, r.hi, p);
+  if (!p.search.enabled) return best;
+  double best_err = INFINITY;
+  const int steps = static_cast<int>(p.search.max_shrink * static_cast<float>(p.search.grid));
+  for (int i = 0; i < steps; ++i) {
+    const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p.search.grid);
+    const grid g = rtn_grid(shrink * r.lo, shrink * r.hi, p);
+    fake_quantize_run(tag, x, len, g, work);
+    double err = 0;
+    if (p.search.norm == 2.0f) {
+      for (std::size_t k = 0; k < len; ++k) err += double(work[k] - x[k]) * double(work[k] - x[k]);
+    } else {
+      for (std::size_t k = 0; k < len; ++k) err += std::pow(std::fabs(double(work[k] - x[k])), double(p.search.norm));
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = g;
+    }
+  }
+  return best;
 }
 
 }  // namespace detail
@@ -75,83 +103,122 @@ inline void check_finite(matrix_view<const float> x, const char* who) {
 /// Round-to-nearest quantizer. Models quarot::quantizer.
 class rtn_quantizer {
  public:
-  explicit rtn_quantizer(quant_params p) : p_(p) { p_.validate(p.gran == granularity::per_group ? p.group_size : 1); }
+  explicit rtn_quantizer(quant_params p, cpu::isa isa = cpu::default_isa()) : p_(p), isa_(isa) {
+    p_.validate(p.gran == granularity::per_group ? p.group_size : 1);
+    if (!cpu::supports(isa)) detail::fail(errc::unsupported, "CPU ISA ", cpu::to_string(isa), " is not supported here");
+  }
 
   [[nodiscard]] int bits() const noexcept { return p_.bits; }
   [[nodiscard]] const quant_params& params() const noexcept { return p_; }
 
-  [[nodiscard]] quantized_matrix quantize(matrix_view<const float> x) const {
+  /// Levels, scales and zero points of x.
+  [[nodiscard]] quantized_matrix quantize(matrix_view<const float> x, thread_pool* pool = nullptr) const {
+    return cpu::dispatch(isa_, [&](auto tag) { return quantize(tag, x, pool); });
+  }
+  template <cpu_backend B>
+  [[nodiscard]] quantized_matrix quantize(B tag, matrix_view<const float> x, thread_pool* pool = nullptr) const {
     p_.validate(x.cols);
-    detail::check_finite(x, "rtn_quantizer");
     quantized_matrix out;
     out.rows = x.rows;
     out.cols = x.cols;
     out.params = p_;
+    out.groups_per_row = p_.gran == granularity::per_tensor || x.cols == 0 ? 1 : x.cols / p_.group_length(x.cols);
     out.q.resize(x.rows * x.cols);
-    for_each_group(x, [&](std::size_t slot, std::size_t r, std::size_t c0, std::size_t len, detail::grid_point g) {
-      if (out.scales.size() <= slot) {
-        out.scales.resize(slot + 1);
-        if (!p_.symmetric) out.zeros.resize(slot + 1);
+    const std::size_t slots = p_.gran == granularity::per_tensor ? 1 : x.rows * out.groups_per_row;
+    out.scales.resize(slots);
+    if (!p_.symmetric) out.zeros.resize(slots);
+    for_each_group(tag, x, pool, [&](std::size_t slot, std::size_t r, std::size_t c0, std::size_t len, const detail::grid& g) {
+      if (p_.gran != granularity::per_tensor || r == 0) {  // per-tensor: one writer of the single scale
+        out.scales[slot] = g.scale;
+        if (!p_.symmetric) out.zeros[slot] = g.zero;
       }
-      out.scales[slot] = g.scale;
-      if (!p_.symmetric) out.zeros[slot] = g.zero;
-      for (std::size_t c = c0; c < c0 + len; ++c) {
-        const int v = detail::rtn_level(x(r, c), g, p_);
-        out.q[r * x.cols + c] = static_cast<std::int8_t>(static_cast<std::uint8_t>(v));
-      }
+      detail::quantize_levels(tag, x.row(r) + c0, len, g, out.q.data() + r * x.cols + c0);
     });
-    out.groups_per_row = p_.gran == granularity::per_tensor ? 1 : x.cols / p_.group_length(x.cols);
     return out;
   }
 
+  /// out = s · (q - z) for every element.
   void dequantize(const quantized_matrix& qm, matrix_view<float> out) const {
     detail::require(out.rows == qm.rows && out.cols == qm.cols, "dequantize: output is ", out.rows, "x", out.cols,
                     " but the quantized matrix is ", qm.rows, "x", qm.cols);
     for (std::size_t r = 0; r < qm.rows; ++r)
       for (std::size_t c = 0; c < qm.cols; ++c) {
         const std::size_t g = qm.group_of(r, c);
-        out(r, c) = detail::rtn_dequant(qm.value(r, c), {qm.scales[g], qm.params.symmetric ? 0.0f : qm.zeros[g]});
+        const float z = qm.params.symmetric ? 0.0f : qm.zeros[g];
+        out(r, c) = qm.scales[g] * (static_cast<float>(qm.value(r, c)) - z);
       }
   }
 
   /// out = dequantize(quantize(in)); in and out may be the same matrix.
-  void fake_quantize(matrix_view<const float> in, matrix_view<float> out) const {
+  void fake_quantize(matrix_view<const float> in, matrix_view<float> out, thread_pool* pool = nullptr) const {
+    cpu::dispatch(isa_, [&](auto tag) { fake_quantize(tag, in, out, pool); });
+  }
+  template <cpu_backend B>
+  void fake_quantize(B tag, matrix_view<const float> in, matrix_view<float> out, thread_pool* pool = nullptr) const {
     detail::require(out.rows == in.rows && out.cols == in.cols, "fake_quantize: output is ", out.rows, "x", out.cols,
                     " but the input is ", in.rows, "x", in.cols);
     p_.validate(in.cols);
-    detail::check_finite(in, "rtn_quantizer");
-    for_each_group(in, [&](std::size_t, std::size_t r, std::size_t c0, std::size_t len, detail::grid_point g) {
-      for (std::size_t c = c0; c < c0 + len; ++c) out(r, c) = detail::rtn_dequant(detail::rtn_level(in(r, c), g, p_), g);
+    for_each_group(tag, in, pool, [&](std::size_t, std::size_t r, std::size_t c0, std::size_t len, const detail::grid& g) {
+      detail::fake_quantize_run(tag, in.row(r) + c0, len, g, out.row(r) + c0);
     });
   }
 
  private:
-  // Calls f(slot, row, first column, length, grid) for every group, computing its grid
-  // before any element of it is written (so in-place fake quantization is safe).
-  template <class F>
-  void for_each_group(matrix_view<const float> x, F&& f) const {
+  // Calls f(slot, row, first column, length, grid) for every group; each group's grid is
+  // computed before any of its elements is written (in-place use is safe).
+  template <class B, class F>
+  void for_each_group(B tag, matrix_view<const float> x, thread_pool* pool, F&& f) const {
     if (x.empty()) return;
     if (p_.gran == granularity::per_tensor) {
-      float lo = x(0, 0), hi = x(0, 0);
-      for (std::size_t r = 0; r < x.rows; ++r)
-        for (std::size_t c = 0; c < x.cols; ++c) {
-          lo = std::min(lo, x(r, c));
-          hi = std::max(hi, x(r, c));
+      float lo = INFINITY, hi = -INFINITY;
+      for (std::size_t r = 0; r < x.rows; ++r) {
+        const auto rr = detail::value_range(tag, x.row(r), x.cols);
+        if (!rr.finite) (void)detail::group_grid(tag, x.row(r), x.cols, p_, nullptr, r, 0);  // throws naming the value
+        lo = std::min(lo, rr.lo);
+        hi = std::max(hi, rr.hi);
+      }
+      detail::grid g = detail::rtn_grid(lo, hi, p_);
+      if (p_.search.enabled) {
+        // The search over the whole tensor: the sum of the per-row errors for each shrink.
+        std::vector<float> work(x.cols);
+        double best_err = INFINITY;
+        const int steps = static_cast<int>(p_.search.max_shrink * static_cast<float>(p_.search.grid));
+        for (int i = 0; i < steps; ++i) {
+          const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p_.search.grid);
+          const auto cand = detail::rtn_grid(shrink * lo, shrink * hi, p_);
+          double err = 0;
+          for (std::size_t r = 0; r < x.rows; ++r) {
+            detail::fake_quantize_run(tag, x.row(r), x.cols, cand, work.data());
+            for (std::size_t k = 0; k < x.cols; ++k)
+              err += std::pow(std::fabs(double(work[k] - x(r, k))), double(p_.search.norm));
+          }
+          if (err < best_err) {
+            best_err = err;
+            g = cand;
+          }
         }
-      const auto g = detail::rtn_grid(lo, hi, p_);
-      for (std::size_t r = 0; r < x.rows; ++r) f(0, r, 0, x.cols, g);
+      }
+      detail::parallel_for(pool, x.rows, [&](std::size_t b, std::size_t e) {
+        for (std::size_t r = b; r < e; ++r) f(0, r, 0, x.cols, g);
+      });
       return;
     }
     const std::size_t len = p_.group_length(x.cols), per_row = x.cols / len;
-    for (std::size_t r = 0; r < x.rows; ++r)
-      for (std::size_t gi = 0; gi < per_row; ++gi) {
-        const float* v = x.row(r) + gi * len;
-        const auto [lo, hi] = std::minmax_element(v, v + len);
-        f(r * per_row + gi, r, gi * len, len, detail::rtn_grid(*lo, *hi, p_));
-      }
+    detail::parallel_for(
+        pool, x.rows,
+        [&](std::size_t b, std::size_t e) {
+          std::vector<float> work(p_.search.enabled ? len : 0);
+          for (std::size_t r = b; r < e; ++r)
+            for (std::size_t gi = 0; gi < per_row; ++gi) {
+              const float* v = x.row(r) + gi * len;
+              f(r * per_row + gi, r, gi * len, len, detail::group_grid(tag, v, len, p_, work.data(), r, gi * len));
+            }
+        },
+        std::max<std::size_t>(1, 16384 / x.cols));
   }
 
   quant_params p_;
+  cpu::isa isa_;
 };
 
 }  // namespace quarot

@@ -1,0 +1,81 @@
+// quarot — per-token activation quantization in one pass (QuaRot's online activation
+// quantizer): each row x gets a symmetric scale s = clip·max|x| / (2^(b-1) - 1) and
+// levels round(x / s) clamped to [-2^(b-1), 2^(b-1) - 1]; 2..4-bit levels are written
+// packed two per byte (plain int4 layout), 5..8-bit levels one per byte. The row is read
+// from memory once (its range and its levels are computed while it is in cache).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../backend/cpu/quant_kernels.hpp"
+#include "../core/backend.hpp"
+#include "../core/error.hpp"
+#include "../core/int4.hpp"
+#include "../core/matrix_view.hpp"
+#include "../core/thread_pool.hpp"
+
+namespace quarot {
+
+/// Quantized activations: rows x cols levels and one scale per row (token).
+struct quantized_activations {
+  std::size_t rows = 0, cols = 0;
+  int bits = 8;
+  std::size_t row_bytes = 0;        ///< bytes per row in `data`
+  std::vector<std::uint8_t> data;   ///< packed int4 (bits <= 4) or int8 bit patterns (bits > 4)
+  std::vector<float> scales;        ///< one per row
+
+  [[nodiscard]] bool packed() const noexcept { return bits <= 4; }
+  /// The signed level of element (r, c).
+  [[nodiscard]] int value(std::size_t r, std::size_t c) const noexcept {
+    const std::uint8_t* row = data.data() + r * row_bytes;
+    if (!packed()) return static_cast<std::int8_t>(row[c]);
+    const std::uint8_t nib = (c % 2) ? (row[c / 2] >> 4) : (row[c / 2] & 0x0f);
+    return static_cast<std::int8_t>(static_cast<std::uint8_t>(nib << 4)) >> 4;
+  }
+};
+
+/// Quantizes every row of x per token, symmetric, `bits` in [2, 8], with the backend `tag`.
+template <cpu_backend B>
+void quantize_activations(B tag, matrix_view<const float> x, int bits, float clip_ratio, quantized_activations& out,
+                          thread_pool* pool = nullptr) {
+  detail::require(bits >= 2 && bits <= 8, "activation bits ", bits, " outside [2, 8]");
+  detail::require(clip_ratio > 0.0f && clip_ratio <= 1.0f, "clip ratio ", clip_ratio, " outside (0, 1]");
+  out.rows = x.rows;
+  out.cols = x.cols;
+  out.bits = bits;
+  out.row_bytes = bits <= 4 ? int4_packed_size(x.cols) : x.cols;
+  out.data.resize(out.rows * out.row_bytes);
+  out.scales.resize(out.rows);
+  const int qmax = (1 << (bits - 1)) - 1;
+  detail::parallel_for(
+      pool, x.rows,
+      [&](std::size_t b, std::size_t e) {
+        for (std::size_t r = b; r < e; ++r) {
+          const float* row = x.row(r);
+          const auto range = detail::value_range(tag, row, x.cols);
+          if (!range.finite)
+            for (std::size_t c = 0; c < x.cols; ++c)
+              if (!std::isfinite(row[c]))
+                detail::fail(errc::numerical, "quantize_activations: non-finite input ", row[c], " at row ", r,
+                             ", column ", c);
+          float s = std::max(std::fabs(range.lo), std::fabs(range.hi)) * clip_ratio / static_cast<float>(qmax);
+          if (!(s > 0.0f)) s = 1.0f;
+          out.scales[r] = s;
+          const detail::grid g{s, 0.0f, -qmax - 1, qmax};
+          std::uint8_t* dst = out.data.data() + r * out.row_bytes;
+          if (bits <= 4) detail::quantize_pack_int4(tag, row, x.cols, g, dst);
+          else detail::quantize_levels(tag, row, x.cols, g, reinterpret_cast<std::int8_t*>(dst));
+        }
+      },
+      std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, x.cols)));
+}
+
+/// The same with the best backend of this machine.
+inline void quantize_activations(matrix_view<const float> x, int bits, float clip_ratio, quantized_activations& out,
+                                 thread_pool* pool = nullptr) {
+  cpu::dispatch(cpu::default_isa(), [&](auto tag) { quantize_activations(tag, x, bits, clip_ratio, out, pool); });
+}
+
+}  // namespace quarot
