@@ -354,3 +354,20 @@ TEST_CASE("quantizers model the quantizer concept") {
   static_assert(quantizer<rtn_quantizer>);
   CHECK(true);
 }
+
+TEST_CASE("GPTQ's Hinv: upper U with Uᵀ·U = H⁻¹ (recursive triangular inverse, n > block)") {
+  for (Eigen::Index k : {5, 97, 300}) {
+    xoshiro256 rng{static_cast<std::uint64_t>(k)};
+    Eigen::MatrixXd a(k, 2 * k);
+    for (Eigen::Index i = 0; i < a.size(); ++i) a.data()[i] = rng.normal();
+    Eigen::MatrixXd h = a * a.transpose() / double(k);
+    h.diagonal().array() += 0.1;
+    const Eigen::MatrixXf u = detail::upper_cholesky_of_inverse(h);
+    CHECK(u.isUpperTriangular());
+    for (Eigen::Index i = 0; i < k; ++i) CHECK(u(i, i) > 0);
+    const Eigen::MatrixXd hinv = h.inverse();
+    const double err = (u.cast<double>().transpose() * u.cast<double>() - hinv).cwiseAbs().maxCoeff();
+    INFO("k = " << k << ", max error " << err);
+    CHECK(err < 1e-4 * hinv.cwiseAbs().maxCoeff());
+  }
+}

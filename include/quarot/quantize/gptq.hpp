@@ -86,17 +86,37 @@ struct gptq_result {
 };
 
 namespace detail {
+/// In-place inverse of a lower-triangular matrix by recursive 2x2 blocking,
+/// [[A, 0], [B, C]]⁻¹ = [[A⁻¹, 0], [-C⁻¹·B·A⁻¹, C⁻¹]]: n³/3 multiply-adds in two
+/// triangular matrix products per level (a plain solve against the identity costs n³).
+inline void invert_lower_in_place(Eigen::Ref<Eigen::MatrixXf> l) {
+  const Eigen::Index n = l.rows();
+  if (n <= 96) {
+    Eigen::MatrixXf inv = Eigen::MatrixXf::Identity(n, n);
+    l.triangularView<Eigen::Lower>().solveInPlace(inv);
+    l = inv.triangularView<Eigen::Lower>();
+    return;
+  }
+  const Eigen::Index h = n / 2;
+  invert_lower_in_place(l.topLeftCorner(h, h));
+  invert_lower_in_place(l.bottomRightCorner(n - h, n - h));
+  const Eigen::MatrixXf cb = l.bottomRightCorner(n - h, n - h).triangularView<Eigen::Lower>() * l.bottomLeftCorner(n - h, h);
+  l.bottomLeftCorner(n - h, h).noalias() = -(cb * l.topLeftCorner(h, h).triangularView<Eigen::Lower>());
+}
+
 /// Upper U with Uᵀ·U = H⁻¹ (GPTQ's "Hinv"): from the Cholesky factor of the reversed H,
 /// JHJ = L·Lᵀ gives H = (JLJ)(JLJ)ᵀ with JLJ upper, so H⁻¹ = Uᵀ·U with U = J·L⁻¹·J.
-inline Eigen::MatrixXd upper_cholesky_of_inverse(const Eigen::MatrixXd& h) {
-  const Eigen::Index k = h.rows();
-  const Eigen::MatrixXd rev = h.reverse();
-  Eigen::LLT<Eigen::MatrixXd> llt(rev);
+/// Factored in fp32, as GPTQ's reference does (H itself is accumulated in fp64).
+inline Eigen::MatrixXf upper_cholesky_of_inverse(const Eigen::MatrixXd& h) {
+  const Eigen::MatrixXf rev = h.reverse().cast<float>();
+  Eigen::LLT<Eigen::MatrixXf> llt(rev);
   if (llt.info() != Eigen::Success)
     fail(errc::numerical, "GPTQ: the dampened Hessian is not positive definite (increase damp_percent)");
-  Eigen::MatrixXd linv = Eigen::MatrixXd::Identity(k, k);
-  llt.matrixL().solveInPlace(linv);
-  return linv.reverse();
+  Eigen::MatrixXf l = llt.matrixL();
+  invert_lower_in_place(l);
+  if (!l.allFinite())
+    fail(errc::numerical, "GPTQ: the dampened Hessian is too ill-conditioned for fp32 (increase damp_percent)");
+  return l.reverse();
 }
 }  // namespace detail
 
@@ -157,18 +177,17 @@ inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::Matrix
   if (opt.act_order) {
     std::stable_sort(perm.begin(), perm.end(), [&](std::uint32_t a, std::uint32_t b) { return h(a, a) > h(b, b); });
     row_matrix wp(rows_n, cols_k);
-    Eigen::MatrixXd hp(cols_k, cols_k);
-    for (std::size_t j = 0; j < k; ++j) {
-      wp.col(Eigen::Index(j)) = wm.col(Eigen::Index(perm[j]));
-      for (std::size_t i = 0; i < k; ++i) hp(Eigen::Index(i), Eigen::Index(j)) = h(perm[i], perm[j]);
-    }
+    for (std::size_t j = 0; j < k; ++j) wp.col(Eigen::Index(j)) = wm.col(Eigen::Index(perm[j]));
+    Eigen::PermutationMatrix<Eigen::Dynamic, Eigen::Dynamic, int> pm(cols_k);
+    for (std::size_t j = 0; j < k; ++j) pm.indices()[Eigen::Index(j)] = int(perm[j]);
+    const Eigen::MatrixXd hp = pm.transpose() * h * pm;  // hp(i, j) = h(perm[i], perm[j])
     wm.swap(wp);
-    h.swap(hp);
+    h = hp;
   }
 
   const double damp = opt.damp_percent * h.diagonal().mean();
   h.diagonal().array() += damp;
-  const row_matrix hinv = detail::upper_cholesky_of_inverse(h).cast<float>();
+  const row_matrix hinv = detail::upper_cholesky_of_inverse(h);
 
   std::vector<float> levels(n * k);              // levels in processing order
   std::vector<detail::grid> grids(n * groups);   // per (row, group); group = processing-order group unless static
