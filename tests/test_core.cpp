@@ -203,3 +203,23 @@ TEST_CASE("concepts accept conforming user types and reject others") {
   static_assert(!gemm_policy<my_transform>);
   CHECK(true);
 }
+
+TEST_CASE("int4 interleaved layout: byte j of a 64-block holds elements j and j + 32") {
+  std::vector<std::int8_t> v(100);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::int8_t>(int(i % 16) - 8);
+  std::vector<std::uint8_t> packed(int4_interleaved_size(v.size()));
+  CHECK(packed.size() == 64);  // two blocks, the second zero-padded
+  pack_int4_interleaved(v, packed);
+  CHECK((packed[0] & 0x0f) == (std::uint8_t(v[0]) & 0x0f));
+  CHECK((packed[0] >> 4) == (std::uint8_t(v[32]) & 0x0f));
+  CHECK((packed[32 + 5] & 0x0f) == (std::uint8_t(v[64 + 5]) & 0x0f));
+  CHECK((packed[32 + 5] >> 4) == (std::uint8_t(v[96 + 5]) & 0x0f));
+  CHECK((packed[32 + 10] >> 4) == 0);  // element 106 does not exist: padding
+  std::vector<std::int8_t> back(v.size());
+  unpack_int4_interleaved(packed, back);
+  CHECK(back == v);
+  std::vector<std::int8_t> bad = {0, -9};
+  CHECK_THROWS_WITH_AS(pack_int4_interleaved(bad, packed), doctest::Contains("-9 at index 1"), error);
+  std::vector<std::uint8_t> small(31);
+  CHECK_THROWS_AS(pack_int4_interleaved(v, small), error);
+}
