@@ -13,6 +13,10 @@
 
 #include "../../core/backend.hpp"
 #include "../../core/config.hpp"
+#include "../../core/numeric.hpp"
+#include "simd_io.hpp"
+
+#include <type_traits>
 
 #if QUAROT_HAS_X86_SIMD
 #include <immintrin.h>
@@ -41,9 +45,29 @@ inline void fwht_f32(cpu::scalar, float* x, unsigned log2n, float scale) noexcep
     for (std::size_t i = 0; i < n; ++i) x[i] *= scale;
 }
 
+/// Scalar reference of the fused row transform: dst = post ⊙ (scale · H (pre ⊙ src)),
+/// exactly load_row + fwht + store_row.
+template <class TIn, class TOut>
+void fwht_row(cpu::scalar, const TIn* src, TOut* dst, float* work, unsigned log2n, float scale, const float* pre,
+              const float* post) noexcept {
+  const std::size_t n = std::size_t{1} << log2n;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = to_float(src[i]);
+    work[i] = pre ? v * pre[i] : v;
+  }
+  fwht_f32(cpu::scalar{}, work, log2n, 1.0f);
+  for (std::size_t i = 0; i < n; ++i) {
+    float v = work[i];
+    if (scale != 1.0f) v *= scale;
+    if (post) v *= post[i];
+    dst[i] = from_float<TOut>(v);
+  }
+}
+
 #if QUAROT_HAS_X86_SIMD
 
-// ---------------------------------------------------------------- AVX2 (8 lanes)
+
+// ---------------------------------------------------------------- in-register levels
 
 /// Levels h = 1, 2, 4 inside one 8-float register.
 QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256 fwht8_in_register(__m256 v) noexcept {
@@ -56,10 +80,64 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256 fwht8_in_register(__m256 v) noexc
   return v;
 }
 
-/// One pass of log2(R) levels at stride h (floats, a multiple of 8), scaling on store
-/// when this is the last pass.
-template <int R>
-QUAROT_TARGET_AVX2 void fwht_pass_avx2(float* x, std::size_t n, std::size_t h, bool last, float scale) noexcept {
+/// Levels h = 1, 2, 4, 8 inside one 16-float register: a shuffle, an add and a masked
+/// subtract per level (the odd half of each pair takes partner - self = a - b).
+QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512 fwht16_in_register(__m512 v) noexcept {
+  __m512 p = _mm512_permute_ps(v, 0xB1);
+  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xAAAA, p, v);
+  p = _mm512_permute_ps(v, 0x4E);
+  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xCCCC, p, v);
+  p = _mm512_shuffle_f32x4(v, v, 0xB1);
+  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xF0F0, p, v);
+  p = _mm512_shuffle_f32x4(v, v, 0x4E);
+  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xFF00, p, v);
+  return v;
+}
+
+// ------------------------------------------------------------- AVX2 (8 lanes)
+
+/// The first pass: reads the row in its storage type (times the pre-signs), runs levels
+/// h = 1..4 inside each register and log2(V) levels across V consecutive
+/// registers, and writes fp32 to `out` — or, when it is also the last pass, the scaled
+/// result (times the post-signs) in the output type.
+template <int V, class TIn, class TOut>
+QUAROT_TARGET_AVX2 void fwht_first_pass_avx2(const TIn* src, TOut* out, std::size_t n, bool last, float scale,
+                                   const float* pre, const float* post) noexcept {
+  const __m256 vs = _mm256_set1_ps(scale);
+  const bool do_scale = last && scale != 1.0f;
+  for (std::size_t blk = 0; blk < n; blk += 8 * V) {
+    __m256 v[V];
+    QUAROT_UNROLL
+    for (int r = 0; r < V; ++r) {
+      __m256 a = load8_avx2(src + blk + 8 * r);
+      if (pre) a = _mm256_mul_ps(a, _mm256_loadu_ps(pre + blk + 8 * r));
+      v[r] = fwht8_in_register(a);
+    }
+    QUAROT_UNROLL
+    for (int s = 1; s < V; s *= 2)
+      QUAROT_UNROLL
+      for (int i = 0; i < V; i += 2 * s)
+        QUAROT_UNROLL
+        for (int k = i; k < i + s; ++k) {
+          const __m256 a = v[k], b = v[k + s];
+          v[k] = _mm256_add_ps(a, b);
+          v[k + s] = _mm256_sub_ps(a, b);
+        }
+    QUAROT_UNROLL
+    for (int r = 0; r < V; ++r) {
+      __m256 a = v[r];
+      if (do_scale) a = _mm256_mul_ps(a, vs);
+      if (last && post) a = _mm256_mul_ps(a, _mm256_loadu_ps(post + blk + 8 * r));
+      store8_avx2(out + blk + 8 * r, a);
+    }
+  }
+}
+
+/// A pass of log2(R) levels at stride h over the fp32 work row, writing fp32 back — or,
+/// when last, the scaled result in the output type.
+template <int R, class TOut>
+QUAROT_TARGET_AVX2 void fwht_pass_avx2(float* x, TOut* out, std::size_t n, std::size_t h, bool last, float scale,
+                             const float* post) noexcept {
   const __m256 vs = _mm256_set1_ps(scale);
   const bool do_scale = last && scale != 1.0f;
   for (std::size_t blk = 0; blk < n; blk += R * h)
@@ -77,87 +155,97 @@ QUAROT_TARGET_AVX2 void fwht_pass_avx2(float* x, std::size_t n, std::size_t h, b
             v[k] = _mm256_add_ps(a, b);
             v[k + s] = _mm256_sub_ps(a, b);
           }
-      if (do_scale)
-        QUAROT_UNROLL
-        for (int r = 0; r < R; ++r) v[r] = _mm256_mul_ps(v[r], vs);
       QUAROT_UNROLL
-      for (int r = 0; r < R; ++r) _mm256_storeu_ps(x + j + r * h, v[r]);
+      for (int r = 0; r < R; ++r) {
+        __m256 a = v[r];
+        if (do_scale) a = _mm256_mul_ps(a, vs);
+        if (last && post) a = _mm256_mul_ps(a, _mm256_loadu_ps(post + j + r * h));
+        store8_avx2(out + j + r * h, a);
+      }
     }
 }
 
-/// First pass: levels h = 1, 2, 4 in registers plus log2(V) levels across V consecutive registers.
-template <int V>
-QUAROT_TARGET_AVX2 void fwht_first_pass_avx2(float* x, std::size_t n, bool last, float scale) noexcept {
-  const __m256 vs = _mm256_set1_ps(scale);
+/// dst = post ⊙ (scale · H_n (pre ⊙ src)), n = 2^log2n >= 8, with `work` (n floats) for the
+/// intermediate passes; work may alias src and dst when both are fp32.
+template <class TIn, class TOut>
+QUAROT_TARGET_AVX2 void fwht_row_avx2(const TIn* src, TOut* dst, float* work, unsigned log2n, float scale,
+                            const float* pre, const float* post) noexcept {
+  const std::size_t n = std::size_t{1} << log2n;
+  const unsigned first = log2n < 6 ? log2n : 6;
+  const bool single = first == log2n;
+  auto first_pass = [&](auto vcount) {
+    constexpr int V = decltype(vcount)::value;
+    if (single) fwht_first_pass_avx2<V>(src, dst, n, true, scale, pre, post);
+    else fwht_first_pass_avx2<V>(src, work, n, false, scale, pre, post);
+  };
+  switch (first) {
+    case 3: first_pass(std::integral_constant<int, 1>{}); break;
+    case 4: first_pass(std::integral_constant<int, 2>{}); break;
+    case 5: first_pass(std::integral_constant<int, 4>{}); break;
+    default: first_pass(std::integral_constant<int, 8>{}); break;
+  }
+  unsigned level = first;
+  while (level < log2n) {
+    const unsigned left = log2n - level;
+    const std::size_t h = std::size_t{1} << level;
+    const unsigned step = left >= 3 ? 3 : left;
+    const bool last = level + step == log2n;
+    switch (step) {
+      case 3:
+        if (last) fwht_pass_avx2<8>(work, dst, n, h, true, scale, post);
+        else fwht_pass_avx2<8>(work, work, n, h, false, scale, post);
+        break;
+      case 2: fwht_pass_avx2<4>(work, dst, n, h, true, scale, post); break;
+      default: fwht_pass_avx2<2>(work, dst, n, h, true, scale, post); break;
+    }
+    level += step;
+  }
+}
+
+// ------------------------------------------------------------- AVX-512 (16 lanes)
+
+/// The first pass: reads the row in its storage type (times the pre-signs), runs levels
+/// h = 1..8 inside each register and log2(V) levels across V consecutive
+/// registers, and writes fp32 to `out` — or, when it is also the last pass, the scaled
+/// result (times the post-signs) in the output type.
+template <int V, class TIn, class TOut>
+QUAROT_TARGET_AVX512 void fwht_first_pass_avx512(const TIn* src, TOut* out, std::size_t n, bool last, float scale,
+                                   const float* pre, const float* post) noexcept {
+  const __m512 vs = _mm512_set1_ps(scale);
   const bool do_scale = last && scale != 1.0f;
-  for (std::size_t blk = 0; blk < n; blk += 8 * V) {
-    __m256 v[V];
+  for (std::size_t blk = 0; blk < n; blk += 16 * V) {
+    __m512 v[V];
     QUAROT_UNROLL
-    for (int r = 0; r < V; ++r) v[r] = fwht8_in_register(_mm256_loadu_ps(x + blk + 8 * r));
+    for (int r = 0; r < V; ++r) {
+      __m512 a = load16_avx512(src + blk + 16 * r);
+      if (pre) a = _mm512_mul_ps(a, _mm512_loadu_ps(pre + blk + 16 * r));
+      v[r] = fwht16_in_register(a);
+    }
     QUAROT_UNROLL
     for (int s = 1; s < V; s *= 2)
       QUAROT_UNROLL
       for (int i = 0; i < V; i += 2 * s)
         QUAROT_UNROLL
         for (int k = i; k < i + s; ++k) {
-          const __m256 a = v[k], b = v[k + s];
-          v[k] = _mm256_add_ps(a, b);
-          v[k + s] = _mm256_sub_ps(a, b);
+          const __m512 a = v[k], b = v[k + s];
+          v[k] = _mm512_add_ps(a, b);
+          v[k + s] = _mm512_sub_ps(a, b);
         }
-    if (do_scale)
-      QUAROT_UNROLL
-      for (int r = 0; r < V; ++r) v[r] = _mm256_mul_ps(v[r], vs);
     QUAROT_UNROLL
-    for (int r = 0; r < V; ++r) _mm256_storeu_ps(x + blk + 8 * r, v[r]);
-  }
-}
-
-QUAROT_TARGET_AVX2 inline void fwht_f32_avx2(float* x, unsigned log2n, float scale) noexcept {
-  if (log2n < 3) return fwht_f32(cpu::scalar{}, x, log2n, scale);
-  const std::size_t n = std::size_t{1} << log2n;
-  const unsigned first = log2n < 6 ? log2n : 6;
-  const bool single = first == log2n;
-  switch (first) {
-    case 3: fwht_first_pass_avx2<1>(x, n, single, scale); break;
-    case 4: fwht_first_pass_avx2<2>(x, n, single, scale); break;
-    case 5: fwht_first_pass_avx2<4>(x, n, single, scale); break;
-    default: fwht_first_pass_avx2<8>(x, n, single, scale); break;
-  }
-  unsigned level = first;
-  while (level < log2n) {
-    const unsigned left = log2n - level;
-    const std::size_t h = std::size_t{1} << level;
-    if (left >= 3) {
-      fwht_pass_avx2<8>(x, n, h, left == 3, scale);
-      level += 3;
-    } else if (left == 2) {
-      fwht_pass_avx2<4>(x, n, h, true, scale);
-      level += 2;
-    } else {
-      fwht_pass_avx2<2>(x, n, h, true, scale);
-      level += 1;
+    for (int r = 0; r < V; ++r) {
+      __m512 a = v[r];
+      if (do_scale) a = _mm512_mul_ps(a, vs);
+      if (last && post) a = _mm512_mul_ps(a, _mm512_loadu_ps(post + blk + 16 * r));
+      store16_avx512(out + blk + 16 * r, a);
     }
   }
 }
 
-// ------------------------------------------------------------- AVX-512 (16 lanes)
-
-/// Levels h = 1, 2, 4, 8 inside one 16-float register: a shuffle, an add and a masked
-/// subtract per level (the odd half of each pair takes partner - self = a - b).
-QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512 fwht16_in_register(__m512 v) noexcept {
-  __m512 p = _mm512_permute_ps(v, 0xB1);
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xAAAA, p, v);
-  p = _mm512_permute_ps(v, 0x4E);
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xCCCC, p, v);
-  p = _mm512_shuffle_f32x4(v, v, 0xB1);
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xF0F0, p, v);
-  p = _mm512_shuffle_f32x4(v, v, 0x4E);
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xFF00, p, v);
-  return v;
-}
-
-template <int R>
-QUAROT_TARGET_AVX512 void fwht_pass_avx512(float* x, std::size_t n, std::size_t h, bool last, float scale) noexcept {
+/// A pass of log2(R) levels at stride h over the fp32 work row, writing fp32 back — or,
+/// when last, the scaled result in the output type.
+template <int R, class TOut>
+QUAROT_TARGET_AVX512 void fwht_pass_avx512(float* x, TOut* out, std::size_t n, std::size_t h, bool last, float scale,
+                             const float* post) noexcept {
   const __m512 vs = _mm512_set1_ps(scale);
   const bool do_scale = last && scale != 1.0f;
   for (std::size_t blk = 0; blk < n; blk += R * h)
@@ -175,80 +263,78 @@ QUAROT_TARGET_AVX512 void fwht_pass_avx512(float* x, std::size_t n, std::size_t 
             v[k] = _mm512_add_ps(a, b);
             v[k + s] = _mm512_sub_ps(a, b);
           }
-      if (do_scale)
-        QUAROT_UNROLL
-        for (int r = 0; r < R; ++r) v[r] = _mm512_mul_ps(v[r], vs);
       QUAROT_UNROLL
-      for (int r = 0; r < R; ++r) _mm512_storeu_ps(x + j + r * h, v[r]);
+      for (int r = 0; r < R; ++r) {
+        __m512 a = v[r];
+        if (do_scale) a = _mm512_mul_ps(a, vs);
+        if (last && post) a = _mm512_mul_ps(a, _mm512_loadu_ps(post + j + r * h));
+        store16_avx512(out + j + r * h, a);
+      }
     }
 }
 
-template <int V>
-QUAROT_TARGET_AVX512 void fwht_first_pass_avx512(float* x, std::size_t n, bool last, float scale) noexcept {
-  const __m512 vs = _mm512_set1_ps(scale);
-  const bool do_scale = last && scale != 1.0f;
-  for (std::size_t blk = 0; blk < n; blk += 16 * V) {
-    __m512 v[V];
-    QUAROT_UNROLL
-    for (int r = 0; r < V; ++r) v[r] = fwht16_in_register(_mm512_loadu_ps(x + blk + 16 * r));
-    QUAROT_UNROLL
-    for (int s = 1; s < V; s *= 2)
-      QUAROT_UNROLL
-      for (int i = 0; i < V; i += 2 * s)
-        QUAROT_UNROLL
-        for (int k = i; k < i + s; ++k) {
-          const __m512 a = v[k], b = v[k + s];
-          v[k] = _mm512_add_ps(a, b);
-          v[k + s] = _mm512_sub_ps(a, b);
-        }
-    if (do_scale)
-      QUAROT_UNROLL
-      for (int r = 0; r < V; ++r) v[r] = _mm512_mul_ps(v[r], vs);
-    QUAROT_UNROLL
-    for (int r = 0; r < V; ++r) _mm512_storeu_ps(x + blk + 16 * r, v[r]);
-  }
-}
-
-QUAROT_TARGET_AVX512 inline void fwht_f32_avx512(float* x, unsigned log2n, float scale) noexcept {
-  if (log2n < 4) return fwht_f32_avx2(x, log2n, scale);
+/// dst = post ⊙ (scale · H_n (pre ⊙ src)), n = 2^log2n >= 16, with `work` (n floats) for the
+/// intermediate passes; work may alias src and dst when both are fp32.
+template <class TIn, class TOut>
+QUAROT_TARGET_AVX512 void fwht_row_avx512(const TIn* src, TOut* dst, float* work, unsigned log2n, float scale,
+                            const float* pre, const float* post) noexcept {
   const std::size_t n = std::size_t{1} << log2n;
   const unsigned first = log2n < 7 ? log2n : 7;
   const bool single = first == log2n;
+  auto first_pass = [&](auto vcount) {
+    constexpr int V = decltype(vcount)::value;
+    if (single) fwht_first_pass_avx512<V>(src, dst, n, true, scale, pre, post);
+    else fwht_first_pass_avx512<V>(src, work, n, false, scale, pre, post);
+  };
   switch (first) {
-    case 4: fwht_first_pass_avx512<1>(x, n, single, scale); break;
-    case 5: fwht_first_pass_avx512<2>(x, n, single, scale); break;
-    case 6: fwht_first_pass_avx512<4>(x, n, single, scale); break;
-    default: fwht_first_pass_avx512<8>(x, n, single, scale); break;
+    case 4: first_pass(std::integral_constant<int, 1>{}); break;
+    case 5: first_pass(std::integral_constant<int, 2>{}); break;
+    case 6: first_pass(std::integral_constant<int, 4>{}); break;
+    default: first_pass(std::integral_constant<int, 8>{}); break;
   }
   unsigned level = first;
   while (level < log2n) {
     const unsigned left = log2n - level;
     const std::size_t h = std::size_t{1} << level;
-    if (left >= 3) {
-      fwht_pass_avx512<8>(x, n, h, left == 3, scale);
-      level += 3;
-    } else if (left == 2) {
-      fwht_pass_avx512<4>(x, n, h, true, scale);
-      level += 2;
-    } else {
-      fwht_pass_avx512<2>(x, n, h, true, scale);
-      level += 1;
+    const unsigned step = left >= 3 ? 3 : left;
+    const bool last = level + step == log2n;
+    switch (step) {
+      case 3:
+        if (last) fwht_pass_avx512<8>(work, dst, n, h, true, scale, post);
+        else fwht_pass_avx512<8>(work, work, n, h, false, scale, post);
+        break;
+      case 2: fwht_pass_avx512<4>(work, dst, n, h, true, scale, post); break;
+      default: fwht_pass_avx512<2>(work, dst, n, h, true, scale, post); break;
     }
+    level += step;
   }
 }
 
-/// Kernels overload on xsimd arch tags; the most derived match wins (avx512vnni and
-/// avx512bw take the AVX-512 kernel, avx2 the AVX2 one).
-inline void fwht_f32_arch(const xsimd::avx2&, float* x, unsigned log2n, float scale) noexcept {
-  fwht_f32_avx2(x, log2n, scale);
+// ---------------------------------------------------------- tag overloads (dispatch)
+
+template <class TIn, class TOut>
+void fwht_row_arch(const xsimd::avx2&, const TIn* src, TOut* dst, float* work, unsigned log2n, float scale,
+                   const float* pre, const float* post) noexcept {
+  if (log2n < 3) return fwht_row(cpu::scalar{}, src, dst, work, log2n, scale, pre, post);
+  fwht_row_avx2(src, dst, work, log2n, scale, pre, post);
 }
-inline void fwht_f32_arch(const xsimd::avx512bw&, float* x, unsigned log2n, float scale) noexcept {
-  fwht_f32_avx512(x, log2n, scale);
+template <class TIn, class TOut>
+void fwht_row_arch(const xsimd::avx512bw&, const TIn* src, TOut* dst, float* work, unsigned log2n, float scale,
+                   const float* pre, const float* post) noexcept {
+  if (log2n < 4) return fwht_row_arch(xsimd::avx2{}, src, dst, work, log2n, scale, pre, post);
+  fwht_row_avx512(src, dst, work, log2n, scale, pre, post);
 }
 
+template <class Arch, class TIn, class TOut>
+void fwht_row(cpu::simd<Arch>, const TIn* src, TOut* dst, float* work, unsigned log2n, float scale, const float* pre,
+              const float* post) noexcept {
+  fwht_row_arch(Arch{}, src, dst, work, log2n, scale, pre, post);
+}
+
+/// In-place fp32 transform (the Kronecker blocks use it).
 template <class Arch>
 void fwht_f32(cpu::simd<Arch>, float* x, unsigned log2n, float scale) noexcept {
-  fwht_f32_arch(Arch{}, x, log2n, scale);
+  fwht_row_arch(Arch{}, x, x, x, log2n, scale, nullptr, nullptr);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD

@@ -51,9 +51,15 @@ inline float* scratch(int slot, std::size_t n) {
 template <class B, class T>
 void transform_row(B tag, const row_plan& pl, T* row) {
   const std::size_t n = pl.n;
-  // fp32 rows with no reordering are transformed in place; the scale then folds into
-  // the last FWHT pass when nothing follows it.
   constexpr bool is_f32 = std::is_same_v<T, float>;
+  if (pl.m == 1 && pl.in_perm == nullptr && pl.out_perm == nullptr) {
+    // Plain (randomized) Walsh-Hadamard: one fused kernel reads the row in its storage
+    // type, transforms, scales and writes it back; fp32 rows need no work buffer.
+    float* work = is_f32 ? reinterpret_cast<float*>(row) : scratch(0, n);
+    fwht_row(tag, row, row, work, pl.log2p, pl.scale, pl.pre_signs, pl.post_signs);
+    return;
+  }
+  // fp32 rows with no input reordering are transformed in place.
   const bool in_place = is_f32 && pl.in_perm == nullptr;
   float* buf = in_place ? reinterpret_cast<float*>(row) : scratch(0, n);
   if (pl.in_perm) {
@@ -63,10 +69,9 @@ void transform_row(B tag, const row_plan& pl, T* row) {
   } else if (!in_place || pl.pre_signs) {
     load_row(tag, row, buf, n, pl.pre_signs);
   }
-  const bool fused_scale = in_place && pl.m == 1 && pl.out_perm == nullptr && pl.post_signs == nullptr;
   float* result = buf;
   if (pl.m == 1) {
-    fwht_f32(tag, buf, pl.log2p, fused_scale ? pl.scale : 1.0f);
+    fwht_f32(tag, buf, pl.log2p, 1.0f);
   } else {
     for (std::size_t i = 0; i < pl.m; ++i) fwht_f32(tag, buf + i * pl.p, pl.log2p, 1.0f);
     result = scratch(1, n);
@@ -77,7 +82,7 @@ void transform_row(B tag, const row_plan& pl, T* row) {
     for (std::size_t k = 0; k < n; ++k) tmp[k] = result[pl.out_perm[k]];
     result = tmp;
   }
-  if (!fused_scale) store_row(tag, result, row, n, pl.scale, pl.post_signs);
+  store_row(tag, result, row, n, pl.scale, pl.post_signs);
 }
 
 inline void prefetch_l2(const void* p, std::size_t bytes) noexcept {
