@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core.hpp"
+#include "gemm.hpp"
 #include "io.hpp"
 #include "quantize.hpp"
 #include "transform.hpp"

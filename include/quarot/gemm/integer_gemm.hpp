@@ -1,0 +1,131 @@
+// quarot — integer GEMM on the CPU: y = x·Wᵀ (+ bias) with per-token quantized
+// activations x (M x K, from quantize_activations) and packed quantized weights W
+// (N x K, from pack_weights), following a gemm policy (policies.hpp).
+//
+//   y[m, n] = s_a[m] · Σ_g s_w[n, g] · Σ_{k ∈ g} q_a[m, k] · (w[n, k] - z[n, g]) + bias[n]
+//
+// with exact int32 group sums (the products of 8-bit levels over K ≤ 2^16 cannot
+// overflow). Work is split over 64-column tiles of W on the thread pool, so decode
+// (M = 1) uses every thread too.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "../backend/cpu/gemm_kernels.hpp"
+#include "../core/backend.hpp"
+#include "../core/error.hpp"
+#include "../core/matrix_view.hpp"
+#include "../core/thread_pool.hpp"
+#include "../quantize/activation.hpp"
+#include "packing.hpp"
+#include "policies.hpp"
+
+namespace quarot::gemm {
+
+/// Activations in the kernels' form: u8 = level + 128 with K padded by level 0, and the
+/// level sums of each weight group.
+struct prepared_activations {
+  std::size_t rows = 0, lda = 0, groups = 1;
+  std::vector<std::uint8_t> a;
+  std::vector<std::int32_t> rowsum;
+  std::vector<float> scales;
+};
+
+inline void prepare_activations(const quantized_activations& x, const packed_weights& w, prepared_activations& out,
+                                thread_pool* pool = nullptr) {
+  detail::require(x.cols == w.k, "GEMM: activations have K = ", x.cols, " but the weights have K = ", w.k);
+  out.rows = x.rows;
+  out.lda = w.k_padded;
+  out.groups = w.groups;
+  out.a.assign(x.rows * w.k_padded, 128);
+  out.rowsum.assign(x.rows * w.groups, 0);
+  out.scales = x.scales;
+  detail::parallel_for(pool, x.rows, [&](std::size_t b, std::size_t e) {
+    for (std::size_t r = b; r < e; ++r)
+      for (std::size_t k = 0; k < x.cols; ++k) {
+        const int level = x.value(r, k);
+        out.a[r * out.lda + k] = static_cast<std::uint8_t>(level + 128);
+        out.rowsum[r * w.groups + k / w.group_size] += level;
+      }
+  });
+}
+
+namespace detail {
+template <class B>
+void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weights& w, std::span<const float> bias,
+                      matrix_view<float> y, thread_pool* pool) {
+  // One group per column covers all k-quads, the padded tail of K included.
+  const std::size_t group_quads = w.groups == 1 ? w.quads() : w.group_size / 4;
+  const quarot::detail::gemm_operands op{xa.a.data(),     xa.lda,      xa.rowsum.data(), w.data.data(),
+                                         w.quads(),       group_quads, w.groups,         w.n_padded,
+                                         w.block_bytes(), w.bits,      w.scales.data(),  w.zeros.data(),
+                                         w.colsums.data()};
+  const std::size_t tiles = (w.n + 63) / 64;
+  quarot::detail::parallel_for(pool, tiles, [&](std::size_t tb, std::size_t te) {
+    float c[4 * 64];
+    for (std::size_t t = tb; t < te; ++t) {
+      const std::size_t n0 = t * 64, cols = std::min<std::size_t>(64, w.n - n0);
+      for (std::size_t m0 = 0; m0 < xa.rows; m0 += 4) {
+        const std::size_t rows = std::min<std::size_t>(4, xa.rows - m0);
+        std::fill(c, c + 4 * 64, 0.0f);
+        quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, 64);
+        for (std::size_t r = 0; r < rows; ++r)
+          for (std::size_t j = 0; j < cols; ++j)
+            y(m0 + r, n0 + j) = std::fma(xa.scales[m0 + r], c[r * 64 + j], bias.empty() ? 0.0f : bias[n0 + j]);
+      }
+    }
+  });
+}
+}  // namespace detail
+
+/// An integer GEMM with its packed weights, for one policy.
+template <class Policy>
+class integer_gemm {
+ public:
+  using policy = Policy;
+
+  explicit integer_gemm(packed_weights w) : w_(std::move(w)) {
+    quarot::detail::require(w_.bits == Policy::weight_bits, "GEMM policy expects ", Policy::weight_bits,
+                            "-bit packed weights, got ", w_.bits, "-bit");
+    quarot::detail::require(w_.k <= 65536, "GEMM: K = ", w_.k, " exceeds 65536 (int32 accumulator bound)");
+    if constexpr (std::is_same_v<typename Policy::backend, cpu::avx512vnni_backend>) {
+      if (!cpu::supports(cpu::isa::avx512vnni))
+        quarot::detail::fail(errc::unsupported, "GEMM policy needs AVX-512 VNNI, this CPU has ",
+                             cpu::to_string(cpu::detected_isa()), " (use the cpu::scalar policy)");
+    }
+  }
+
+  [[nodiscard]] const packed_weights& weights() const noexcept { return w_; }
+
+  /// y (M x N) = x·Wᵀ + bias.
+  void operator()(const quantized_activations& x, matrix_view<float> y, std::span<const float> bias = {},
+                  thread_pool* pool = nullptr) const {
+    prepared_activations xa;
+    prepare_activations(x, w_, xa, pool);
+    run(xa, x.bits, y, bias, pool);
+  }
+
+  /// The same on activations already prepared (reused buffers across calls).
+  void run(const prepared_activations& xa, int activation_bits, matrix_view<float> y, std::span<const float> bias = {},
+           thread_pool* pool = nullptr) const {
+    quarot::detail::require(activation_bits <= Policy::activation_bits, "GEMM policy takes ",
+                            Policy::activation_bits, "-bit activations, got ", activation_bits, "-bit");
+    quarot::detail::require(y.rows == xa.rows && y.cols == w_.n, "GEMM: output is ", y.rows, "x", y.cols,
+                            ", expected ", xa.rows, "x", w_.n);
+    quarot::detail::require(bias.empty() || bias.size() == w_.n, "GEMM: bias has ", bias.size(), " entries for N = ",
+                            w_.n);
+    quarot::detail::require(xa.lda == w_.k_padded && xa.groups == w_.groups,
+                            "GEMM: activations were prepared for other weights");
+    detail::run_integer_gemm(typename Policy::backend{}, xa, w_, bias, y, pool);
+  }
+
+ private:
+  packed_weights w_;
+};
+
+}  // namespace quarot::gemm

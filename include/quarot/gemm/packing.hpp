@@ -1,0 +1,109 @@
+// quarot — weight pre-packing for the integer GEMM kernels.
+//
+// Layout (docs/ARCHITECTURE.md, "GEMM weight layout"): columns (output channels) in
+// panels of 16; within a panel, K in steps of 4 ("k-quads"); each (panel, k-quad) block
+// holds the 16 x 4 weights as 64 values ordered column-major — value c·4 + kk is column c,
+// k = 4·quad + kk — which is exactly the B operand of one AVX-512 vpdpbusd. 8-bit weights
+// store the 64 values as bytes; 4-bit weights store them in 32 bytes in the interleaved
+// int4 layout (byte j = value j | value j + 32 << 4), so a 256-bit load and two nibble
+// masks rebuild the 64 bytes without shuffles. N is padded to a multiple of 16 and K to a
+// multiple of 4 with zero weights.
+//
+// Stored values are "raw" non-negative-or-signed bytes w_raw with an integer zero z per
+// (column, group) such that the weight level is w_raw - z:
+//   8-bit symmetric: w_raw = q ∈ [-128, 127], z = 0
+//   8-bit asymmetric: w_raw = q - 128, z = zero - 128
+//   4-bit symmetric: w_raw = q + 8 ∈ [0, 15], z = 8
+//   4-bit asymmetric: w_raw = q ∈ [0, 15], z = zero
+// Activations enter the kernel as u8 = q_a + 128 (vpdpbusd multiplies u8 by s8), so the
+// kernel subtracts 128·Σ_k w_raw (colsum, per column and group) and z·Σ_k q_a.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../quantize/rtn.hpp"
+
+namespace quarot::gemm {
+
+struct packed_weights {
+  std::size_t n = 0, k = 0;          ///< logical shape (N x K)
+  std::size_t n_padded = 0, k_padded = 0;
+  int bits = 8;
+  std::size_t group_size = 0;        ///< K elements per scale (k for per-channel)
+  std::size_t groups = 1;            ///< groups per column (k / group_size)
+  std::vector<std::uint8_t> data;    ///< panels x k-quads x (64 or 32) bytes
+  // Per (group, column), group-major so that 16 consecutive columns are one vector load:
+  std::vector<float> scales;         ///< groups x n_padded
+  std::vector<std::int32_t> zeros;   ///< groups x n_padded, integer zero of w_raw
+  std::vector<std::int32_t> colsums; ///< groups x n_padded, Σ_k w_raw over the group
+
+  [[nodiscard]] std::size_t block_bytes() const noexcept { return bits == 4 ? 32 : 64; }
+  [[nodiscard]] std::size_t quads() const noexcept { return k_padded / 4; }
+  /// The raw stored value of (column n, k) (for tests and the scalar reference).
+  [[nodiscard]] int raw(std::size_t col, std::size_t kk) const noexcept {
+    const std::size_t panel = col / 16, c = col % 16, quad = kk / 4, v = c * 4 + kk % 4;
+    const std::uint8_t* blk = data.data() + (panel * quads() + quad) * block_bytes();
+    if (bits == 8) return static_cast<std::int8_t>(blk[v]);
+    const std::uint8_t b = blk[v % 32];
+    return v < 32 ? (b & 0x0f) : (b >> 4);
+  }
+};
+
+/// Packs a quantized weight matrix (from rtn_quantizer or GPTQ without act-order
+/// reordering of groups: g_idx must be empty) for the integer kernels.
+inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
+  detail::require(bits == 4 || bits == 8, "pack_weights: weight bits must be 4 or 8, got ", bits);
+  detail::require(q.params.bits <= bits, "pack_weights: ", q.params.bits, "-bit levels do not fit ", bits, "-bit storage");
+  detail::require(q.params.gran == granularity::per_channel || q.params.gran == granularity::per_group,
+                  "pack_weights: weights must be quantized per channel or per group, not ", to_string(q.params.gran));
+  detail::require(q.g_idx.empty(), "pack_weights: act-order group indices (g_idx) are not supported; "
+                                   "use GPTQ with static_groups for packed kernels");
+  packed_weights p;
+  p.n = q.rows;
+  p.k = q.cols;
+  p.bits = bits;
+  p.n_padded = (q.rows + 15) / 16 * 16;
+  p.k_padded = (q.cols + 3) / 4 * 4;
+  p.groups = q.groups_per_row;
+  p.group_size = q.cols / q.groups_per_row;
+  detail::require(p.groups == 1 || p.group_size % 4 == 0, "pack_weights: group size ", p.group_size,
+                  " must be a multiple of 4 for the kernels");
+  p.data.assign(p.n_padded / 16 * p.quads() * p.block_bytes(), 0);
+  p.scales.assign(p.n_padded * p.groups, 0.0f);
+  p.zeros.assign(p.n_padded * p.groups, 0);
+  p.colsums.assign(p.n_padded * p.groups, 0);
+  const bool sym = q.params.symmetric;
+  for (std::size_t col = 0; col < p.n_padded; ++col) {
+    for (std::size_t g = 0; g < p.groups; ++g) {
+      if (col >= q.rows) continue;  // padded columns: raw 0, zero 0, scale 0
+      const std::size_t slot = q.group_of(col, g * p.group_size);
+      p.scales[g * p.n_padded + col] = q.scales[slot];
+      const int zero = sym ? 0 : static_cast<int>(q.zeros[slot]);
+      p.zeros[g * p.n_padded + col] = bits == 8 ? (sym ? 0 : zero - 128) : (sym ? 8 : zero);
+    }
+    for (std::size_t kk = 0; kk < p.k_padded; ++kk) {
+      int raw = 0;  // padding (N or K): zero weight
+      if (col < q.rows && kk < q.cols) {
+        const int level = q.value(col, kk);
+        raw = bits == 8 ? (sym ? level : level - 128) : (sym ? level + 8 : level);
+        p.colsums[(kk / p.group_size) * p.n_padded + col] += raw;
+      }
+      const std::size_t panel = col / 16, c = col % 16, quad = kk / 4, v = c * 4 + kk % 4;
+      std::uint8_t* blk = p.data.data() + (panel * p.quads() + quad) * p.block_bytes();
+      if (bits == 8) {
+        blk[v] = static_cast<std::uint8_t>(static_cast<std::int8_t>(raw));
+      } else {
+        const auto nib = static_cast<std::uint8_t>(raw & 0x0f);
+        if (v < 32) blk[v] = static_cast<std::uint8_t>((blk[v] & 0xf0) | nib);
+        else blk[v - 32] = static_cast<std::uint8_t>((blk[v - 32] & 0x0f) | (nib << 4));
+      }
+    }
+  }
+  return p;
+}
+
+}  // namespace quarot::gemm

@@ -1,0 +1,45 @@
+// quarot — GEMM policies (CUTLASS 3 style: small types that name the backend, the element
+// types and bit widths, and the tile shape; kernels and layers read them).
+//
+// y = x·Wᵀ with x (M x K) quantized per token (symmetric, `activation_bits`) and W (N x K)
+// quantized per output channel or per group along K (`weight_bits`, symmetric or with
+// zero points). Integer products accumulate in int32 per weight group; the epilogue
+// applies the weight scale per group, the activation scale per row, and the bias.
+#pragma once
+
+#include <cstdint>
+
+#include "../core/backend.hpp"
+#include "../core/concepts.hpp"
+
+namespace quarot::gemm {
+
+/// Integer GEMM policy. Weights of `WeightBits` (4 or 8) bits, activations of
+/// `ActivationBits` (2..8) bits held as int8 levels; tile_m x tile_n output tile,
+/// tile_k = 4 (one vpdpbusd step).
+template <class Backend, int WeightBits, int ActivationBits>
+struct integer_policy {
+  static_assert(WeightBits == 4 || WeightBits == 8, "weights are 4- or 8-bit");
+  static_assert(ActivationBits >= 2 && ActivationBits <= 8, "activations are 2..8-bit");
+  using backend = Backend;
+  using weight_element = std::conditional_t<WeightBits == 4, std::uint8_t, std::int8_t>;  // 4-bit: two per byte
+  using activation_element = std::int8_t;
+  using accumulator = std::int32_t;
+  static constexpr int weight_bits = WeightBits;
+  static constexpr int activation_bits = ActivationBits;
+  static constexpr int tile_m = 4;
+  static constexpr int tile_n = 64;
+  static constexpr int tile_k = 4;
+};
+
+template <class Backend = cpu::avx512vnni_backend>
+using w8a8_policy = integer_policy<Backend, 8, 8>;
+template <class Backend = cpu::avx512vnni_backend>
+using w4a8_policy = integer_policy<Backend, 4, 8>;
+template <class Backend = cpu::avx512vnni_backend>
+using w4a4_policy = integer_policy<Backend, 4, 4>;
+
+static_assert(gemm_policy<w8a8_policy<>>);
+static_assert(gemm_policy<w4a4_policy<cpu::scalar>>);
+
+}  // namespace quarot::gemm

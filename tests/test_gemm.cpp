@@ -1,0 +1,122 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <quarot/gemm.hpp>
+
+using namespace quarot;
+
+namespace {
+std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed, float scale = 1.0f) {
+  xoshiro256 rng(seed);
+  std::vector<float> x(rows * cols);
+  for (auto& v : x) v = static_cast<float>(rng.normal()) * scale;
+  return x;
+}
+
+// y from the quantized operands by the definition, independent of the packing and kernels:
+// exact int32 group dot products of levels, then the epilogue's operations in order.
+std::vector<float> reference(const quantized_activations& xa, const quantized_matrix& wq, const std::vector<float>& bias) {
+  const std::size_t m = xa.rows, n = wq.rows, k = wq.cols, groups = wq.groups_per_row, gs = k / groups;
+  std::vector<float> y(m * n);
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t c = 0; c < n; ++c) {
+      float acc_f = 0.0f;
+      for (std::size_t g = 0; g < groups; ++g) {
+        const std::size_t slot = wq.group_of(c, g * gs);
+        const int zero = wq.params.symmetric ? 0 : int(wq.zeros[slot]);
+        std::int64_t acc = 0;
+        for (std::size_t i = g * gs; i < (g + 1) * gs; ++i) acc += std::int64_t(xa.value(r, i)) * (wq.value(c, i) - zero);
+        REQUIRE(acc == std::int64_t(std::int32_t(acc)));
+        acc_f = std::fma(wq.scales[slot], static_cast<float>(acc), acc_f);
+      }
+      y[r * n + c] = std::fma(xa.scales[r], acc_f, bias.empty() ? 0.0f : bias[c]);
+    }
+  return y;
+}
+
+template <class Policy>
+void check_policy(std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group, bool with_bias) {
+  INFO("M " << m << " N " << n << " K " << k << " group " << group << std::string(sym ? " sym" : " asym")
+             << std::string(with_bias ? " bias" : ""));
+  const auto x = random_matrix(m, k, m * 7 + k);
+  const auto w = random_matrix(n, k, n * 13 + k, 0.05f);
+  std::vector<float> bias = with_bias ? random_matrix(1, n, 3) : std::vector<float>{};
+  quant_params wp{.bits = Policy::weight_bits, .symmetric = sym,
+                  .gran = group ? granularity::per_group : granularity::per_channel, .group_size = group};
+  const auto wq = rtn_quantizer(wp, cpu::isa::scalar).quantize(make_matrix_view(w, n, k));
+  quantized_activations xa;
+  quantize_activations(cpu::scalar{}, make_matrix_view(x, m, k), Policy::activation_bits, 1.0f, xa);
+  const auto expect = reference(xa, wq, bias);
+  const auto packed = gemm::pack_weights(wq, Policy::weight_bits);
+  // Every stored raw value decodes back to its level.
+  for (std::size_t c = 0; c < n; c += 7)
+    for (std::size_t i = 0; i < k; i += 5) {
+      const int zero = packed.zeros[(i / packed.group_size) * packed.n_padded + c];
+      const std::size_t slot = wq.group_of(c, i);
+      REQUIRE(packed.raw(c, i) - zero == wq.value(c, i) - (sym ? 0 : int(wq.zeros[slot])));
+    }
+  const gemm::integer_gemm<Policy> op(packed);
+  std::vector<float> y(m * n, -1.0f);
+  thread_pool pool(2);
+  op(xa, make_matrix_view(y, m, n), bias, &pool);
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    INFO("element " << i << ": " << y[i] << " vs reference " << expect[i]);
+    REQUIRE(std::memcmp(&y[i], &expect[i], 4) == 0);  // bit-exact
+  }
+  // And close to the float product (quantization error only).
+  double err = 0, ref = 0;
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t c = 0; c < n; ++c) {
+      double d = with_bias ? bias[c] : 0.0;
+      for (std::size_t i = 0; i < k; ++i) d += double(x[r * k + i]) * w[c * k + i];
+      err += (d - y[r * n + c]) * (d - y[r * n + c]);
+      ref += d * d;
+    }
+  CHECK(std::sqrt(err / ref) < (Policy::weight_bits == 4 || Policy::activation_bits == 4 ? 0.25 : 0.05));
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("integer GEMM policies equal the integer reference bit for bit (M, N, K tails)", Policy,
+                   gemm::w8a8_policy<cpu::scalar>, gemm::w4a8_policy<cpu::scalar>, gemm::w4a4_policy<cpu::scalar>,
+                   gemm::w8a8_policy<>, gemm::w4a8_policy<>, gemm::w4a4_policy<>) {
+  if constexpr (std::is_same_v<typename Policy::backend, cpu::avx512vnni_backend>) {
+    if (!cpu::supports(cpu::isa::avx512vnni)) {
+      MESSAGE("skipping: this CPU has no AVX-512 VNNI");
+      return;
+    }
+  }
+  for (std::size_t m : {1u, 3u, 17u})
+    for (std::size_t n : {16u, 40u, 100u})
+      for (bool sym : {true, false}) {
+        check_policy<Policy>(m, n, 64, sym, 0, true);     // per channel
+        check_policy<Policy>(m, n, 256, sym, 128, false); // per group 128
+        check_policy<Policy>(m, n, 30, sym, 0, false);    // K not a multiple of 4
+      }
+  check_policy<Policy>(2, 33, 11008, true, 128, true);  // down_proj K
+  check_policy<Policy>(5, 20, 11008, false, 0, false);
+}
+
+TEST_CASE("GEMM: mismatched shapes, packing and bits are clear errors") {
+  const auto w = random_matrix(32, 64, 1);
+  const auto wq = rtn_quantizer({.bits = 8, .gran = granularity::per_channel}).quantize(make_matrix_view(w, 32, 64));
+  CHECK_THROWS_WITH_AS(gemm::pack_weights(wq, 4), doctest::Contains("8-bit levels"), error);
+  CHECK_THROWS_AS(gemm::pack_weights(wq, 5), error);
+  const auto packed = gemm::pack_weights(wq, 8);
+  CHECK_THROWS_WITH_AS(gemm::integer_gemm<gemm::w4a8_policy<cpu::scalar>>{packed}, doctest::Contains("4-bit packed"), error);
+  const gemm::integer_gemm<gemm::w8a8_policy<cpu::scalar>> op(packed);
+  const auto x = random_matrix(3, 60, 2);
+  quantized_activations xa;
+  quantize_activations(make_matrix_view(x, 3, 60), 8, 1.0f, xa);
+  std::vector<float> y(3 * 32);
+  CHECK_THROWS_WITH_AS(op(xa, make_matrix_view(y, 3, 32)), doctest::Contains("K = 60"), error);
+  const auto x64 = random_matrix(3, 64, 2);
+  quantize_activations(make_matrix_view(x64, 3, 64), 8, 1.0f, xa);
+  CHECK_THROWS_WITH_AS(op(xa, make_matrix_view(y, 3, 31)), doctest::Contains("3x31"), error);
+  std::vector<float> bias(7);
+  CHECK_THROWS_WITH_AS(op(xa, make_matrix_view(y, 3, 32), bias), doctest::Contains("bias has 7"), error);
+  const auto wt = rtn_quantizer({.bits = 8, .gran = granularity::per_tensor}).quantize(make_matrix_view(w, 32, 64));
+  CHECK_THROWS_AS(gemm::pack_weights(wt, 8), error);
+}
