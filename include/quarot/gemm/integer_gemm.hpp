@@ -64,16 +64,29 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
   const quarot::detail::gemm_operands op{xa.a.data(),     xa.lda,      xa.rowsum.data(), w.data.data(),
                                          w.quads(),       group_quads, w.groups,         w.n_padded,
                                          w.block_bytes(), w.bits,      w.scales.data(),  w.zeros.data(),
-                                         w.colsums.data()};
+                                         w.colsums.data(), w.uniform_zero, w.zero0};
   const std::size_t tiles = (w.n + 63) / 64;
+  // Each 4-row tile of activations walks all of K against one 64-column weight panel
+  // (256 KiB at 8 bits for K = 4096, held in L2 while every row tile passes over it);
+  // long groups (per-channel) are cut into blocks of 256 values, their partial int32
+  // sums kept in `acc` in between.
+  constexpr std::size_t block_quads = 64;
   quarot::detail::parallel_for(pool, tiles, [&](std::size_t tb, std::size_t te) {
-    float c[4 * 64];
+    std::vector<float> c(4 * 64);
+    std::vector<std::int32_t> acc(4 * 64);
     for (std::size_t t = tb; t < te; ++t) {
       const std::size_t n0 = t * 64, cols = std::min<std::size_t>(64, w.n - n0);
       for (std::size_t m0 = 0; m0 < xa.rows; m0 += 4) {
         const std::size_t rows = std::min<std::size_t>(4, xa.rows - m0);
-        std::fill(c, c + 4 * 64, 0.0f);
-        quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, 64);
+        std::fill(c.begin(), c.end(), 0.0f);
+        for (std::size_t g = 0; g < w.groups; ++g) {
+          const std::size_t g_begin = g * group_quads, g_end = g_begin + group_quads;
+          for (std::size_t q0 = g_begin; q0 < g_end; q0 += block_quads) {
+            const quarot::detail::k_block kb{g, q0, std::min(q0 + block_quads, g_end), q0 == g_begin,
+                                             q0 + block_quads >= g_end};
+            quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, kb, acc.data(), c.data(), 64);
+          }
+        }
         for (std::size_t r = 0; r < rows; ++r)
           for (std::size_t j = 0; j < cols; ++j)
             y(m0 + r, n0 + j) = std::fma(xa.scales[m0 + r], c[r * 64 + j], bias.empty() ? 0.0f : bias[n0 + j]);

@@ -40,6 +40,8 @@ struct packed_weights {
   std::vector<float> scales;         ///< groups x n_padded
   std::vector<std::int32_t> zeros;   ///< groups x n_padded, integer zero of w_raw
   std::vector<std::int32_t> colsums; ///< groups x n_padded, Σ_k w_raw over the group
+  bool uniform_zero = false;         ///< symmetric weights: every zero is zero0
+  std::int32_t zero0 = 0;
 
   [[nodiscard]] std::size_t block_bytes() const noexcept { return bits == 4 ? 32 : 64; }
   [[nodiscard]] std::size_t quads() const noexcept { return k_padded / 4; }
@@ -77,6 +79,8 @@ inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
   p.zeros.assign(p.n_padded * p.groups, 0);
   p.colsums.assign(p.n_padded * p.groups, 0);
   const bool sym = q.params.symmetric;
+  p.uniform_zero = sym;
+  p.zero0 = bits == 8 ? 0 : 8;
   for (std::size_t col = 0; col < p.n_padded; ++col) {
     for (std::size_t g = 0; g < p.groups; ++g) {
       if (col >= q.rows) continue;  // padded columns: raw 0, zero 0, scale 0

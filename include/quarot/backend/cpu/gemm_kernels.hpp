@@ -1,6 +1,6 @@
 // quarot — integer GEMM micro-kernels (internal; use quarot/gemm.hpp).
 //
-// A tile of MR activation rows x (16·NV) weight columns over all of K. Activations are
+// A tile of MR activation rows x (16·NV) weight columns over one block of K. Activations are
 // u8 = q_a + 128 (K padded with 128, i.e. level 0), weights the packed raw bytes (see
 // gemm/packing.hpp). Per weight group g the kernel accumulates Σ u8·w_raw in int32, then
 // corrects it to the exact integer Σ q_a·(w_raw - z) = acc - 128·colsum - z·rowsum and
@@ -32,6 +32,16 @@ struct gemm_operands {
   const float* scales;         // groups x n_padded
   const std::int32_t* zeros;   // groups x n_padded
   const std::int32_t* colsums; // groups x n_padded
+  bool uniform_zero;           // every zero equals zero0 (symmetric weights): no per-column multiply
+  std::int32_t zero0;
+};
+
+/// Which part of K a kernel call covers: quads [q_begin, q_end) of group g. Partial sums
+/// live in `acc` (int32, rows x 64) between calls; the call that ends the group folds them
+/// into the fp32 tile c.
+struct k_block {
+  std::size_t g, q_begin, q_end;
+  bool first, last;
 };
 
 /// The raw weight byte of (column col, k) from the packed layout.
@@ -43,23 +53,22 @@ inline int packed_raw(const gemm_operands& op, std::size_t col, std::size_t k) n
   return v < 32 ? (b & 0x0f) : (b >> 4);
 }
 
-/// Scalar kernel: c (rows x cols, ldc) += the tile's result for rows [m0, m0 + rows) and
-/// columns [n0, n0 + cols).
+/// Scalar kernel for rows [m0, m0 + rows) and columns [n0, n0 + cols) over one k_block.
 inline void gemm_tile(cpu::scalar, const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
-                      std::size_t cols, float* c, std::size_t ldc) noexcept {
+                      std::size_t cols, const k_block& kb, std::int32_t* acc, float* c, std::size_t ldc) noexcept {
   for (std::size_t r = 0; r < rows; ++r)
     for (std::size_t j = 0; j < cols; ++j) {
       const std::size_t col = n0 + j;
-      float acc_f = c[r * ldc + j];
-      for (std::size_t g = 0; g < op.groups; ++g) {
-        std::int32_t acc = 0;
-        for (std::size_t k = g * op.group_quads * 4; k < (g + 1) * op.group_quads * 4; ++k)
-          acc += static_cast<std::int32_t>(op.a[(m0 + r) * op.lda + k]) * packed_raw(op, col, k);
-        const std::size_t gi = g * op.n_padded + col;
-        acc -= 128 * op.colsums[gi] + op.zeros[gi] * op.rowsum[(m0 + r) * op.groups + g];
-        acc_f = std::fma(op.scales[gi], static_cast<float>(acc), acc_f);
+      std::int32_t a = kb.first ? 0 : acc[r * ldc + j];
+      for (std::size_t k = kb.q_begin * 4; k < kb.q_end * 4; ++k)
+        a += static_cast<std::int32_t>(op.a[(m0 + r) * op.lda + k]) * packed_raw(op, col, k);
+      if (!kb.last) {
+        acc[r * ldc + j] = a;
+        continue;
       }
-      c[r * ldc + j] = acc_f;
+      const std::size_t gi = kb.g * op.n_padded + col;
+      a -= 128 * op.colsums[gi] + op.zeros[gi] * op.rowsum[(m0 + r) * op.groups + kb.g];
+      c[r * ldc + j] = std::fma(op.scales[gi], static_cast<float>(a), c[r * ldc + j]);
     }
 }
 
@@ -80,46 +89,53 @@ QUAROT_TARGET_AVX512VNNI QUAROT_ALWAYS_INLINE __m512i load_weights_vnni(const st
 }
 
 template <int MR, int NV, int Bits>
-QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_t m0, std::size_t n0, float* c,
-                                             std::size_t ldc) noexcept {
+QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_t m0, std::size_t n0, const k_block& kb,
+                                             std::int32_t* accm, float* c, std::size_t ldc) noexcept {
   const std::size_t panel0 = n0 / 16;
   const std::size_t panel_stride = op.quads * op.block_bytes;
-  for (std::size_t g = 0; g < op.groups; ++g) {
-    __m512i acc[MR][NV];
+  __m512i acc[MR][NV];
+  QUAROT_UNROLL
+  for (int r = 0; r < MR; ++r)
+    QUAROT_UNROLL
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = kb.first ? _mm512_setzero_si512() : _mm512_loadu_si512(accm + r * ldc + 16 * v);
+  const std::uint8_t* wq = op.w + panel0 * panel_stride + kb.q_begin * op.block_bytes;
+  const std::uint8_t* arow = op.a + m0 * op.lda + kb.q_begin * 4;
+  for (std::size_t q = kb.q_begin; q < kb.q_end; ++q, wq += op.block_bytes, arow += 4) {
+    __m512i b[NV];
+    QUAROT_UNROLL
+    for (int v = 0; v < NV; ++v) b[v] = load_weights_vnni<Bits>(wq + v * panel_stride);
+    QUAROT_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      std::int32_t a4;
+      __builtin_memcpy(&a4, arow + r * op.lda, 4);
+      const __m512i av = _mm512_set1_epi32(a4);
+      QUAROT_UNROLL
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, b[v]);
+    }
+  }
+  if (!kb.last) {
     QUAROT_UNROLL
     for (int r = 0; r < MR; ++r)
       QUAROT_UNROLL
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
-    const std::size_t q_begin = g * op.group_quads, q_end = q_begin + op.group_quads;
-    const std::uint8_t* wq = op.w + panel0 * panel_stride + q_begin * op.block_bytes;
-    for (std::size_t q = q_begin; q < q_end; ++q, wq += op.block_bytes) {
-      __m512i b[NV];
-      QUAROT_UNROLL
-      for (int v = 0; v < NV; ++v) b[v] = load_weights_vnni<Bits>(wq + v * panel_stride);
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        std::int32_t a4;
-        __builtin_memcpy(&a4, op.a + (m0 + r) * op.lda + q * 4, 4);
-        const __m512i av = _mm512_set1_epi32(a4);
-        QUAROT_UNROLL
-        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, b[v]);
-      }
-    }
-    // Fold the group: exact integer correction, then c = fma(scale, float(acc), c).
+      for (int v = 0; v < NV; ++v) _mm512_storeu_si512(accm + r * ldc + 16 * v, acc[r][v]);
+    return;
+  }
+  // Fold the group: exact integer correction, then c = fma(scale, float(acc), c).
+  QUAROT_UNROLL
+  for (int v = 0; v < NV; ++v) {
+    const std::size_t gi = kb.g * op.n_padded + n0 + 16 * v;
+    const __m512i colsum128 = _mm512_slli_epi32(_mm512_loadu_si512(op.colsums + gi), 7);
+    const __m512 scale = _mm512_loadu_ps(op.scales + gi);
+    const __m512i zero = op.uniform_zero ? _mm512_setzero_si512() : _mm512_loadu_si512(op.zeros + gi);
     QUAROT_UNROLL
-    for (int v = 0; v < NV; ++v) {
-      const std::size_t gi = g * op.n_padded + n0 + 16 * v;
-      const __m512i colsum128 = _mm512_slli_epi32(_mm512_loadu_si512(op.colsums + gi), 7);
-      const __m512i zero = _mm512_loadu_si512(op.zeros + gi);
-      const __m512 scale = _mm512_loadu_ps(op.scales + gi);
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        const __m512i corr =
-            _mm512_add_epi32(colsum128, _mm512_mullo_epi32(zero, _mm512_set1_epi32(op.rowsum[(m0 + r) * op.groups + g])));
-        const __m512 accf = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][v], corr));
-        float* cp = c + r * ldc + 16 * v;
-        _mm512_storeu_ps(cp, _mm512_fmadd_ps(scale, accf, _mm512_loadu_ps(cp)));
-      }
+    for (int r = 0; r < MR; ++r) {
+      const std::int32_t rs = op.rowsum[(m0 + r) * op.groups + kb.g];
+      const __m512i corr = op.uniform_zero ? _mm512_add_epi32(colsum128, _mm512_set1_epi32(op.zero0 * rs))
+                                           : _mm512_add_epi32(colsum128, _mm512_mullo_epi32(zero, _mm512_set1_epi32(rs)));
+      const __m512 accf = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][v], corr));
+      float* cp = c + r * ldc + 16 * v;
+      _mm512_storeu_ps(cp, _mm512_fmadd_ps(scale, accf, _mm512_loadu_ps(cp)));
     }
   }
 }
@@ -127,9 +143,10 @@ QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_
 /// VNNI kernel entry: dispatches the tile shape (rows 1..4, 16-column vectors 1..4).
 template <int Bits>
 inline void gemm_tile_vnni_dispatch(const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
-                                    std::size_t vecs, float* c, std::size_t ldc) noexcept {
+                                    std::size_t vecs, const k_block& kb, std::int32_t* acc, float* c,
+                                    std::size_t ldc) noexcept {
 #define QUAROT_GEMM_CASE(MR, NV) \
-  case (MR - 1) * 4 + (NV - 1): return gemm_tile_vnni<MR, NV, Bits>(op, m0, n0, c, ldc);
+  case (MR - 1) * 4 + (NV - 1): return gemm_tile_vnni<MR, NV, Bits>(op, m0, n0, kb, acc, c, ldc);
   switch ((rows - 1) * 4 + (vecs - 1)) {
     QUAROT_GEMM_CASE(1, 1) QUAROT_GEMM_CASE(1, 2) QUAROT_GEMM_CASE(1, 3) QUAROT_GEMM_CASE(1, 4)
     QUAROT_GEMM_CASE(2, 1) QUAROT_GEMM_CASE(2, 2) QUAROT_GEMM_CASE(2, 3) QUAROT_GEMM_CASE(2, 4)
@@ -142,10 +159,11 @@ inline void gemm_tile_vnni_dispatch(const gemm_operands& op, std::size_t m0, std
 
 /// AVX-512 VNNI backend: the whole tile (cols a multiple of 16 within the padded N).
 inline void gemm_tile(cpu::avx512vnni_backend, const gemm_operands& op, std::size_t m0, std::size_t rows,
-                      std::size_t n0, std::size_t cols, float* c, std::size_t ldc) noexcept {
+                      std::size_t n0, std::size_t cols, const k_block& kb, std::int32_t* acc, float* c,
+                      std::size_t ldc) noexcept {
   const std::size_t vecs = (cols + 15) / 16;
-  if (op.bits == 8) gemm_tile_vnni_dispatch<8>(op, m0, rows, n0, vecs, c, ldc);
-  else gemm_tile_vnni_dispatch<4>(op, m0, rows, n0, vecs, c, ldc);
+  if (op.bits == 8) gemm_tile_vnni_dispatch<8>(op, m0, rows, n0, vecs, kb, acc, c, ldc);
+  else gemm_tile_vnni_dispatch<4>(op, m0, rows, n0, vecs, kb, acc, c, ldc);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD

@@ -1,0 +1,99 @@
+// Integer GEMM policies vs oneDNN int8 and OpenBLAS fp32 (issue: "Quantized GEMM").
+//
+//   BM_quarot<policy>/M/N/K        y = x·Wᵀ from per-token quantized x and packed W
+//                                  (the call includes preparing the activations)
+//   BM_onednn_u8s8s32/M/N/K        oneDNN matmul, u8 x s8 -> s32, weights pre-reordered
+//   BM_openblas_sgemm/M/N/K        cblas_sgemm (M = 1: cblas_sgemv) in fp32
+// Counters: ops/s = 2·M·N·K per second; weight_bytes/s = packed weight bytes per second
+// (the decode figure to hold against memcpy bandwidth). Run with OMP_NUM_THREADS=2 and
+// OPENBLAS_NUM_THREADS=2 for the baselines; quarot uses a 2-thread pool.
+#include <cblas.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <quarot/gemm.hpp>
+
+#include "bench_common.hpp"
+
+namespace {
+
+void set_counters(benchmark::State& state, double m, double n, double k, double weight_bytes) {
+  state.counters["ops/s"] = benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_bytes/s"] = benchmark::Counter(weight_bytes, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class Policy>
+void BM_quarot(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto w = bench::random_buffer<float>(n * k, 1);
+  const auto x = bench::random_buffer<float>(m * k, 2);
+  const quarot::quant_params wp{.bits = Policy::weight_bits, .symmetric = true,
+                                .gran = quarot::granularity::per_group, .group_size = 128};
+  const auto packed = quarot::gemm::pack_weights(quarot::rtn_quantizer(wp).quantize(quarot::make_matrix_view(w, n, k)),
+                                                 Policy::weight_bits);
+  const quarot::gemm::integer_gemm<Policy> op(packed);
+  quarot::quantized_activations xa;
+  quarot::quantize_activations(quarot::make_matrix_view(x, m, k), Policy::activation_bits, 1.0f, xa);
+  std::vector<float> y(m * n);
+  quarot::thread_pool pool(2);
+  for (auto _ : state) {
+    op(xa, quarot::make_matrix_view(y, m, n), {}, &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(m), double(n), double(k), double(packed.data.size()));
+}
+
+void BM_onednn_u8s8s32(benchmark::State& state) {
+  using namespace dnnl;
+  const auto m = state.range(0), n = state.range(1), k = state.range(2);
+  engine eng(engine::kind::cpu, 0);
+  stream s(eng);
+  const memory::desc a_md({m, k}, memory::data_type::u8, memory::format_tag::ab);
+  const memory::desc b_any({k, n}, memory::data_type::s8, memory::format_tag::any);
+  const memory::desc b_md({k, n}, memory::data_type::s8, memory::format_tag::ab);
+  const memory::desc c_md({m, n}, memory::data_type::s32, memory::format_tag::ab);
+  const matmul::primitive_desc pd(matmul::desc(a_md, b_any, c_md), eng);
+  memory a(a_md, eng), b_plain(b_md, eng), b(pd.weights_desc(), eng), c(c_md, eng);
+  std::memset(a.get_data_handle(), 3, std::size_t(m * k));
+  std::memset(b_plain.get_data_handle(), 1, std::size_t(k * n));
+  reorder(b_plain, b).execute(s, b_plain, b);
+  const matmul prim(pd);
+  for (auto _ : state) {
+    prim.execute(s, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    s.wait();
+  }
+  set_counters(state, double(m), double(n), double(k), double(n * k));
+}
+
+void BM_openblas_sgemm(benchmark::State& state) {
+  const auto m = int(state.range(0)), n = int(state.range(1)), k = int(state.range(2));
+  const auto w = bench::random_buffer<float>(std::size_t(n) * std::size_t(k), 1);
+  const auto x = bench::random_buffer<float>(std::size_t(m) * std::size_t(k), 2);
+  std::vector<float> y(std::size_t(m) * std::size_t(n));
+  for (auto _ : state) {
+    if (m == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.data(), k, x.data(), 1, 0.0f, y.data(), 1);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x.data(), k, w.data(), k, 0.0f, y.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(m), double(n), double(k), 4.0 * double(n) * double(k));
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  for (long m : {1L, 16L, 2048L})
+    for (auto nk : {std::pair{4096L, 4096L}, std::pair{11008L, 4096L}, std::pair{4096L, 11008L}}) b->Args({m, nk.first, nk.second});
+}
+
+void memcpy_weights(benchmark::State& state) {
+  bench::memcpy_baseline(state, std::size_t(state.range(0)), 2);
+}
+
+}  // namespace
+
+BENCHMARK(memcpy_weights)->Name("BM_memcpy")->Arg(4096L * 11008 / 2)->Arg(4096L * 11008)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_onednn_u8s8s32)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_openblas_sgemm)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
