@@ -6,16 +6,13 @@
 
 #include <quarot/gemm.hpp>
 
+#include "test_util.hpp"
+
 using namespace quarot;
+using test_util::machine_isas;
+using test_util::random_matrix;
 
 namespace {
-std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed, float scale = 1.0f) {
-  xoshiro256 rng(seed);
-  std::vector<float> x(rows * cols);
-  for (auto& v : x) v = static_cast<float>(rng.normal()) * scale;
-  return x;
-}
-
 // y from the quantized operands by the definition, independent of the packing and kernels:
 // exact int32 group dot products of levels, then the epilogue's operations in order.
 std::vector<float> reference(const quantized_activations& xa, const quantized_matrix& wq, const std::vector<float>& bias) {

@@ -7,23 +7,13 @@
 
 #include <quarot/quantize.hpp>
 
+#include "test_util.hpp"
+
 using namespace quarot;
+using test_util::machine_isas;
+using test_util::random_matrix;
 
 namespace {
-std::vector<cpu::isa> machine_isas() {
-  std::vector<cpu::isa> v;
-  for (auto i : {cpu::isa::scalar, cpu::isa::avx2, cpu::isa::avx512, cpu::isa::avx512vnni})
-    if (cpu::supports(i)) v.push_back(i);
-  return v;
-}
-
-std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed, float scale = 1.0f) {
-  xoshiro256 rng(seed);
-  std::vector<float> x(rows * cols);
-  for (auto& v : x) v = static_cast<float>(rng.normal()) * scale;
-  return x;
-}
-
 // The plain definition of RTN for one group, independent of quarot's kernels.
 struct ref_group {
   std::vector<int> q;

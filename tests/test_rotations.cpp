@@ -6,18 +6,15 @@
 
 #include <quarot/transform.hpp>
 
+#include "test_util.hpp"
+
 #include "reference.hpp"
 
 using namespace quarot;
+using test_util::machine_isas;
+using test_util::random_matrix;
 
 namespace {
-std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed) {
-  xoshiro256 rng(seed);
-  std::vector<float> x(rows * cols);
-  for (auto& v : x) v = static_cast<float>(rng.normal());
-  return x;
-}
-
 // Applies a transform to the identity: row j of the result is Q e_j, i.e. Qᵀ.
 template <class Q>
 dense_matrix_d transpose_of(const Q& q) {

@@ -9,25 +9,15 @@
 
 #include <quarot/transform.hpp>
 
+#include "test_util.hpp"
+
 #include "reference.hpp"
 
 using namespace quarot;
+using test_util::machine_isas;
+using test_util::random_matrix;
 
 namespace {
-
-std::vector<cpu::isa> machine_isas() {
-  std::vector<cpu::isa> v;
-  for (auto i : {cpu::isa::scalar, cpu::isa::avx2, cpu::isa::avx512, cpu::isa::avx512vnni})
-    if (cpu::supports(i)) v.push_back(i);
-  return v;
-}
-
-std::vector<float> random_matrix(std::size_t rows, std::size_t stride, std::uint64_t seed) {
-  xoshiro256 rng(seed);
-  std::vector<float> x(rows * stride);
-  for (auto& v : x) v = static_cast<float>(rng.normal());
-  return x;
-}
 
 template <class T>
 std::vector<T> to_type(const std::vector<float>& x) {
