@@ -12,6 +12,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <quarot/gemm.hpp>
+#include <quarot/transform.hpp>
 
 #include "bench_common.hpp"
 
@@ -78,6 +79,29 @@ void BM_openblas_sgemm(benchmark::State& state) {
   set_counters(state, double(m), double(n), double(k), 4.0 * double(n) * double(k));
 }
 
+// down_proj of Llama-2-7B: M = 2048 tokens, K = 11008 = 172·64, N = 4096. The layer's
+// forward (fp32 activations in): with online Hadamard (arg 1) or without (arg 0), against
+// BM_quarot<w4a4>/2048/4096/11008, the GEMM alone on already-quantized activations.
+void BM_linear_down_proj(benchmark::State& state) {
+  const std::size_t m = 2048, n = 4096, k = 11008;
+  const bool rotate = state.range(0) != 0;
+  auto w = bench::random_buffer<float>(n * k, 1);
+  const auto x = bench::random_buffer<float>(m * k, 2);
+  const quarot::randomized_hadamard q(k, 3);
+  if (rotate) quarot::fuse_input_rotation(quarot::make_matrix_view(w, n, k), q);
+  const auto wq = quarot::rtn_quantizer({.bits = 4, .gran = quarot::granularity::per_group, .group_size = 128})
+                      .quantize(quarot::make_matrix_view(std::as_const(w), n, k));
+  quarot::linear<quarot::gemm::w4a4_policy<>> layer(quarot::gemm::pack_weights(wq, 4), {}, 4);
+  if (rotate) layer.with_online_rotation(q);
+  std::vector<float> y(m * n);
+  quarot::thread_pool pool(2);
+  for (auto _ : state) {
+    layer.forward(quarot::make_matrix_view(x, m, k), quarot::make_matrix_view(y, m, n), &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(m), double(n), double(k), double(n * k / 2));
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (long m : {1L, 16L, 2048L})
     for (auto nk : {std::pair{4096L, 4096L}, std::pair{11008L, 4096L}, std::pair{4096L, 11008L}}) b->Args({m, nk.first, nk.second});
@@ -93,6 +117,7 @@ BENCHMARK(memcpy_weights)->Name("BM_memcpy")->Arg(4096L * 11008 / 2)->Arg(4096L 
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_linear_down_proj)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_onednn_u8s8s32)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_openblas_sgemm)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <quarot/gemm.hpp>
+#include <quarot/transform.hpp>
 
 #include "test_util.hpp"
 
@@ -116,4 +117,51 @@ TEST_CASE("GEMM: mismatched shapes, packing and bits are clear errors") {
   CHECK_THROWS_WITH_AS(op(xa, make_matrix_view(y, 3, 32), bias), doctest::Contains("bias has 7"), error);
   const auto wt = rtn_quantizer({.bits = 8, .gran = granularity::per_tensor}).quantize(make_matrix_view(w, 32, 64));
   CHECK_THROWS_AS(gemm::pack_weights(wt, 8), error);
+}
+
+TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals the separate steps") {
+  for (std::size_t k : {96u, 256u}) {  // 96 = 12·8 (Kronecker), 256 = 2^8
+    const std::size_t m = 19, n = 48;
+    const auto x = random_matrix(m, k, 40 + k);
+    auto w = random_matrix(n, k, 41 + k, 0.05f);
+    const auto bias = random_matrix(1, n, 42);
+    const randomized_hadamard q(k, 7);
+    fuse_input_rotation(make_matrix_view(w, n, k), q);  // W <- W·Qᵀ offline
+    const auto wq = rtn_quantizer({.bits = 4, .gran = granularity::per_group, .group_size = 32}).quantize(make_matrix_view(std::as_const(w), n, k));
+    using policy = gemm::w4a8_policy<cpu::scalar>;
+    linear<policy> layer(gemm::pack_weights(wq, 4), bias, 8, 0.95f);
+    layer.with_online_rotation(q);
+    std::vector<float> y(m * n);
+    thread_pool pool(2);
+    layer.forward(make_matrix_view(x, m, k), make_matrix_view(y, m, n), &pool);
+
+    // The same by separate steps: rotate a copy, quantize, GEMM.
+    auto xr = x;
+    q.apply(make_matrix_view(xr, m, k));
+    quantized_activations xa;
+    quantize_activations(make_matrix_view(std::as_const(xr), m, k), 8, 0.95f, xa);
+    std::vector<float> y2(m * n);
+    gemm::integer_gemm<policy>(gemm::pack_weights(wq, 4))(xa, make_matrix_view(y2, m, n), bias);
+    CHECK(layer.last_activations().data == xa.data);
+    CHECK(std::memcmp(y.data(), y2.data(), y.size() * 4) == 0);
+
+    // And it approximates the unrotated float layer (rotation is invisible up to quantization).
+    const auto w0 = random_matrix(n, k, 41 + k, 0.05f);
+    double err = 0, ref = 0;
+    for (std::size_t r = 0; r < m; ++r)
+      for (std::size_t c = 0; c < n; ++c) {
+        double d = bias[c];
+        for (std::size_t i = 0; i < k; ++i) d += double(x[r * k + i]) * w0[c * k + i];
+        err += (d - y[r * n + c]) * (d - y[r * n + c]);
+        ref += d * d;
+      }
+    CHECK(std::sqrt(err / ref) < 0.15);
+  }
+  const auto wq = rtn_quantizer({.bits = 8}).quantize(make_matrix_view(random_matrix(8, 64, 1), 8, 64));
+  linear<gemm::w8a8_policy<cpu::scalar>> layer(gemm::pack_weights(wq, 8));
+  CHECK_THROWS_WITH_AS(layer.with_online_rotation(randomized_hadamard(32, 1)), doctest::Contains("size 32"), error);
+  std::vector<float> x(3 * 60), y(3 * 8);
+  CHECK_THROWS_WITH_AS(layer.forward(make_matrix_view(std::as_const(x), 3, 60), make_matrix_view(y, 3, 8)),
+                       doctest::Contains("60 features"), error);
+  CHECK_THROWS_AS(linear<gemm::w8a8_policy<cpu::scalar>>(gemm::pack_weights(wq, 8), std::vector<float>(3)), error);
 }

@@ -36,38 +36,53 @@ struct quantized_activations {
   }
 };
 
+namespace detail {
+/// One row: its scale into *scale, its levels (packed when bits <= 4) into dst.
+template <class B>
+void quantize_token(B tag, const float* row, std::size_t cols, int bits, float clip_ratio, std::uint8_t* dst,
+                    float* scale, std::size_t row_index) {
+  const int qmax = (1 << (bits - 1)) - 1;
+  const auto range = value_range(tag, row, cols);
+  if (!range.finite)
+    for (std::size_t c = 0; c < cols; ++c)
+      if (!std::isfinite(row[c]))
+        fail(errc::numerical, "quantize_activations: non-finite input ", row[c], " at row ", row_index, ", column ", c);
+  float s = std::max(std::fabs(range.lo), std::fabs(range.hi)) * clip_ratio / static_cast<float>(qmax);
+  if (!(s > 0.0f)) s = 1.0f;
+  *scale = s;
+  const grid g{s, 0.0f, -qmax - 1, qmax};
+  if (bits <= 4) quantize_pack_int4(tag, row, cols, g, dst);
+  else quantize_levels(tag, row, cols, g, reinterpret_cast<std::int8_t*>(dst));
+}
+
+inline void check_activation_params(int bits, float clip_ratio) {
+  require(bits >= 2 && bits <= 8, "activation bits ", bits, " outside [2, 8]");
+  require(clip_ratio > 0.0f && clip_ratio <= 1.0f, "clip ratio ", clip_ratio, " outside (0, 1]");
+}
+
+/// Sizes `out` for rows x cols at `bits`.
+inline void shape_activations(quantized_activations& out, std::size_t rows, std::size_t cols, int bits) {
+  out.rows = rows;
+  out.cols = cols;
+  out.bits = bits;
+  out.row_bytes = bits <= 4 ? int4_packed_size(cols) : cols;
+  out.data.resize(rows * out.row_bytes);
+  out.scales.resize(rows);
+}
+}  // namespace detail
+
 /// Quantizes every row of x per token, symmetric, `bits` in [2, 8], with the backend `tag`.
 template <cpu_backend B>
 void quantize_activations(B tag, matrix_view<const float> x, int bits, float clip_ratio, quantized_activations& out,
                           thread_pool* pool = nullptr) {
-  detail::require(bits >= 2 && bits <= 8, "activation bits ", bits, " outside [2, 8]");
-  detail::require(clip_ratio > 0.0f && clip_ratio <= 1.0f, "clip ratio ", clip_ratio, " outside (0, 1]");
-  out.rows = x.rows;
-  out.cols = x.cols;
-  out.bits = bits;
-  out.row_bytes = bits <= 4 ? int4_packed_size(x.cols) : x.cols;
-  out.data.resize(out.rows * out.row_bytes);
-  out.scales.resize(out.rows);
-  const int qmax = (1 << (bits - 1)) - 1;
+  detail::check_activation_params(bits, clip_ratio);
+  detail::shape_activations(out, x.rows, x.cols, bits);
   detail::parallel_for(
       pool, x.rows,
       [&](std::size_t b, std::size_t e) {
-        for (std::size_t r = b; r < e; ++r) {
-          const float* row = x.row(r);
-          const auto range = detail::value_range(tag, row, x.cols);
-          if (!range.finite)
-            for (std::size_t c = 0; c < x.cols; ++c)
-              if (!std::isfinite(row[c]))
-                detail::fail(errc::numerical, "quantize_activations: non-finite input ", row[c], " at row ", r,
-                             ", column ", c);
-          float s = std::max(std::fabs(range.lo), std::fabs(range.hi)) * clip_ratio / static_cast<float>(qmax);
-          if (!(s > 0.0f)) s = 1.0f;
-          out.scales[r] = s;
-          const detail::grid g{s, 0.0f, -qmax - 1, qmax};
-          std::uint8_t* dst = out.data.data() + r * out.row_bytes;
-          if (bits <= 4) detail::quantize_pack_int4(tag, row, x.cols, g, dst);
-          else detail::quantize_levels(tag, row, x.cols, g, reinterpret_cast<std::int8_t*>(dst));
-        }
+        for (std::size_t r = b; r < e; ++r)
+          detail::quantize_token(tag, x.row(r), x.cols, bits, clip_ratio, out.data.data() + r * out.row_bytes,
+                                 &out.scales[r], r);
       },
       std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, x.cols)));
 }
