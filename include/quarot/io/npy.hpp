@@ -24,6 +24,13 @@ inline std::string npy_descr(dtype t) {
     case dtype::i8: return "|i1";
     case dtype::u8: return "|u1";
     case dtype::i32: return "<i4";
+    case dtype::f64: return "<f8";
+    case dtype::i64: return "<i8";
+    case dtype::i16: return "<i2";
+    case dtype::u16: return "<u2";
+    case dtype::u32: return "<u4";
+    case dtype::u64: return "<u8";
+    case dtype::boolean: return "|b1";
     case dtype::bf16: break;
   }
   quarot::detail::fail(errc::unsupported, ".npy has no bfloat16 dtype; convert to fp32 first");
@@ -74,7 +81,16 @@ inline tensor read_npy(const std::string& path) {
   else if (descr == "|i1" || descr == "<i1") t.type = dtype::i8;
   else if (descr == "|u1" || descr == "<u1") t.type = dtype::u8;
   else if (descr == "<i4") t.type = dtype::i32;
-  else quarot::detail::fail(errc::unsupported, "'", path, "': unsupported .npy dtype '", descr, "' (f4, f2, i1, u1, i4 little-endian)");
+  else if (descr == "<f8") t.type = dtype::f64;
+  else if (descr == "<i8") t.type = dtype::i64;
+  else if (descr == "<i2") t.type = dtype::i16;
+  else if (descr == "<u2") t.type = dtype::u16;
+  else if (descr == "<u4") t.type = dtype::u32;
+  else if (descr == "<u8") t.type = dtype::u64;
+  else if (descr == "|b1") t.type = dtype::boolean;
+  else
+    quarot::detail::fail(errc::unsupported, "'", path, "': unsupported .npy dtype '", descr,
+                         "' (little-endian f2, f4, f8, i1, i2, i4, i8, u1, u2, u4, u8, b1)");
   const std::string fortran = field("fortran_order");
   if (fortran.find("True") < fortran.find_first_of(",}")) bad("Fortran-order arrays are not supported");
   std::string shape = field("shape");

@@ -131,6 +131,13 @@ class safetensors_file {
       else if (d == "I8") ti.type = dtype::i8;
       else if (d == "U8") ti.type = dtype::u8;
       else if (d == "I32") ti.type = dtype::i32;
+      else if (d == "F64") ti.type = dtype::f64;
+      else if (d == "I64") ti.type = dtype::i64;
+      else if (d == "I16") ti.type = dtype::i16;
+      else if (d == "U16") ti.type = dtype::u16;
+      else if (d == "U32") ti.type = dtype::u32;
+      else if (d == "U64") ti.type = dtype::u64;
+      else if (d == "BOOL") ti.type = dtype::boolean;
       else quarot::detail::fail(errc::unsupported, "'", path_, "': tensor '", name, "' has unsupported dtype ", d);
       auto as_index = [&](const quarot::detail::json_value& x, const char* what) -> std::size_t {
         if (x.type != quarot::detail::json_value::kind::number || x.num < 0 || x.num != double(std::uint64_t(x.num)) ||

@@ -14,16 +14,23 @@
 
 namespace quarot::io {
 
-enum class dtype { f32, f16, bf16, i8, u8, i32 };
+enum class dtype { f32, f16, bf16, i8, u8, i32, f64, i64, i16, u16, u32, u64, boolean };
 
 inline std::size_t element_size(dtype t) noexcept {
   switch (t) {
+    case dtype::f64:
+    case dtype::i64:
+    case dtype::u64: return 8;
     case dtype::f32:
-    case dtype::i32: return 4;
+    case dtype::i32:
+    case dtype::u32: return 4;
     case dtype::f16:
-    case dtype::bf16: return 2;
+    case dtype::bf16:
+    case dtype::i16:
+    case dtype::u16: return 2;
     case dtype::i8:
-    case dtype::u8: return 1;
+    case dtype::u8:
+    case dtype::boolean: return 1;
   }
   return 0;
 }
@@ -36,6 +43,13 @@ inline const char* to_string(dtype t) noexcept {
     case dtype::i8: return "I8";
     case dtype::u8: return "U8";
     case dtype::i32: return "I32";
+    case dtype::f64: return "F64";
+    case dtype::i64: return "I64";
+    case dtype::i16: return "I16";
+    case dtype::u16: return "U16";
+    case dtype::u32: return "U32";
+    case dtype::u64: return "U64";
+    case dtype::boolean: return "BOOL";
   }
   return "?";
 }
@@ -57,7 +71,7 @@ struct tensor {
 
   [[nodiscard]] std::size_t numel() const { return shape_numel(shape); }
 
-  /// Values as fp32 (exact for every type but i32 beyond 2^24).
+  /// Values as fp32 (exact for the 8- and 16-bit types; wider integers and f64 are rounded).
   [[nodiscard]] std::vector<float> to_float() const {
     const std::size_t n = numel();
     std::vector<float> out(n);
@@ -79,18 +93,27 @@ struct tensor {
         }
         case dtype::i8: out[i] = static_cast<float>(static_cast<std::int8_t>(p[i])); break;
         case dtype::u8: out[i] = static_cast<float>(p[i]); break;
-        case dtype::i32: {
-          std::int32_t v;
-          std::memcpy(&v, p + 4 * i, 4);
-          out[i] = static_cast<float>(v);
-          break;
-        }
+        case dtype::i32: out[i] = static_cast<float>(load<std::int32_t>(p, i)); break;
+        case dtype::f64: out[i] = static_cast<float>(load<double>(p, i)); break;
+        case dtype::i64: out[i] = static_cast<float>(load<std::int64_t>(p, i)); break;
+        case dtype::i16: out[i] = static_cast<float>(load<std::int16_t>(p, i)); break;
+        case dtype::u16: out[i] = static_cast<float>(load<std::uint16_t>(p, i)); break;
+        case dtype::u32: out[i] = static_cast<float>(load<std::uint32_t>(p, i)); break;
+        case dtype::u64: out[i] = static_cast<float>(load<std::uint64_t>(p, i)); break;
+        case dtype::boolean: out[i] = p[i] ? 1.0f : 0.0f; break;
       }
     }
     return out;
   }
 
   /// A tensor holding a copy of `values` (T: float, half, std::int8_t, std::uint8_t, std::int32_t).
+  template <class T>
+  static T load(const std::uint8_t* p, std::size_t i) noexcept {
+    T v;
+    std::memcpy(&v, p + sizeof(T) * i, sizeof(T));
+    return v;
+  }
+
   template <class T>
   static tensor from(const std::vector<T>& values, std::vector<std::size_t> shape) {
     tensor t;
