@@ -40,9 +40,11 @@ inline void prepare_activations(const quantized_activations& x, const packed_wei
                                 thread_pool* pool = nullptr) {
   detail::require(x.cols == w.k, "GEMM: activations have K = ", x.cols, " but the weights have K = ", w.k);
   out.rows = x.rows;
-  out.lda = w.k_padded;
+  // Rows 64 bytes longer than K: a 4-row tile's rows then do not share one L1 set when K
+  // is a multiple of 4096.
+  out.lda = w.k_padded + 64;
   out.groups = w.groups;
-  out.a.assign(x.rows * w.k_padded, 128);
+  out.a.assign(x.rows * out.lda, 128);
   out.rowsum.assign(x.rows * w.groups, 0);
   out.scales = x.scales;
   detail::parallel_for(pool, x.rows, [&](std::size_t b, std::size_t e) {
@@ -66,18 +68,19 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
                                          w.block_bytes(), w.bits,      w.scales.data(),  w.zeros.data(),
                                          w.colsums.data(), w.uniform_zero, w.zero0};
   const std::size_t tiles = (w.n + 63) / 64;
-  // Each 4-row tile of activations walks all of K against one 64-column weight panel
+  // Each 6-row tile of activations walks all of K against one 64-column weight panel
   // (256 KiB at 8 bits for K = 4096, held in L2 while every row tile passes over it);
   // long groups (per-channel) are cut into blocks of 256 values, their partial int32
   // sums kept in `acc` in between.
   constexpr std::size_t block_quads = 64;
   quarot::detail::parallel_for(pool, tiles, [&](std::size_t tb, std::size_t te) {
-    std::vector<float> c(4 * 64);
-    std::vector<std::int32_t> acc(4 * 64);
+    constexpr std::size_t mr = 6;  // rows per register tile (the kernels handle 1..6)
+    std::vector<float> c(mr * 64);
+    std::vector<std::int32_t> acc(mr * 64);
     for (std::size_t t = tb; t < te; ++t) {
       const std::size_t n0 = t * 64, cols = std::min<std::size_t>(64, w.n - n0);
-      for (std::size_t m0 = 0; m0 < xa.rows; m0 += 4) {
-        const std::size_t rows = std::min<std::size_t>(4, xa.rows - m0);
+      for (std::size_t m0 = 0; m0 < xa.rows; m0 += mr) {
+        const std::size_t rows = std::min<std::size_t>(mr, xa.rows - m0);
         std::fill(c.begin(), c.end(), 0.0f);
         for (std::size_t g = 0; g < w.groups; ++g) {
           const std::size_t g_begin = g * group_quads, g_end = g_begin + group_quads;
@@ -132,7 +135,7 @@ class integer_gemm {
                             ", expected ", xa.rows, "x", w_.n);
     quarot::detail::require(bias.empty() || bias.size() == w_.n, "GEMM: bias has ", bias.size(), " entries for N = ",
                             w_.n);
-    quarot::detail::require(xa.lda == w_.k_padded && xa.groups == w_.groups,
+    quarot::detail::require(xa.lda == w_.k_padded + 64 && xa.groups == w_.groups,
                             "GEMM: activations were prepared for other weights");
     detail::run_integer_gemm(typename Policy::backend{}, xa, w_, bias, y, pool);
   }

@@ -1,12 +1,14 @@
 // quarot — weight pre-packing for the integer GEMM kernels.
 //
-// Layout (docs/ARCHITECTURE.md, "GEMM weight layout"): columns (output channels) in
-// panels of 16; within a panel, K in steps of 4 ("k-quads"); each (panel, k-quad) block
+// Layout (docs/ARCHITECTURE.md, "GEMM"): columns (output channels) in panels of 16, four
+// panels to a 64-column tile; K in steps of 4 ("k-quads"). Each (panel, k-quad) block
 // holds the 16 x 4 weights as 64 values ordered column-major — value c·4 + kk is column c,
-// k = 4·quad + kk — which is exactly the B operand of one AVX-512 vpdpbusd. 8-bit weights
+// k = 4·quad + kk — which is exactly the B operand of one AVX-512 vpdpbusd. The four
+// blocks of a tile for one k-quad are adjacent, so a kernel reads one contiguous stream
+// per tile (separate panels 64 KiB apart would all fall into one L1 set). 8-bit weights
 // store the 64 values as bytes; 4-bit weights store them in 32 bytes in the interleaved
 // int4 layout (byte j = value j | value j + 32 << 4), so a 256-bit load and two nibble
-// masks rebuild the 64 bytes without shuffles. N is padded to a multiple of 16 and K to a
+// masks rebuild the 64 bytes without shuffles. N is padded to a multiple of 64 and K to a
 // multiple of 4 with zero weights.
 //
 // Stored values are "raw" non-negative-or-signed bytes w_raw with an integer zero z per
@@ -45,10 +47,15 @@ struct packed_weights {
 
   [[nodiscard]] std::size_t block_bytes() const noexcept { return bits == 4 ? 32 : 64; }
   [[nodiscard]] std::size_t quads() const noexcept { return k_padded / 4; }
+  /// Byte offset of the block of (column col, k-quad quad).
+  [[nodiscard]] std::size_t block_offset(std::size_t col, std::size_t quad) const noexcept {
+    const std::size_t panel = col / 16;
+    return (((panel / 4) * quads() + quad) * 4 + panel % 4) * block_bytes();
+  }
   /// The raw stored value of (column n, k) (for tests and the scalar reference).
   [[nodiscard]] int raw(std::size_t col, std::size_t kk) const noexcept {
-    const std::size_t panel = col / 16, c = col % 16, quad = kk / 4, v = c * 4 + kk % 4;
-    const std::uint8_t* blk = data.data() + (panel * quads() + quad) * block_bytes();
+    const std::size_t v = (col % 16) * 4 + kk % 4;
+    const std::uint8_t* blk = data.data() + block_offset(col, kk / 4);
     if (bits == 8) return static_cast<std::int8_t>(blk[v]);
     const std::uint8_t b = blk[v % 32];
     return v < 32 ? (b & 0x0f) : (b >> 4);
@@ -68,7 +75,7 @@ inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
   p.n = q.rows;
   p.k = q.cols;
   p.bits = bits;
-  p.n_padded = (q.rows + 15) / 16 * 16;
+  p.n_padded = (q.rows + 63) / 64 * 64;
   p.k_padded = (q.cols + 3) / 4 * 4;
   p.groups = q.groups_per_row;
   p.group_size = q.cols / q.groups_per_row;
@@ -96,8 +103,8 @@ inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
         raw = bits == 8 ? (sym ? level : level - 128) : (sym ? level + 8 : level);
         p.colsums[(kk / p.group_size) * p.n_padded + col] += raw;
       }
-      const std::size_t panel = col / 16, c = col % 16, quad = kk / 4, v = c * 4 + kk % 4;
-      std::uint8_t* blk = p.data.data() + (panel * p.quads() + quad) * p.block_bytes();
+      const std::size_t v = (col % 16) * 4 + kk % 4;
+      std::uint8_t* blk = p.data.data() + p.block_offset(col, kk / 4);
       if (bits == 8) {
         blk[v] = static_cast<std::uint8_t>(static_cast<std::int8_t>(raw));
       } else {

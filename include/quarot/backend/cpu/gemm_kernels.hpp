@@ -46,8 +46,8 @@ struct k_block {
 
 /// The raw weight byte of (column col, k) from the packed layout.
 inline int packed_raw(const gemm_operands& op, std::size_t col, std::size_t k) noexcept {
-  const std::size_t panel = col / 16, c = col % 16, quad = k / 4, v = c * 4 + k % 4;
-  const std::uint8_t* blk = op.w + (panel * op.quads + quad) * op.block_bytes;
+  const std::size_t panel = col / 16, v = (col % 16) * 4 + k % 4;
+  const std::uint8_t* blk = op.w + (((panel / 4) * op.quads + k / 4) * 4 + panel % 4) * op.block_bytes;
   if (op.bits == 8) return static_cast<std::int8_t>(blk[v]);
   const std::uint8_t b = blk[v % 32];
   return v < 32 ? (b & 0x0f) : (b >> 4);
@@ -91,20 +91,19 @@ QUAROT_TARGET_AVX512VNNI QUAROT_ALWAYS_INLINE __m512i load_weights_vnni(const st
 template <int MR, int NV, int Bits>
 QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_t m0, std::size_t n0, const k_block& kb,
                                              std::int32_t* accm, float* c, std::size_t ldc) noexcept {
-  const std::size_t panel0 = n0 / 16;
-  const std::size_t panel_stride = op.quads * op.block_bytes;
+  // n0 is a multiple of 64: the tile's four blocks per k-quad are adjacent.
   __m512i acc[MR][NV];
   QUAROT_UNROLL
   for (int r = 0; r < MR; ++r)
     QUAROT_UNROLL
     for (int v = 0; v < NV; ++v)
       acc[r][v] = kb.first ? _mm512_setzero_si512() : _mm512_loadu_si512(accm + r * ldc + 16 * v);
-  const std::uint8_t* wq = op.w + panel0 * panel_stride + kb.q_begin * op.block_bytes;
+  const std::uint8_t* wq = op.w + ((n0 / 64) * op.quads + kb.q_begin) * 4 * op.block_bytes;
   const std::uint8_t* arow = op.a + m0 * op.lda + kb.q_begin * 4;
-  for (std::size_t q = kb.q_begin; q < kb.q_end; ++q, wq += op.block_bytes, arow += 4) {
+  for (std::size_t q = kb.q_begin; q < kb.q_end; ++q, wq += 4 * op.block_bytes, arow += 4) {
     __m512i b[NV];
     QUAROT_UNROLL
-    for (int v = 0; v < NV; ++v) b[v] = load_weights_vnni<Bits>(wq + v * panel_stride);
+    for (int v = 0; v < NV; ++v) b[v] = load_weights_vnni<Bits>(wq + v * op.block_bytes);
     QUAROT_UNROLL
     for (int r = 0; r < MR; ++r) {
       std::int32_t a4;
@@ -140,7 +139,9 @@ QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_
   }
 }
 
-/// VNNI kernel entry: dispatches the tile shape (rows 1..4, 16-column vectors 1..4).
+/// VNNI kernel entry: dispatches the tile shape (rows 1..6, 16-column vectors 1..4). Six
+/// rows x 64 columns use 24 of the 32 zmm registers for accumulators and read each
+/// weight block once for six rows (weights come from L2; rows are what amortizes them).
 template <int Bits>
 inline void gemm_tile_vnni_dispatch(const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
                                     std::size_t vecs, const k_block& kb, std::int32_t* acc, float* c,
@@ -152,6 +153,8 @@ inline void gemm_tile_vnni_dispatch(const gemm_operands& op, std::size_t m0, std
     QUAROT_GEMM_CASE(2, 1) QUAROT_GEMM_CASE(2, 2) QUAROT_GEMM_CASE(2, 3) QUAROT_GEMM_CASE(2, 4)
     QUAROT_GEMM_CASE(3, 1) QUAROT_GEMM_CASE(3, 2) QUAROT_GEMM_CASE(3, 3) QUAROT_GEMM_CASE(3, 4)
     QUAROT_GEMM_CASE(4, 1) QUAROT_GEMM_CASE(4, 2) QUAROT_GEMM_CASE(4, 3) QUAROT_GEMM_CASE(4, 4)
+    QUAROT_GEMM_CASE(5, 1) QUAROT_GEMM_CASE(5, 2) QUAROT_GEMM_CASE(5, 3) QUAROT_GEMM_CASE(5, 4)
+    QUAROT_GEMM_CASE(6, 1) QUAROT_GEMM_CASE(6, 2) QUAROT_GEMM_CASE(6, 3) QUAROT_GEMM_CASE(6, 4)
     default: break;
   }
 #undef QUAROT_GEMM_CASE
