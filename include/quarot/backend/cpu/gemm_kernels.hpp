@@ -20,6 +20,13 @@
 #include <immintrin.h>
 #endif
 
+// GCC 12 warns that the AVX-512 intrinsics' internal _mm512_undefined_* operands "may be
+// used uninitialized"; they are don't-care inputs by design.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace quarot::detail {
 
 struct gemm_operands {
@@ -172,3 +179,7 @@ inline void gemm_tile(cpu::avx512vnni_backend, const gemm_operands& op, std::siz
 #endif  // QUAROT_HAS_X86_SIMD
 
 }  // namespace quarot::detail
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
