@@ -161,3 +161,137 @@ TEST_CASE(".safetensors: lying and truncated headers are clear errors") {
   write_bytes(dir.file("tiny.safetensors"), "abc");
   CHECK_THROWS_WITH_AS(io::safetensors_file(dir.file("tiny.safetensors")), doctest::Contains("shorter"), error);
 }
+
+namespace {
+// A small GGUF writer for the tests (little-endian, version 3, alignment 32).
+struct gguf_writer {
+  std::string meta, infos, data;
+  int n_meta = 0, n_tensors = 0;
+  template <class T>
+  static void put(std::string& s, T v) {
+    s.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  static void put_str(std::string& s, const std::string& x) {
+    put<std::uint64_t>(s, x.size());
+    s += x;
+  }
+  void meta_u32(const std::string& k, std::uint32_t v) {
+    put_str(meta, k);
+    put<std::uint32_t>(meta, 4);
+    put(meta, v);
+    ++n_meta;
+  }
+  void meta_str(const std::string& k, const std::string& v) {
+    put_str(meta, k);
+    put<std::uint32_t>(meta, 8);
+    put_str(meta, v);
+    ++n_meta;
+  }
+  void meta_str_array(const std::string& k, const std::vector<std::string>& v) {
+    put_str(meta, k);
+    put<std::uint32_t>(meta, 9);
+    put<std::uint32_t>(meta, 8);
+    put<std::uint64_t>(meta, v.size());
+    for (auto& x : v) put_str(meta, x);
+    ++n_meta;
+  }
+  void tensor(const std::string& name, std::vector<std::uint64_t> dims, std::uint32_t type, const std::string& bytes) {
+    while (data.size() % 32) data += '\0';
+    put_str(infos, name);
+    put<std::uint32_t>(infos, std::uint32_t(dims.size()));
+    for (auto d : dims) put(infos, d);
+    put(infos, type);
+    put<std::uint64_t>(infos, data.size());
+    data += bytes;
+    ++n_tensors;
+  }
+  std::string bytes() const {
+    std::string s = "GGUF";
+    put<std::uint32_t>(s, 3);
+    put<std::uint64_t>(s, std::uint64_t(n_tensors));
+    put<std::uint64_t>(s, std::uint64_t(n_meta));
+    s += meta + infos;
+    while (s.size() % 32) s += '\0';
+    return s + data;
+  }
+};
+std::string f16(float v) {
+  const auto h = to_half(v);
+  return std::string(reinterpret_cast<const char*>(&h.bits), 2);
+}
+}  // namespace
+
+TEST_CASE("GGUF: metadata, tensor infos and F32/F16/Q4_0/Q4_1/Q8_0 dequantization") {
+  temp_dir dir;
+  gguf_writer w;
+  w.meta_str("general.architecture", "llama");
+  w.meta_u32("llama.embedding_length", 576);
+  w.meta_str_array("tokenizer.ggml.tokens", {"<s>", "hello", "world"});
+  const float f32v[6] = {1, -2, 3.5f, 0, 7, -8};
+  w.tensor("a", {3, 2}, 0, std::string(reinterpret_cast<const char*>(f32v), 24));
+  w.tensor("h", {2}, 1, f16(0.5f) + f16(-3.0f));
+  std::string q40 = f16(0.25f), q41 = f16(0.5f) + f16(-1.0f), q80 = f16(2.0f);
+  for (int j = 0; j < 16; ++j) {
+    q40 += char((j & 0x0f) | ((15 - j) << 4));  // value j: j - 8; value j + 16: 7 - j
+    q41 += char((j & 0x0f) | ((15 - j) << 4));
+  }
+  for (int j = 0; j < 32; ++j) q80 += char(std::int8_t(j - 16));
+  w.tensor("q40", {32}, 2, q40);
+  w.tensor("q41", {32}, 3, q41);
+  w.tensor("q80", {32}, 8, q80);
+  w.tensor("k4", {256}, 12, std::string(144, '\0'));  // Q4_K: listed, not dequantized
+  write_bytes(dir.file("m.gguf"), w.bytes());
+
+  const io::gguf_file f(dir.file("m.gguf"));
+  CHECK(f.version() == 3);
+  CHECK(f.meta("general.architecture").s == "llama");
+  CHECK(f.meta("llama.embedding_length").as_uint() == 576);
+  CHECK(f.meta("tokenizer.ggml.tokens").arr.size() == 3);
+  CHECK(f.meta("tokenizer.ggml.tokens").arr[1].s == "hello");
+  CHECK(f.info("a").dims == std::vector<std::uint64_t>{3, 2});
+  CHECK(f.to_float("a") == std::vector<float>(f32v, f32v + 6));
+  CHECK(f.to_float("h") == std::vector<float>{0.5f, -3.0f});
+  const auto a = f.to_float("q40"), b = f.to_float("q41"), c = f.to_float("q80");
+  for (int j = 0; j < 16; ++j) {
+    CHECK(a[j] == 0.25f * float(j - 8));
+    CHECK(a[j + 16] == 0.25f * float(7 - j));
+    CHECK(b[j] == 0.5f * float(j) - 1.0f);
+    CHECK(b[j + 16] == 0.5f * float(15 - j) - 1.0f);
+  }
+  for (int j = 0; j < 32; ++j) CHECK(c[j] == 2.0f * float(j - 16));
+  CHECK_THROWS_WITH_AS((void)f.to_float("k4"), doctest::Contains("ggml type 12"), error);
+  CHECK_THROWS_AS((void)f.meta("nope"), error);
+}
+
+TEST_CASE("GGUF: truncated and lying files are clear errors") {
+  temp_dir dir;
+  gguf_writer w;
+  w.meta_u32("general.alignment", 32);
+  const float v[2] = {1, 2};
+  w.tensor("t", {2}, 0, std::string(reinterpret_cast<const char*>(v), 8));
+  const std::string ok = w.bytes();
+  write_bytes(dir.file("ok.gguf"), ok);
+  CHECK_NOTHROW(io::gguf_file(dir.file("ok.gguf")));
+  write_bytes(dir.file("trunc.gguf"), ok.substr(0, ok.size() - 4));
+  CHECK_THROWS_WITH_AS(io::gguf_file(dir.file("trunc.gguf")), doctest::Contains("outside"), error);
+  write_bytes(dir.file("short.gguf"), ok.substr(0, 40));
+  CHECK_THROWS_WITH_AS(io::gguf_file(dir.file("short.gguf")), doctest::Contains("truncated"), error);
+  write_bytes(dir.file("magic.gguf"), "GGUX" + ok.substr(4));
+  CHECK_THROWS_WITH_AS(io::gguf_file(dir.file("magic.gguf")), doctest::Contains("magic"), error);
+  std::string ver = ok;
+  ver[4] = 9;
+  write_bytes(dir.file("ver.gguf"), ver);
+  CHECK_THROWS_WITH_AS(io::gguf_file(dir.file("ver.gguf")), doctest::Contains("version 9"), error);
+  std::string count = ok;
+  count[8 + 7] = 0x7f;  // tensor count ~ 2^62
+  write_bytes(dir.file("count.gguf"), count);
+  CHECK_THROWS_AS(io::gguf_file(dir.file("count.gguf")), error);
+  gguf_writer odd;
+  odd.tensor("q", {31}, 2, std::string(18, '\0'));  // Q4_0 needs whole 32-value blocks
+  write_bytes(dir.file("odd.gguf"), odd.bytes());
+  CHECK_THROWS_WITH_AS(io::gguf_file(dir.file("odd.gguf")), doctest::Contains("32-value blocks"), error);
+  gguf_writer align;
+  align.meta_u32("general.alignment", 24);
+  write_bytes(dir.file("align.gguf"), align.bytes());
+  CHECK_THROWS_WITH_AS(io::gguf_file(dir.file("align.gguf")), doctest::Contains("power of two"), error);
+}
