@@ -12,10 +12,6 @@
 // per block; Q4_x nibble j holds value j in its low half and value j + 16 in its high half).
 #pragma once
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -26,6 +22,10 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+
+#define QUAROT_IO_INTERNAL
+#include "detail/mapped_file.hpp"
+#undef QUAROT_IO_INTERNAL
 
 namespace quarot::io {
 
@@ -88,33 +88,12 @@ inline float f16_at(const std::uint8_t* p) noexcept {
 
 class gguf_file {
  public:
-  explicit gguf_file(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY);
-    if (fd_ < 0) quarot::detail::fail(errc::io, "cannot open '", path, "'");
-    struct stat st {};
-    if (::fstat(fd_, &st) != 0) {
-      close_all();
-      quarot::detail::fail(errc::io, "cannot stat '", path, "'");
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-      if (p == MAP_FAILED) {
-        close_all();
-        quarot::detail::fail(errc::io, "cannot map '", path, "'");
-      }
-      map_ = static_cast<const std::uint8_t*>(p);
-    }
-    try {
-      parse();
-    } catch (...) {
-      close_all();
-      throw;
-    }
+  explicit gguf_file(const std::string& path)
+      : path_(path), file_(path), map_(file_.data()), size_(file_.size()) {
+    parse();
   }
   gguf_file(const gguf_file&) = delete;
   gguf_file& operator=(const gguf_file&) = delete;
-  ~gguf_file() { close_all(); }
 
   [[nodiscard]] std::uint32_t version() const noexcept { return version_; }
   [[nodiscard]] const std::map<std::string, gguf_value>& metadata() const noexcept { return meta_; }
@@ -277,17 +256,12 @@ class gguf_file {
     }
   }
 
-  void close_all() noexcept {
-    if (map_) ::munmap(const_cast<std::uint8_t*>(map_), size_);
-    map_ = nullptr;
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
 
   std::string path_;
-  int fd_ = -1;
-  std::size_t size_ = 0, pos_ = 0, data_start_ = 0;
-  const std::uint8_t* map_ = nullptr;
+  quarot::detail::mapped_file file_;
+  const std::uint8_t* map_;
+  std::size_t size_;
+  std::size_t pos_ = 0, data_start_ = 0;
   std::uint32_t version_ = 0;
   std::map<std::string, gguf_value> meta_;
   std::map<std::string, gguf_tensor_info> tensors_;

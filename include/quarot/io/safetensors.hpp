@@ -5,10 +5,6 @@
 // when the file is opened, so a lying header is an error there, not a crash later.
 #pragma once
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +20,7 @@
 
 #define QUAROT_IO_INTERNAL
 #include "detail/json.hpp"
+#include "detail/mapped_file.hpp"
 #undef QUAROT_IO_INTERNAL
 
 namespace quarot::io {
@@ -36,33 +33,12 @@ struct tensor_info {
 
 class safetensors_file {
  public:
-  explicit safetensors_file(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY);
-    if (fd_ < 0) quarot::detail::fail(errc::io, "cannot open '", path, "'");
-    struct stat st {};
-    if (::fstat(fd_, &st) != 0) {
-      close_all();
-      quarot::detail::fail(errc::io, "cannot stat '", path, "'");
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-      if (p == MAP_FAILED) {
-        close_all();
-        quarot::detail::fail(errc::io, "cannot map '", path, "'");
-      }
-      map_ = static_cast<const std::uint8_t*>(p);
-    }
-    try {
-      parse();
-    } catch (...) {
-      close_all();
-      throw;
-    }
+  explicit safetensors_file(const std::string& path)
+      : path_(path), file_(path), map_(file_.data()), size_(file_.size()) {
+    parse();
   }
   safetensors_file(const safetensors_file&) = delete;
   safetensors_file& operator=(const safetensors_file&) = delete;
-  ~safetensors_file() { close_all(); }
 
   [[nodiscard]] std::vector<std::string> names() const {
     std::vector<std::string> v;
@@ -158,17 +134,12 @@ class safetensors_file {
     }
   }
 
-  void close_all() noexcept {
-    if (map_) ::munmap(const_cast<std::uint8_t*>(map_), size_);
-    map_ = nullptr;
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
 
   std::string path_;
-  int fd_ = -1;
-  std::size_t size_ = 0, data_start_ = 0;
-  const std::uint8_t* map_ = nullptr;
+  quarot::detail::mapped_file file_;
+  const std::uint8_t* map_;
+  std::size_t size_;
+  std::size_t data_start_ = 0;
   std::map<std::string, tensor_info> tensors_;
   std::map<std::string, std::string> metadata_;
 };
