@@ -8,6 +8,8 @@ packages=(
   libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev
   # Baselines for the benchmarks only; the library itself does not depend on them.
   libopenblas-dev libdnnl-dev
+  # English text for the model pipeline's calibration and perplexity (fortune(6) files).
+  fortunes
 )
 
 missing=()
@@ -17,7 +19,10 @@ for p in "${packages[@]}"; do
   fi
 done
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
 if [ "${#missing[@]}" -eq 0 ]; then
+  bash "$here/fetch_models.sh"
   exit 0
 fi
 
@@ -35,3 +40,5 @@ echo "cmake/setup.sh: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+bash "$here/fetch_models.sh"

@@ -5,5 +5,6 @@
 #include "core.hpp"
 #include "gemm.hpp"
 #include "io.hpp"
+#include "model.hpp"
 #include "quantize.hpp"
 #include "transform.hpp"

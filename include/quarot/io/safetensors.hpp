@@ -172,7 +172,10 @@ inline void write_safetensors(const std::string& path, const std::map<std::strin
     quarot::detail::require(t.data.size() == t.numel() * element_size(t.type), "write_safetensors: tensor '", name,
                             "' data size does not match its shape");
     header += (first ? "" : ",") + quote(name) + ":{\"dtype\":\"" + to_string(t.type) + "\",\"shape\":[";
-    for (std::size_t i = 0; i < t.shape.size(); ++i) header += (i ? "," : "") + std::to_string(t.shape[i]);
+    for (std::size_t i = 0; i < t.shape.size(); ++i) {
+      if (i) header += ',';
+      header += std::to_string(t.shape[i]);  // (appending piecewise: GCC 12 -Wrestrict false positive otherwise)
+    }
     header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + t.data.size()) + "]}";
     offset += t.data.size();
     first = false;

@@ -84,11 +84,16 @@ grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, f
     const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p.search.grid);
     const grid g = rtn_grid(shrink * r.lo, shrink * r.hi, p);
     fake_quantize_run(tag, x, len, g, work);
+    // The error only grows along the row, so a candidate is abandoned once it reaches the
+    // best one (checked every 64 elements): same choice, most candidates stop early.
     double err = 0;
-    if (p.search.norm == 2.0f) {
-      for (std::size_t k = 0; k < len; ++k) err += double(work[k] - x[k]) * double(work[k] - x[k]);
-    } else {
-      for (std::size_t k = 0; k < len; ++k) err += std::pow(std::fabs(double(work[k] - x[k])), double(p.search.norm));
+    for (std::size_t k0 = 0; k0 < len && err < best_err; k0 += 64) {
+      const std::size_t k1 = std::min(len, k0 + 64);
+      if (p.search.norm == 2.0f) {
+        for (std::size_t k = k0; k < k1; ++k) err += double(work[k] - x[k]) * double(work[k] - x[k]);
+      } else {
+        for (std::size_t k = k0; k < k1; ++k) err += double(std::pow(std::fabs(work[k] - x[k]), p.search.norm));
+      }
     }
     if (err < best_err) {
       best_err = err;
@@ -187,7 +192,7 @@ class rtn_quantizer {
           const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p_.search.grid);
           const auto cand = detail::rtn_grid(shrink * lo, shrink * hi, p_);
           double err = 0;
-          for (std::size_t r = 0; r < x.rows; ++r) {
+          for (std::size_t r = 0; r < x.rows && err < best_err; ++r) {  // abandoned once it cannot win
             detail::fake_quantize_run(tag, x.row(r), x.cols, cand, work.data());
             for (std::size_t k = 0; k < x.cols; ++k)
               err += std::pow(std::fabs(double(work[k] - x(r, k))), double(p_.search.norm));

@@ -1,0 +1,177 @@
+// quarot — quantizing a (rotated) Llama-family model: weights by RTN or GPTQ (calibrated
+// sequentially, block by block, on the outputs of the already-quantized blocks), per-token
+// activations and the KV cache; and running the quantized linears on the integer GEMM
+// kernels (quarot::linear) instead of the fake-quantized simulation.
+//
+// QuaRot's settings (Ashkboos et al. 2024, §5): symmetric per-channel weights with an MSE
+// clip search, activations clipped at 0.9, KV cache asymmetric per head clipped at 0.95,
+// the output head kept in full precision.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../gemm/linear.hpp"
+#include "../gemm/packing.hpp"
+#include "../quantize/gptq.hpp"
+#include "../quantize/rtn.hpp"
+#include "../transform/kronecker.hpp"
+#include "llama.hpp"
+
+namespace quarot::model {
+
+enum class weight_method { rtn, gptq };
+
+inline const char* to_string(weight_method w) noexcept { return w == weight_method::rtn ? "RTN" : "GPTQ"; }
+
+struct weight_quant_options {
+  int bits = 4;
+  bool symmetric = true;
+  std::size_t group_size = 0;  ///< 0 = per output channel
+  bool clip_search = true;     ///< MSE clip search (GPTQ's find_params(mse=True), QuaRot's w_clip)
+  weight_method method = weight_method::rtn;
+  double damp_percent = 0.01;  ///< GPTQ
+  bool act_order = true;       ///< GPTQ; with groups, static groups keep the weights packable
+
+  [[nodiscard]] quant_params params() const {
+    quant_params p{.bits = bits, .symmetric = symmetric,
+                   .gran = group_size ? granularity::per_group : granularity::per_channel, .group_size = group_size};
+    p.search.enabled = clip_search;
+    return p;
+  }
+};
+
+namespace detail {
+/// The six linears of a block in execution order (q, k, v share their input, as do gate/up).
+inline std::vector<linear_layer*> block_linears(llama_block& b) { return {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}; }
+inline std::vector<const linear_layer*> block_linears(const llama_block& b) {
+  return {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
+}
+
+inline void set_quantized(linear_layer& l, quantized_matrix qm, std::vector<float> w_hat) {
+  l.w = std::move(w_hat);
+  l.qw = std::make_shared<const quantized_matrix>(std::move(qm));
+}
+}  // namespace detail
+
+/// Round-to-nearest quantization of every linear layer except the head.
+inline void quantize_weights_rtn(llama_model& m, const weight_quant_options& opt, thread_pool* pool = nullptr) {
+  const auto p = opt.params();
+  const rtn_quantizer rtn(p);
+  for (auto& b : m.blocks)
+    for (auto* l : detail::block_linears(b)) {
+      p.validate(l->in);
+      auto qm = rtn.quantize(l->weights(), pool);
+      std::vector<float> w_hat(l->w.size());
+      rtn.dequantize(qm, {w_hat.data(), l->out, l->in, l->in});
+      detail::set_quantized(*l, std::move(qm), std::move(w_hat));
+    }
+}
+
+/// GPTQ (Frantar et al. 2023) of every linear layer except the head, block by block: the
+/// calibration sequences run through the blocks already quantized, each linear's Hessian
+/// 2·XᵀX is collected from its input (after any online rotation), then the block's seven
+/// linears are quantized and the sequences advance through the quantized block.
+inline void quantize_weights_gptq(llama_model& m, const std::vector<std::vector<std::int32_t>>& calibration,
+                                  const weight_quant_options& opt, thread_pool* pool = nullptr,
+                                  const std::function<void(std::size_t, std::size_t)>& progress = {}) {
+  quarot::detail::require(!calibration.empty(), "quantize_weights_gptq: no calibration sequences");
+  gptq_options go;
+  go.quant = opt.params();
+  go.damp_percent = opt.damp_percent;
+  go.act_order = opt.act_order;
+  go.static_groups = opt.group_size > 0;
+  std::vector<std::vector<float>> xs;
+  for (const auto& seq : calibration) {
+    quarot::detail::require(!seq.empty(), "quantize_weights_gptq: empty calibration sequence");
+    xs.push_back(m.embed_tokens(seq));
+  }
+  const std::size_t h = m.cfg.hidden;
+  for (std::size_t l = 0; l < m.cfg.layers; ++l) {
+    auto& b = m.blocks[l];
+    // One Hessian per distinct input: q/k/v read the same, gate/up read the same.
+    hessian_accumulator h_attn(h), h_o(b.o.in), h_mlp(h), h_down(b.down.in);
+    b.q.capture = [&](matrix_view<const float> x) { h_attn.add(x); };
+    b.o.capture = [&](matrix_view<const float> x) { h_o.add(x); };
+    b.gate.capture = [&](matrix_view<const float> x) { h_mlp.add(x); };
+    b.down.capture = [&](matrix_view<const float> x) { h_down.add(x); };
+    for (const auto& x : xs) {
+      std::vector<float> tmp(x);
+      auto cache = m.make_cache();
+      m.forward_block(l, {tmp.data(), tmp.size() / h, h, h}, cache, pool);
+    }
+    for (auto* lin : {&b.q, &b.o, &b.gate, &b.down}) lin->capture = nullptr;
+    const std::pair<linear_layer*, hessian_accumulator*> jobs[] = {{&b.q, &h_attn},  {&b.k, &h_attn},   {&b.v, &h_attn},
+                                                                    {&b.o, &h_o},     {&b.gate, &h_mlp}, {&b.up, &h_mlp},
+                                                                    {&b.down, &h_down}};
+    for (const auto& [lin, hess] : jobs) {
+      auto r = gptq_quantize(lin->weights(), hess->hessian(), go, pool);
+      detail::set_quantized(*lin, std::move(r.q), std::move(r.w_hat));
+    }
+    for (auto& x : xs) {
+      auto cache = m.make_cache();
+      m.forward_block(l, {x.data(), x.size() / h, h, h}, cache, pool);
+    }
+    if (progress) progress(l + 1, m.cfg.layers);
+  }
+}
+
+/// Per-token activation quantization of every linear's input except the head's, and the
+/// KV cache (16 = off).
+inline void set_activation_quantization(llama_model& m, int act_bits, float act_clip, int kv_bits, float kv_clip = 0.95f) {
+  quarot::detail::require(act_bits == 16 || (act_bits >= 2 && act_bits <= 8), "activation bits ", act_bits,
+                          " must be 2..8 or 16 (off)");
+  quarot::detail::require(kv_bits == 16 || (kv_bits >= 2 && kv_bits <= 8), "KV-cache bits ", kv_bits,
+                          " must be 2..8 or 16 (off)");
+  quarot::detail::require(act_clip > 0 && act_clip <= 1, "activation clip ratio ", act_clip, " outside (0, 1]");
+  quarot::detail::require(kv_clip > 0 && kv_clip <= 1, "KV-cache clip ratio ", kv_clip, " outside (0, 1]");
+  for (auto& b : m.blocks)
+    for (auto* l : detail::block_linears(b)) {
+      l->act_bits = act_bits;
+      l->act_clip = act_clip;
+    }
+  m.attn.kv_bits = kv_bits;
+  m.attn.kv_clip = kv_clip;
+}
+
+namespace detail {
+template <class Policy>
+void attach_integer_kernel(linear_layer& l) {
+  auto lin = std::make_shared<quarot::linear<Policy>>(gemm::pack_weights(*l.qw, Policy::weight_bits), l.b, l.act_bits,
+                                                      l.act_clip);
+  if (l.online) lin->with_online_rotation(hadamard_transform(l.online_size));
+  l.kernel = [lin](matrix_view<const float> x, matrix_view<float> y, thread_pool* pool) { lin->forward(x, y, pool); };
+}
+template <class Backend>
+void attach_integer_kernel(linear_layer& l, int wbits) {
+  if (wbits <= 4 && l.act_bits <= 4) attach_integer_kernel<gemm::w4a4_policy<Backend>>(l);
+  else if (wbits <= 4) attach_integer_kernel<gemm::w4a8_policy<Backend>>(l);
+  else attach_integer_kernel<gemm::w8a8_policy<Backend>>(l);
+}
+}  // namespace detail
+
+/// Runs every quantized linear on the integer GEMM (pre-packed weights, fused online
+/// Hadamard + per-token quantization) instead of the fp32 simulation. Needs quantized
+/// weights and activations of at most 8 bits; online rotations must be Hadamard
+/// transforms (as apply_quarot makes them). The outputs equal the simulation's up to fp32
+/// rounding of the accumulation order.
+inline void use_integer_kernels(llama_model& m) {
+  const bool vnni = cpu::supports(cpu::isa::avx512vnni);
+  for (auto& b : m.blocks)
+    for (auto* l : detail::block_linears(b)) {
+      quarot::detail::require(l->qw != nullptr, "use_integer_kernels: a linear layer has no quantized weights");
+      quarot::detail::require(l->act_bits <= 8, "use_integer_kernels: ", l->act_bits,
+                              "-bit activations (set activation quantization first)");
+      const int wbits = l->qw->params.bits;
+      quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
+      if (vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
+      else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
+    }
+}
+
+}  // namespace quarot::model
