@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <quarot/quarot.hpp>
 
 namespace {
@@ -109,7 +111,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Progress of long steps on the terminal (stderr, only when it is one; the table on
+// stdout is printed a whole row at a time so the two never interleave).
 void progress_line(const char* what, std::size_t done, std::size_t total) {
+  static const bool tty = isatty(2) != 0;
+  if (!tty) return;
   std::fprintf(stderr, "\r  %s %zu/%zu   ", what, done, total);
   if (done == total) std::fprintf(stderr, "\r%*s\r", 60, "");
 }
@@ -224,8 +230,7 @@ int main(int argc, char** argv) try {
   qm::apply_quarot(rotated, {.seed = o.seed}, &pool);
   qm::llama_model last_quantized;
   for (const auto& s : rows) {
-    std::printf("| %-8s |", s.name.c_str());
-    std::fflush(stdout);
+    std::string line = "| " + s.name + std::string(s.name.size() < 8 ? 8 - s.name.size() : 0, ' ') + " |";
     for (const auto& c : o.cols) {
       qm::llama_model m = c == "none" ? base : rotated;
       qm::weight_quant_options w{.bits = s.w_bits, .group_size = o.w_group};
@@ -239,11 +244,13 @@ int main(int argc, char** argv) try {
         qm::quantize_weights_rtn(m, w, &pool);
       }
       qm::set_activation_quantization(m, s.a_bits, o.a_clip, s.kv_bits);
-      std::printf(" %17.3f |", ppl(m, s.name.c_str()));
-      std::fflush(stdout);
+      char cell[32];
+      std::snprintf(cell, sizeof cell, " %17.3f |", ppl(m, s.name.c_str()));
+      line += cell;
       if (c != "none" && s.w_bits < 16) last_quantized = std::move(m);
     }
-    std::printf("\n");
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
   }
 
   if (!o.save.empty() && !last_quantized.blocks.empty()) {
