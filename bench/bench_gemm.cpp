@@ -4,6 +4,7 @@
 //                                  (the call includes preparing the activations)
 //   BM_onednn_u8s8s32/M/N/K        oneDNN matmul, u8 x s8 -> s32, weights pre-reordered
 //   BM_openblas_sgemm/M/N/K        cblas_sgemm (M = 1: cblas_sgemv) in fp32
+//   BM_weight_only<policy>/M/N/K   W4A16 / W8A16: fp32 x, packed int4/int8 W dequantized in registers
 // Counters: ops/s = 2·M·N·K per second; weight_bytes/s = packed weight bytes per second
 // (the decode figure to hold against memcpy bandwidth). Run with OMP_NUM_THREADS=2 and
 // OPENBLAS_NUM_THREADS=2 for the baselines; quarot uses a 2-thread pool.
@@ -12,6 +13,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <quarot/gemm.hpp>
+#include <quarot/gemm/weight_only_gemm.hpp>
 #include <quarot/transform.hpp>
 
 #include "bench_common.hpp"
@@ -66,6 +68,29 @@ void BM_onednn_u8s8s32(benchmark::State& state) {
   set_counters(state, double(m), double(n), double(k), double(n * k));
 }
 
+template <class Policy>
+void BM_weight_only(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto w = bench::random_buffer<float>(n * k, 1);
+  const auto x = bench::random_buffer<float>(m * k, 2);
+  const quarot::quant_params wp{.bits = Policy::weight_bits, .symmetric = true,
+                                .gran = quarot::granularity::per_group, .group_size = 128};
+  const quarot::gemm::weight_only_gemm<Policy> op(
+      quarot::gemm::pack_weights(quarot::rtn_quantizer(wp).quantize(quarot::make_matrix_view(w, n, k)), Policy::weight_bits));
+  std::vector<float> y(m * n);
+  quarot::thread_pool pool(2);
+  for (auto _ : state) {
+    op(quarot::make_matrix_view(x, m, k), quarot::make_matrix_view(y, m, n), {}, &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(m), double(n), double(k), double(op.weights().data.size()));
+}
+
+void decode_shapes(benchmark::internal::Benchmark* b) {
+  for (long m : {1L, 16L})
+    for (auto nk : {std::pair{4096L, 4096L}, std::pair{11008L, 4096L}, std::pair{4096L, 11008L}}) b->Args({m, nk.first, nk.second});
+}
+
 void BM_openblas_sgemm(benchmark::State& state) {
   const auto m = int(state.range(0)), n = int(state.range(1)), k = int(state.range(2));
   const auto w = bench::random_buffer<float>(std::size_t(n) * std::size_t(k), 1);
@@ -117,6 +142,8 @@ BENCHMARK(memcpy_weights)->Name("BM_memcpy")->Arg(4096L * 11008 / 2)->Arg(4096L 
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w4a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w8a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_down_proj)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_onednn_u8s8s32)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_openblas_sgemm)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -8,6 +8,8 @@ packages=(
   libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev
   # Baselines for the benchmarks only; the library itself does not depend on them.
   libopenblas-dev libdnnl-dev
+  # (oneDNN's CMake package looks for OpenCL.)
+  ocl-icd-opencl-dev opencl-c-headers
   # English text for the model pipeline's calibration and perplexity (fortune(6) files).
   fortunes
 )

@@ -260,6 +260,22 @@ int main(int argc, char** argv) try {
                 double(std::filesystem::file_size(o.save)) / 1e6, ppl(back, "reloaded"));
   }
 
+  // Decode: a 32-token prompt, then 64 tokens one at a time through the KV cache (greedy).
+  auto decode_speed = [&](const qm::llama_model& m) {
+    auto cache = m.make_cache();
+    const std::vector<std::int32_t> prompt(eval.begin(), eval.begin() + 32);
+    auto lg = m.forward(prompt, cache, &pool);
+    std::int32_t next = std::int32_t(std::max_element(lg.end() - std::ptrdiff_t(m.cfg.vocab), lg.end()) -
+                                     (lg.end() - std::ptrdiff_t(m.cfg.vocab)));
+    const auto t = std::chrono::steady_clock::now();
+    constexpr int steps = 64;
+    for (int i = 0; i < steps; ++i) {
+      lg = m.forward(std::span<const std::int32_t>(&next, 1), cache, &pool);
+      next = std::int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
+    }
+    return steps / seconds_since(t);
+  };
+
   if (o.speed) {
     // Integer kernels: QuaRot W4A4 with RTN weights on quarot::linear (packed int4, fused
     // online Hadamard + per-token int4 quantization).
@@ -276,6 +292,17 @@ int main(int argc, char** argv) try {
     std::printf("  QuaRot W4A4 forward (integer kernels):         %8.1f tokens/s (%.2fx)\n", int_speed,
                 int_speed / fp32_speed);
     std::printf("  QuaRot-RTN W4A4 perplexity: simulated %.3f, integer kernels %.3f\n", sim, kern);
+    // Decode (M = 1): fp32 against W4A16 on the weight-only kernels (int4 weights
+    // dequantized in registers) and W4A4 on the integer kernels. The fp32 head (vocab x
+    // hidden) is read every token in all three.
+    qm::llama_model w4a16 = rotated;
+    qm::quantize_weights_rtn(w4a16, {.bits = 4, .clip_search = false}, &pool);
+    qm::use_integer_kernels(w4a16);
+    const double d_fp32 = decode_speed(base), d_w4a16 = decode_speed(w4a16), d_w4a4 = decode_speed(w4);
+    std::printf("\nspeed (decode, one token at a time after a 32-token prompt, %u threads):\n", o.threads);
+    std::printf("  FP32:                                           %8.1f tokens/s\n", d_fp32);
+    std::printf("  QuaRot W4A16 (weight-only kernels):             %8.1f tokens/s (%.2fx)\n", d_w4a16, d_w4a16 / d_fp32);
+    std::printf("  QuaRot W4A4 (integer kernels):                  %8.1f tokens/s (%.2fx)\n", d_w4a4, d_w4a4 / d_fp32);
   }
   return 0;
 } catch (const std::exception& e) {

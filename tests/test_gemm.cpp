@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <quarot/gemm.hpp>
+#include <quarot/gemm/weight_only_gemm.hpp>
 #include <quarot/transform.hpp>
 
 #include "test_util.hpp"
@@ -164,4 +165,84 @@ TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals 
   CHECK_THROWS_WITH_AS(layer.forward(make_matrix_view(std::as_const(x), 3, 60), make_matrix_view(y, 3, 8)),
                        doctest::Contains("60 features"), error);
   CHECK_THROWS_AS(linear<gemm::w8a8_policy<cpu::scalar>>(gemm::pack_weights(wq, 8), std::vector<float>(3)), error);
+}
+
+namespace {
+// W4A16 / W8A16: the scalar and AVX-512 kernels agree bit for bit, and both equal the
+// definition Σ_k dequant(w)·x + b (in double) within fp32 rounding.
+template <int Bits>
+void check_weight_only(std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group, bool with_bias) {
+  INFO("W" << Bits << "A16 M " << m << " N " << n << " K " << k << " group " << group << (sym ? " sym" : " asym"));
+  const auto x = random_matrix(m, k, m * 5 + k);
+  const auto w = random_matrix(n, k, n * 11 + k, 0.05f);
+  std::vector<float> bias = with_bias ? random_matrix(1, n, 4) : std::vector<float>{};
+  quant_params wp{.bits = Bits, .symmetric = sym, .gran = group ? granularity::per_group : granularity::per_channel,
+                  .group_size = group};
+  const rtn_quantizer rtn(wp, cpu::isa::scalar);
+  const auto wq = rtn.quantize(make_matrix_view(w, n, k));
+  std::vector<float> wd(n * k);
+  rtn.dequantize(wq, make_matrix_view(wd, n, k));
+  const auto packed = gemm::pack_weights(wq, Bits);
+  thread_pool pool(2);
+  std::vector<float> ys(m * n, -1.0f);
+  const gemm::weight_only_gemm<gemm::weight_only_policy<cpu::scalar, Bits>> scalar_op{packed};
+  scalar_op(make_matrix_view(x, m, k), make_matrix_view(ys, m, n), bias, &pool);
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t c = 0; c < n; ++c) {
+      double d = with_bias ? bias[c] : 0.0, mag = std::fabs(d);
+      for (std::size_t i = 0; i < k; ++i) {
+        d += double(wd[c * k + i]) * x[r * k + i];
+        mag += std::fabs(double(wd[c * k + i]) * x[r * k + i]);
+      }
+      // The kernel sums raw levels times x and subtracts zero·Σx: a few roundings of
+      // quantities up to (levels + zero)·Σ|x|, hence the 16-level margin.
+      REQUIRE(std::fabs(ys[r * n + c] - d) <= 1e-5 * mag * 16 + 1e-6);
+    }
+  if (cpu::supports(cpu::isa::avx512)) {
+    std::vector<float> yv(m * n, -2.0f);
+    const gemm::weight_only_gemm<gemm::weight_only_policy<cpu::avx512_backend, Bits>> simd_op{packed};
+    simd_op(make_matrix_view(x, m, k), make_matrix_view(yv, m, n), bias, &pool);
+    REQUIRE(std::memcmp(ys.data(), yv.data(), ys.size() * 4) == 0);
+  }
+}
+}  // namespace
+
+TEST_CASE("weight-only GEMM (W4A16, W8A16): AVX-512 = scalar bit for bit = the definition (M, N, K tails)") {
+  for (std::size_t m : {1u, 3u, 17u})
+    for (std::size_t n : {16u, 40u, 100u})
+      for (bool sym : {true, false}) {
+        check_weight_only<4>(m, n, 64, sym, 0, true);
+        check_weight_only<4>(m, n, 256, sym, 128, false);
+        check_weight_only<8>(m, n, 30, sym, 0, true);
+        check_weight_only<8>(m, n, 256, sym, 128, false);
+      }
+  check_weight_only<4>(1, 70, 11008, true, 128, true);  // decode down_proj
+  check_weight_only<4>(2, 33, 11008, false, 0, false);
+}
+
+TEST_CASE("weight-only GEMM: bf16 activations, and clear errors") {
+  const std::size_t m = 3, n = 40, k = 96;
+  const auto x = random_matrix(m, k, 1);
+  std::vector<bfloat16> xb(x.size());
+  std::vector<float> xr(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    xb[i] = to_bfloat16(x[i]);
+    xr[i] = to_float(xb[i]);
+  }
+  const auto w = random_matrix(n, k, 2, 0.05f);
+  const auto wq = rtn_quantizer({.bits = 4}).quantize(make_matrix_view(w, n, k));
+  const gemm::weight_only_gemm<gemm::w4a16_policy<cpu::scalar>> op(gemm::pack_weights(wq, 4));
+  std::vector<float> y1(m * n), y2(m * n);
+  op(make_matrix_view(xr, m, k), make_matrix_view(y1, m, n));
+  op(matrix_view<const bfloat16>(xb.data(), m, k, k), make_matrix_view(y2, m, n));
+  CHECK(y1 == y2);
+  CHECK_THROWS_WITH_AS(op(make_matrix_view(xr, m, k).block_rows(0, 2), make_matrix_view(y1, m, n)),
+                       doctest::Contains("output is 3x40, expected 2x40"), error);
+  CHECK_THROWS_WITH_AS(op(make_matrix_view(x, 1, k - 1), make_matrix_view(y1, 1, n)), doctest::Contains("K = 95"), error);
+  CHECK_THROWS_WITH_AS(gemm::weight_only_gemm<gemm::w8a16_policy<cpu::scalar>>(gemm::pack_weights(wq, 4)),
+                       doctest::Contains("expects 8-bit packed weights, got 4-bit"), error);
+  std::vector<float> bad = xr;
+  bad[5] = NAN;
+  CHECK_THROWS_WITH_AS(op(make_matrix_view(bad, m, k), make_matrix_view(y1, m, n)), doctest::Contains("non-finite"),
+                       error);
 }

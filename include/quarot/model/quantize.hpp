@@ -13,11 +13,13 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/error.hpp"
 #include "../gemm/linear.hpp"
 #include "../gemm/packing.hpp"
+#include "../gemm/weight_only_gemm.hpp"
 #include "../quantize/gptq.hpp"
 #include "../quantize/rtn.hpp"
 #include "../transform/kronecker.hpp"
@@ -147,29 +149,51 @@ void attach_integer_kernel(linear_layer& l) {
   if (l.online) lin->with_online_rotation(hadamard_transform(l.online_size));
   l.kernel = [lin](matrix_view<const float> x, matrix_view<float> y, thread_pool* pool) { lin->forward(x, y, pool); };
 }
+/// Weight-only (W4A16 / W8A16): the online rotation on a copy, then the fp32 x int GEMM.
+template <class Policy>
+void attach_weight_only_kernel(linear_layer& l) {
+  auto op = std::make_shared<const gemm::weight_only_gemm<Policy>>(gemm::pack_weights(*l.qw, Policy::weight_bits));
+  l.kernel = [op, online = l.online, bias = l.b](matrix_view<const float> x, matrix_view<float> y, thread_pool* pool) {
+    if (!online) {
+      (*op)(x, y, bias, pool);
+      return;
+    }
+    std::vector<float> buf(x.rows * x.cols);
+    for (std::size_t r = 0; r < x.rows; ++r) std::copy_n(x.row(r), x.cols, buf.data() + r * x.cols);
+    online(matrix_view<float>(buf.data(), x.rows, x.cols, x.cols), pool);
+    (*op)(matrix_view<const float>(buf.data(), x.rows, x.cols, x.cols), y, bias, pool);
+  };
+}
 template <class Backend>
 void attach_integer_kernel(linear_layer& l, int wbits) {
-  if (wbits <= 4 && l.act_bits <= 4) attach_integer_kernel<gemm::w4a4_policy<Backend>>(l);
+  if (l.act_bits == 16) {
+    using B = std::conditional_t<std::is_same_v<Backend, cpu::scalar>, cpu::scalar, cpu::avx512_backend>;
+    if (wbits <= 4) attach_weight_only_kernel<gemm::w4a16_policy<B>>(l);
+    else attach_weight_only_kernel<gemm::w8a16_policy<B>>(l);
+  } else if (wbits <= 4 && l.act_bits <= 4) attach_integer_kernel<gemm::w4a4_policy<Backend>>(l);
   else if (wbits <= 4) attach_integer_kernel<gemm::w4a8_policy<Backend>>(l);
   else attach_integer_kernel<gemm::w8a8_policy<Backend>>(l);
 }
 }  // namespace detail
 
-/// Runs every quantized linear on the integer GEMM (pre-packed weights, fused online
-/// Hadamard + per-token quantization) instead of the fp32 simulation. Needs quantized
-/// weights and activations of at most 8 bits; online rotations must be Hadamard
-/// transforms (as apply_quarot makes them). The outputs equal the simulation's up to fp32
-/// rounding of the accumulation order.
+/// Runs every quantized linear on the quantized kernels instead of the fp32 simulation:
+/// activations of at most 8 bits on the integer GEMM (pre-packed weights, fused online
+/// Hadamard + per-token quantization), unquantized activations (16) on the weight-only
+/// GEMM (W4A16 / W8A16, the decode path). Online rotations must be Hadamard transforms (as
+/// apply_quarot makes them). The outputs equal the simulation's up to fp32 rounding of the
+/// accumulation order.
 inline void use_integer_kernels(llama_model& m) {
-  const bool vnni = cpu::supports(cpu::isa::avx512vnni);
+  const bool vnni = cpu::supports(cpu::isa::avx512vnni), avx512 = cpu::supports(cpu::isa::avx512);
   for (auto& b : m.blocks)
     for (auto* l : detail::block_linears(b)) {
       quarot::detail::require(l->qw != nullptr, "use_integer_kernels: a linear layer has no quantized weights");
-      quarot::detail::require(l->act_bits <= 8, "use_integer_kernels: ", l->act_bits,
-                              "-bit activations (set activation quantization first)");
+      quarot::detail::require(l->act_bits <= 8 || l->act_bits == 16, "use_integer_kernels: ", l->act_bits,
+                              "-bit activations");
       const int wbits = l->qw->params.bits;
       quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
-      if (vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
+      quarot::detail::require(l->qw->g_idx.empty(), "use_integer_kernels: act-order groups (g_idx) cannot be packed; "
+                              "quantize with static groups");
+      if (l->act_bits == 16 ? avx512 : vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
       else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
     }
 }
