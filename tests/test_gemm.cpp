@@ -168,11 +168,14 @@ TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals 
 }
 
 namespace {
-// W4A16 / W8A16: the scalar and AVX-512 kernels agree bit for bit, and both equal the
-// definition Σ_k dequant(w)·x + b (in double) within fp32 rounding.
-template <int Bits>
+// W4A16 / W8A16 (bf16 activations) and W4A32 (fp32): the scalar kernel, the AVX-512 FMA
+// kernel and the AVX512_BF16 kernel agree bit for bit, and equal the definition
+// Σ_k dequant(w)·x + b (in double, on the activations the policy sees) within fp32 rounding.
+template <int Bits, class Act>
 void check_weight_only(std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group, bool with_bias) {
-  INFO("W" << Bits << "A16 M " << m << " N " << n << " K " << k << " group " << group << (sym ? " sym" : " asym"));
+  constexpr bool bf16 = std::is_same_v<Act, bfloat16>;
+  INFO("W" << Bits << (bf16 ? "A16" : "A32") << " M " << m << " N " << n << " K " << k << " group " << group
+           << (sym ? " sym" : " asym"));
   const auto x = random_matrix(m, k, m * 5 + k);
   const auto w = random_matrix(n, k, n * 11 + k, 0.05f);
   std::vector<float> bias = with_bias ? random_matrix(1, n, 4) : std::vector<float>{};
@@ -185,39 +188,47 @@ void check_weight_only(std::size_t m, std::size_t n, std::size_t k, bool sym, st
   const auto packed = gemm::pack_weights(wq, Bits);
   thread_pool pool(2);
   std::vector<float> ys(m * n, -1.0f);
-  const gemm::weight_only_gemm<gemm::weight_only_policy<cpu::scalar, Bits>> scalar_op{packed};
+  const gemm::weight_only_gemm<gemm::weight_only_policy<cpu::scalar, Bits, Act>> scalar_op{packed};
   scalar_op(make_matrix_view(x, m, k), make_matrix_view(ys, m, n), bias, &pool);
   for (std::size_t r = 0; r < m; ++r)
     for (std::size_t c = 0; c < n; ++c) {
       double d = with_bias ? bias[c] : 0.0, mag = std::fabs(d);
       for (std::size_t i = 0; i < k; ++i) {
-        d += double(wd[c * k + i]) * x[r * k + i];
-        mag += std::fabs(double(wd[c * k + i]) * x[r * k + i]);
+        const double xv = bf16 ? to_float(to_bfloat16(x[r * k + i])) : x[r * k + i];
+        d += double(wd[c * k + i]) * xv;
+        mag += std::fabs(double(wd[c * k + i]) * xv);
       }
       // The kernel sums raw levels times x and subtracts zero·Σx: a few roundings of
       // quantities up to (levels + zero)·Σ|x|, hence the 16-level margin.
       REQUIRE(std::fabs(ys[r * n + c] - d) <= 1e-5 * mag * 16 + 1e-6);
     }
   if (cpu::supports(cpu::isa::avx512)) {
-    std::vector<float> yv(m * n, -2.0f);
-    const gemm::weight_only_gemm<gemm::weight_only_policy<cpu::avx512_backend, Bits>> simd_op{packed};
-    simd_op(make_matrix_view(x, m, k), make_matrix_view(yv, m, n), bias, &pool);
-    REQUIRE(std::memcmp(ys.data(), yv.data(), ys.size() * 4) == 0);
+    for (bool dot : {false, true}) {
+      std::vector<float> yv(m * n, -2.0f);
+      const gemm::weight_only_gemm<gemm::weight_only_policy<cpu::avx512_backend, Bits, Act>> simd_op{packed, dot};
+      CHECK(simd_op.uses_bf16_dot() == (dot && bf16 && Bits == 4 && cpu::has_avx512_bf16()));
+      simd_op(make_matrix_view(x, m, k), make_matrix_view(yv, m, n), bias, &pool);
+      REQUIRE(std::memcmp(ys.data(), yv.data(), ys.size() * 4) == 0);
+    }
   }
 }
 }  // namespace
 
-TEST_CASE("weight-only GEMM (W4A16, W8A16): AVX-512 = scalar bit for bit = the definition (M, N, K tails)") {
+TEST_CASE("weight-only GEMM (W4A16, W8A16, W4A32): every kernel = scalar bit for bit = the definition (tails)") {
+  const std::string bf16_status = cpu::has_avx512_bf16() ? "tested" : "not available on this CPU";
+  MESSAGE("AVX512_BF16 kernel: ", bf16_status);
   for (std::size_t m : {1u, 3u, 17u})
     for (std::size_t n : {16u, 40u, 100u})
       for (bool sym : {true, false}) {
-        check_weight_only<4>(m, n, 64, sym, 0, true);
-        check_weight_only<4>(m, n, 256, sym, 128, false);
-        check_weight_only<8>(m, n, 30, sym, 0, true);
-        check_weight_only<8>(m, n, 256, sym, 128, false);
+        check_weight_only<4, bfloat16>(m, n, 64, sym, 0, true);
+        check_weight_only<4, bfloat16>(m, n, 256, sym, 128, false);
+        check_weight_only<4, float>(m, n, 30, sym, 0, true);
+        check_weight_only<8, bfloat16>(m, n, 30, sym, 0, true);
+        check_weight_only<8, bfloat16>(m, n, 256, sym, 128, false);
       }
-  check_weight_only<4>(1, 70, 11008, true, 128, true);  // decode down_proj
-  check_weight_only<4>(2, 33, 11008, false, 0, false);
+  check_weight_only<4, bfloat16>(1, 70, 11008, true, 128, true);  // decode down_proj
+  check_weight_only<4, bfloat16>(2, 33, 11008, false, 0, false);
+  check_weight_only<4, float>(1, 70, 11008, true, 128, true);
 }
 
 TEST_CASE("weight-only GEMM: bf16 activations, and clear errors") {

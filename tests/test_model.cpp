@@ -268,20 +268,22 @@ TEST_CASE("quantized pipeline: RTN and GPTQ, activations and KV cache, integer k
       // a rounding decision of a later activation quantization.
       CHECK(rel_diff(expect, m.forward(toks, &pool)) < 0.02);
     }
-    // Weight-only (W4A16, the decode path): no activation rounding to flip, so the kernels
-    // and the simulation agree to fp32 rounding, in prefill and in incremental decoding.
+    // Weight-only (W4A16, the decode path): the kernels round the activations to bf16
+    // (what A16 means), the simulation keeps them fp32: they agree to bf16 rounding
+    // (measured 0.0063), in prefill and in incremental decoding alike.
     auto w4a16 = rotated;
     qm::quantize_weights_rtn(w4a16, {.bits = 4}, &pool);
     const auto expect = w4a16.forward(toks, &pool);
     qm::use_integer_kernels(w4a16);
-    CHECK(rel_error(expect, w4a16.forward(toks, &pool)) < 1e-5);
+    const auto kernels = w4a16.forward(toks, &pool);
+    CHECK(rel_error(expect, kernels) < 0.02);
     auto cache = w4a16.make_cache();
     std::vector<float> inc;
     for (auto t : toks) {
       const auto part = w4a16.forward(std::span<const std::int32_t>(&t, 1), cache, &pool);
       inc.insert(inc.end(), part.begin(), part.end());
     }
-    CHECK(rel_error(expect, inc) < 1e-5);
+    CHECK(rel_error(kernels, inc) < 1e-3);  // fp32 differences (Eigen blocking) can flip a bf16 rounding
     auto fp = base;
     CHECK_THROWS_WITH_AS(qm::use_integer_kernels(fp), doctest::Contains("no quantized weights"), error);
   }

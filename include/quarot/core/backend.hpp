@@ -80,6 +80,17 @@ inline isa detected_isa() noexcept {
   return isa::scalar;
 }
 
+/// AVX512_BF16 (vdpbf16ps), used inside the AVX-512 backends where present (the
+/// weight-only GEMM's bf16 dot products); not an ISA level of its own.
+inline bool has_avx512_bf16() noexcept {
+#if QUAROT_HAS_X86_SIMD
+  __builtin_cpu_init();
+  return detected_isa() >= isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 /// Whether this machine can run kernels for `i`.
 inline bool supports(isa i) noexcept { return static_cast<int>(i) <= static_cast<int>(detected_isa()); }
 

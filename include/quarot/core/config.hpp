@@ -28,6 +28,7 @@
 
 #define QUAROT_TARGET_AVX2 QUAROT_TARGET("avx2,fma,f16c,bmi2")
 #define QUAROT_TARGET_AVX512 QUAROT_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
+#define QUAROT_TARGET_AVX512BF16 QUAROT_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c,bmi2")
 #define QUAROT_TARGET_AVX512VNNI \
   QUAROT_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2")
 

@@ -1,5 +1,5 @@
-// quarot — weight-only quantized GEMM (W4A16, W8A16): y = x·Wᵀ (+ bias) with fp32 (or
-// bf16) activations and the same packed int4/int8 weights as the integer GEMM
+// quarot — weight-only quantized GEMM (W4A16, W8A16): y = x·Wᵀ (+ bias) with bf16 (or,
+// by policy, exact fp32) activations and the same packed int4/int8 weights as the integer GEMM
 // (gemm/packing.hpp), dequantized in registers. The decode path: at M = 1 a linear layer
 // is a matrix-vector product whose cost is reading the weights, and 4-bit weights are an
 // eighth of fp32's bytes.
@@ -28,26 +28,33 @@
 
 namespace quarot::gemm {
 
-/// Weight-only policy: `WeightBits`-bit weights (4 or 8), fp32 activations and
-/// accumulation; tile 2 rows x 64 columns, k in quads (the packed block).
-template <class Backend, int WeightBits>
+/// Weight-only policy: `WeightBits`-bit weights (4 or 8), activations of type
+/// `Activation` — bfloat16 ("A16": fp32 inputs are rounded to bf16, as a W4A16 model's
+/// activations are; with AVX512_BF16 the 4-bit kernel then runs on vdpbf16ps) or float
+/// (exact fp32 activations, FMA kernel) — fp32 accumulation; tile 2 rows x 64 columns.
+template <class Backend, int WeightBits, class Activation = bfloat16>
 struct weight_only_policy {
   static_assert(WeightBits == 4 || WeightBits == 8, "weights are 4- or 8-bit");
+  static_assert(std::is_same_v<Activation, bfloat16> || std::is_same_v<Activation, float>,
+                "activations are bfloat16 or float");
   using backend = Backend;
   using weight_element = std::conditional_t<WeightBits == 4, std::uint8_t, std::int8_t>;
-  using activation_element = float;
+  using activation_element = Activation;
   using accumulator = float;
   static constexpr int weight_bits = WeightBits;
-  static constexpr int activation_bits = 16;  // "A16": not quantized (fp32 or bf16 in)
+  static constexpr int activation_bits = std::is_same_v<Activation, float> ? 32 : 16;
   static constexpr int tile_m = 2;
   static constexpr int tile_n = 64;
   static constexpr int tile_k = 4;
 };
 
 template <class Backend = cpu::avx512_backend>
-using w4a16_policy = weight_only_policy<Backend, 4>;
+using w4a16_policy = weight_only_policy<Backend, 4, bfloat16>;
 template <class Backend = cpu::avx512_backend>
-using w8a16_policy = weight_only_policy<Backend, 8>;
+using w8a16_policy = weight_only_policy<Backend, 8, bfloat16>;
+/// fp32 activations kept exact (no bf16 rounding).
+template <class Backend = cpu::avx512_backend>
+using w4a32_policy = weight_only_policy<Backend, 4, float>;
 
 static_assert(gemm_policy<w4a16_policy<>>);
 static_assert(gemm_policy<w8a16_policy<cpu::scalar>>);
@@ -57,7 +64,10 @@ class weight_only_gemm {
  public:
   using policy = Policy;
 
-  explicit weight_only_gemm(packed_weights w) : w_(std::move(w)) {
+  /// `use_bf16_dot = false` keeps the FMA kernel on AVX512_BF16 machines (same results).
+  explicit weight_only_gemm(packed_weights w, bool use_bf16_dot = true) : w_(std::move(w)) {
+    bf16_dot_ = use_bf16_dot && bf16_activations && w_.bits == 4 && !std::is_same_v<typename Policy::backend, cpu::scalar> &&
+                cpu::has_avx512_bf16();
     quarot::detail::require(w_.bits == Policy::weight_bits, "weight-only GEMM policy expects ", Policy::weight_bits,
                             "-bit packed weights, got ", w_.bits, "-bit");
     if constexpr (!std::is_same_v<typename Policy::backend, cpu::scalar>) {
@@ -68,6 +78,8 @@ class weight_only_gemm {
   }
 
   [[nodiscard]] const packed_weights& weights() const noexcept { return w_; }
+  /// Whether calls run on vdpbf16ps (4-bit weights, bf16 activations, AVX512_BF16).
+  [[nodiscard]] bool uses_bf16_dot() const noexcept { return bf16_dot_; }
 
   /// y (M x N) = x·Wᵀ + bias for x (M x K) in fp32.
   void operator()(matrix_view<const float> x, matrix_view<float> y, std::span<const float> bias = {},
@@ -92,19 +104,33 @@ class weight_only_gemm {
     if (m == 0) return;
     // Activations zero-padded to k_padded (the padded weights are zero too) and their sums
     // per weight group, shared by every tile.
-    const std::size_t ldx = w_.k_padded;
+    // With bf16 activations each value is rounded to bf16 first (and the sums are of the
+    // rounded values); the bf16 kernel also wants them as k-pairs {x0, x2}, {x1, x3}.
+    const std::size_t ldx = w_.k_padded, quads = w_.quads();
     std::vector<float> xp(m * ldx, 0.0f), xsum(m * w_.groups, 0.0f);
+    std::vector<std::uint32_t> pairs(bf16_dot_ ? m * quads * 2 : 0);
     for (std::size_t r = 0; r < m; ++r)
       for (std::size_t kk = 0; kk < k; ++kk) {
-        const float v = get(r, kk);
+        float v = get(r, kk);
         quarot::detail::require(std::isfinite(v), "weight-only GEMM: non-finite activation ", v, " at row ", r,
                                 ", column ", kk);
+        if constexpr (bf16_activations) v = to_float(to_bfloat16(v));
         xp[r * ldx + kk] = v;
         xsum[r * w_.groups + kk / w_.group_size] += v;
       }
-    const quarot::detail::weight_only_operands op{xp.data(),       ldx,          xsum.data(),     w_.data.data(),
-                                                  w_.quads(),      w_.groups == 1 ? w_.quads() : w_.group_size / 4,
-                                                  w_.groups,       w_.n_padded,  w_.block_bytes(), w_.bits,
+    for (std::size_t r = 0; r < m && bf16_dot_; ++r)
+      for (std::size_t q = 0; q < quads; ++q) {
+        const float* x4 = xp.data() + r * ldx + 4 * q;
+        auto bits = [](float v) { return std::uint32_t(to_bfloat16(v).bits); };
+        pairs[(r * quads + q) * 2] = bits(x4[0]) | bits(x4[2]) << 16;
+        pairs[(r * quads + q) * 2 + 1] = bits(x4[1]) | bits(x4[3]) << 16;
+      }
+    const quarot::detail::weight_only_operands op{xp.data(),       bf16_dot_ ? pairs.data() : nullptr,
+                                                  ldx,             xsum.data(),
+                                                  w_.data.data(),  quads,
+                                                  w_.groups == 1 ? quads : w_.group_size / 4,
+                                                  w_.groups,       w_.n_padded,
+                                                  w_.block_bytes(), w_.bits,
                                                   w_.scales.data(), w_.zeros.data()};
     const std::size_t tiles = (w_.n + 63) / 64;
     constexpr std::size_t mr = 8;  // rows per pass over a weight tile (kept in L1/L2 between passes)
@@ -123,7 +149,9 @@ class weight_only_gemm {
     });
   }
 
+  static constexpr bool bf16_activations = std::is_same_v<typename Policy::activation_element, bfloat16>;
   packed_weights w_;
+  bool bf16_dot_ = false;
 };
 
 }  // namespace quarot::gemm

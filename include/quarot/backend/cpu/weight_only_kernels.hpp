@@ -3,13 +3,19 @@
 // A tile of MR fp32 activation rows x 64 weight columns over all of K, on the packed
 // weights of gemm/packing.hpp. A (panel, k-quad) block holds 16 columns x 4 k; loaded as
 // 16 dwords, dword c holds the 4 raw weights of column c, so byte kk of every dword is a
-// 16-column vector for k = 4·quad + kk: one shift/mask and one int->float conversion
-// dequantize it in registers, and it meets a broadcast activation in an FMA. Per weight
+// 16-column vector for k = 4·quad + kk: a shift and a table permute (4-bit) or a shift
+// and an int->float conversion (8-bit) dequantize it in registers, and it meets a
+// broadcast activation in an FMA. Per weight
 // group g the kernel accumulates acc = Σ_k w_raw·x in fp32 (w_raw is an exact small
-// integer) and folds it into the tile with the group's scale and zero:
-//   total = fma(s, fma(-z, Σ_{k∈g} x, acc), total).
-// The scalar kernel performs the same fp32 operations in the same order (std::fma), so the
-// two agree bit for bit.
+// integer) in two chains, a over k ≡ 2, 0 and b over k ≡ 3, 1 (mod 4) in that order per
+// quad, and folds a + b into the tile with the group's scale and zero:
+//   total = fma(s, fma(-z, Σ_{k∈g} x, a + b), total).
+// Every product w_raw·x is exact in fp32 when x is a bf16 value (8 x 8 significant bits),
+// so each step a += w·x is one rounding: an FMA, or half of a vdpbf16ps, which adds the
+// odd (k ≡ 2) product of a pair before the even one. With AVX512_BF16 the 4-bit kernel
+// therefore turns 16 nibbles into 16 bf16 pairs with one shift and one vpermw and does
+// 32 multiply-adds per instruction, and still equals the scalar kernel bit for bit
+// (vdpbf16ps flushes denormals: inputs below 1e-38 are the one exception).
 #pragma once
 
 #include <cmath>
@@ -33,6 +39,7 @@ namespace quarot::detail {
 
 struct weight_only_operands {
   const float* x;            ///< rows x ldx activations, K zero-padded to k_padded
+  const std::uint32_t* xpairs; ///< rows x quads x 2 bf16 pairs {x0 | x2 << 16, x1 | x3 << 16}; null: fp32 x
   std::size_t ldx;
   const float* xsum;         ///< rows x groups: Σ x over each weight group
   const std::uint8_t* w;     ///< packed weights
@@ -58,10 +65,13 @@ inline void weight_only_tile(cpu::scalar, const weight_only_operands& op, std::s
       const std::size_t col = n0 + j;
       float total = 0.0f;
       for (std::size_t g = 0; g < op.groups; ++g) {
-        float acc = 0.0f;
+        float a = 0.0f, b = 0.0f;
         for (std::size_t q = g * op.group_quads; q < (g + 1) * op.group_quads; ++q)
-          for (std::size_t kk = 0; kk < 4; ++kk)
-            acc = std::fma(static_cast<float>(weight_only_raw(op, col, 4 * q + kk)), x[4 * q + kk], acc);
+          for (std::size_t kk : {2, 0, 3, 1}) {
+            float& chain = kk % 2 ? b : a;
+            chain = std::fma(static_cast<float>(weight_only_raw(op, col, 4 * q + kk)), x[4 * q + kk], chain);
+          }
+        const float acc = a + b;
         const float z = static_cast<float>(op.zeros[g * op.n_padded + col]);
         const float t = std::fma(-z, op.xsum[(m0 + r) * op.groups + g], acc);
         total = std::fma(op.scales[g * op.n_padded + col], t, total);
@@ -98,72 +108,161 @@ QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512 weight_column_vector(__m512i v)
 }
 
 template <int MR, int Bits>
-QUAROT_TARGET_AVX512 void weight_only_tile_avx512(const weight_only_operands& op, std::size_t m0, std::size_t n0,
-                                                  float* c) noexcept {
-  __m512 total[MR][4];
+QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE void weight_only_fma_quad(const weight_only_operands& op, std::size_t m0,
+                                                                   const std::uint8_t* blk, std::size_t q,
+                                                                   __m512 (&acc)[MR][4], __m512 (&acc_odd)[MR][4]) noexcept {
+  const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i shift0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+  __m512 xb[MR][4];
   QUAROT_UNROLL
   for (int r = 0; r < MR; ++r)
     QUAROT_UNROLL
-    for (int p = 0; p < 4; ++p) total[r][p] = _mm512_setzero_ps();
-  const std::uint8_t* tile = op.w + (n0 / 64) * op.quads * 4 * op.block_bytes;
-  for (std::size_t g = 0; g < op.groups; ++g) {
-    __m512 acc[MR][4];
-    QUAROT_UNROLL
-    for (int r = 0; r < MR; ++r)
-      QUAROT_UNROLL
-      for (int p = 0; p < 4; ++p) acc[r][p] = _mm512_setzero_ps();
-    for (std::size_t q = g * op.group_quads; q < (g + 1) * op.group_quads; ++q) {
-      const std::uint8_t* blk = tile + q * 4 * op.block_bytes;
-      __m512 xb[MR][4];
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r)
-        QUAROT_UNROLL
-        for (int kk = 0; kk < 4; ++kk) xb[r][kk] = _mm512_set1_ps(op.x[(m0 + std::size_t(r)) * op.ldx + 4 * q + std::size_t(kk)]);
-      QUAROT_UNROLL
-      for (int p = 0; p < 4; ++p) {
-        const __m512i v = load_weight_block<Bits>(blk + std::size_t(p) * op.block_bytes);
-        const __m512 w0 = weight_column_vector<Bits, 0>(v), w1 = weight_column_vector<Bits, 1>(v);
-        const __m512 w2 = weight_column_vector<Bits, 2>(v), w3 = weight_column_vector<Bits, 3>(v);
-        QUAROT_UNROLL
-        for (int r = 0; r < MR; ++r) {
-          acc[r][p] = _mm512_fmadd_ps(w0, xb[r][0], acc[r][p]);
-          acc[r][p] = _mm512_fmadd_ps(w1, xb[r][1], acc[r][p]);
-          acc[r][p] = _mm512_fmadd_ps(w2, xb[r][2], acc[r][p]);
-          acc[r][p] = _mm512_fmadd_ps(w3, xb[r][3], acc[r][p]);
-        }
-      }
+    for (int kk = 0; kk < 4; ++kk) xb[r][kk] = _mm512_set1_ps(op.x[(m0 + std::size_t(r)) * op.ldx + 4 * q + std::size_t(kk)]);
+  QUAROT_UNROLL
+  for (int p = 0; p < 4; ++p) {
+    __m512 w0, w1, w2, w3;
+    if constexpr (Bits == 4) {
+      // Both halves hold the 32 packed bytes; lane c < 8 takes the low nibble of byte kk
+      // of dword c (column c), lane 8 + c the high nibble (column 8 + c). vpermps reads
+      // only the low 4 bits of each index, so one variable shift and one permute of the
+      // table {0, 1, ..., 15} turn 16 nibbles into 16 exact floats.
+      const __m512i v = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + std::size_t(p) * op.block_bytes)));
+      w0 = _mm512_permutexvar_ps(_mm512_srlv_epi32(v, shift0), table);
+      w1 = _mm512_permutexvar_ps(_mm512_srlv_epi32(v, _mm512_add_epi32(shift0, _mm512_set1_epi32(8))), table);
+      w2 = _mm512_permutexvar_ps(_mm512_srlv_epi32(v, _mm512_add_epi32(shift0, _mm512_set1_epi32(16))), table);
+      w3 = _mm512_permutexvar_ps(_mm512_srlv_epi32(v, _mm512_add_epi32(shift0, _mm512_set1_epi32(24))), table);
+    } else {
+      const __m512i v = load_weight_block<Bits>(blk + std::size_t(p) * op.block_bytes);
+      w0 = weight_column_vector<Bits, 0>(v);
+      w1 = weight_column_vector<Bits, 1>(v);
+      w2 = weight_column_vector<Bits, 2>(v);
+      w3 = weight_column_vector<Bits, 3>(v);
     }
     QUAROT_UNROLL
-    for (int p = 0; p < 4; ++p) {
-      const std::size_t at = g * op.n_padded + n0 + 16 * std::size_t(p);
-      const __m512 s = _mm512_loadu_ps(op.scales + at);
-      const __m512 z = _mm512_cvtepi32_ps(_mm512_loadu_si512(op.zeros + at));
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        const __m512 t = _mm512_fnmadd_ps(z, _mm512_set1_ps(op.xsum[(m0 + std::size_t(r)) * op.groups + g]), acc[r][p]);
-        total[r][p] = _mm512_fmadd_ps(s, t, total[r][p]);
-      }
+    for (int r = 0; r < MR; ++r) {
+      acc[r][p] = _mm512_fmadd_ps(w2, xb[r][2], acc[r][p]);
+      acc[r][p] = _mm512_fmadd_ps(w0, xb[r][0], acc[r][p]);
+      acc_odd[r][p] = _mm512_fmadd_ps(w3, xb[r][3], acc_odd[r][p]);
+      acc_odd[r][p] = _mm512_fmadd_ps(w1, xb[r][1], acc_odd[r][p]);
     }
   }
+}
+
+/// The same quad with vdpbf16ps (4-bit weights, bf16 activations): per panel one shift
+/// and one vpermw per pair of k.
+template <int MR>
+QUAROT_TARGET_AVX512BF16 QUAROT_ALWAYS_INLINE void weight_only_bf16_quad(const weight_only_operands& op,
+                                                                        std::size_t m0, const std::uint8_t* blk,
+                                                                        std::size_t q, __m512 (&acc)[MR][4],
+                                                                        __m512 (&acc_odd)[MR][4]) noexcept {
+  // bf16 of 0..15, twice (vpermw reads 5 index bits; the fifth is a neighbouring nibble's).
+  const __m512i table = _mm512_setr_epi32(0x3f800000, 0x40404000, 0x40a04080, 0x40e040c0, 0x41104100, 0x41304120,
+                                          0x41504140, 0x41704160, 0x3f800000, 0x40404000, 0x40a04080, 0x40e040c0,
+                                          0x41104100, 0x41304120, 0x41504140, 0x41704160);
+  // Word 2c of lane c holds nibbles (c, k0), (c+8, k0), (c, k1), (c+8, k1); word 2c+1 the
+  // same for k2, k3. Shift 0 / 4 (columns 0-7 / 8-15) puts k0 and k2 in the low bits, 8 / 12 k1 and k3.
+  const __m512i shift_a = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0x00040004, 0x00040004, 0x00040004, 0x00040004,
+                                            0x00040004, 0x00040004, 0x00040004, 0x00040004);
+  const __m512i shift_b = _mm512_add_epi16(shift_a, _mm512_set1_epi16(8));
+  __m512i xa[MR], xb[MR];
+  QUAROT_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    const std::uint32_t* pr = op.xpairs + ((m0 + std::size_t(r)) * op.quads + q) * 2;
+    xa[r] = _mm512_set1_epi32(static_cast<int>(pr[0]));
+    xb[r] = _mm512_set1_epi32(static_cast<int>(pr[1]));
+  }
+  QUAROT_UNROLL
+  for (int p = 0; p < 4; ++p) {
+    const __m512i v = _mm512_broadcast_i64x4(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + std::size_t(p) * op.block_bytes)));
+    const __m512i wa = _mm512_permutexvar_epi16(_mm512_srlv_epi16(v, shift_a), table);
+    const __m512i wb = _mm512_permutexvar_epi16(_mm512_srlv_epi16(v, shift_b), table);
+    QUAROT_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      acc[r][p] = _mm512_dpbf16_ps(acc[r][p], (__m512bh)wa, (__m512bh)xa[r]);
+      acc_odd[r][p] = _mm512_dpbf16_ps(acc_odd[r][p], (__m512bh)wb, (__m512bh)xb[r]);
+    }
+  }
+}
+
+/// Folds a group's two chains into the tile: total = fma(s, fma(-z, Σx, a + b), total).
+template <int MR>
+QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE void weight_only_group_epilogue(const weight_only_operands& op,
+                                                                         std::size_t m0, std::size_t n0, std::size_t g,
+                                                                         __m512 (&acc)[MR][4], __m512 (&acc_odd)[MR][4],
+                                                                         __m512 (&total)[MR][4]) noexcept {
+  QUAROT_UNROLL
+  for (int p = 0; p < 4; ++p) {
+    const std::size_t at = g * op.n_padded + n0 + 16 * std::size_t(p);
+    const __m512 s = _mm512_loadu_ps(op.scales + at);
+    const __m512 z = _mm512_cvtepi32_ps(_mm512_loadu_si512(op.zeros + at));
+    QUAROT_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m512 sum = _mm512_add_ps(acc[r][p], acc_odd[r][p]);
+      const __m512 t = _mm512_fnmadd_ps(z, _mm512_set1_ps(op.xsum[(m0 + std::size_t(r)) * op.groups + g]), sum);
+      total[r][p] = _mm512_fmadd_ps(s, t, total[r][p]);
+      acc[r][p] = acc_odd[r][p] = _mm512_setzero_ps();
+    }
+  }
+}
+
+template <int MR>
+QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE void weight_only_store(float* c, __m512 (&total)[MR][4]) noexcept {
   QUAROT_UNROLL
   for (int r = 0; r < MR; ++r)
     QUAROT_UNROLL
     for (int p = 0; p < 4; ++p) _mm512_storeu_ps(c + r * 64 + 16 * p, total[r][p]);
 }
 
+// The two tile drivers differ only in the quad step (and their target attributes, which
+// is why they are two functions): two accumulators per (row, panel), so that at one row
+// eight independent chains cover the multiply-add latency.
+#define QUAROT_WEIGHT_ONLY_TILE_BODY(QUAD_STEP)                                              \
+  __m512 total[MR][4], acc[MR][4], acc_odd[MR][4];                                           \
+  QUAROT_UNROLL                                                                              \
+  for (int r = 0; r < MR; ++r)                                                               \
+    QUAROT_UNROLL                                                                            \
+    for (int p = 0; p < 4; ++p) total[r][p] = acc[r][p] = acc_odd[r][p] = _mm512_setzero_ps(); \
+  const std::uint8_t* tile = op.w + (n0 / 64) * op.quads * 4 * op.block_bytes;              \
+  for (std::size_t g = 0; g < op.groups; ++g) {                                              \
+    for (std::size_t q = g * op.group_quads; q < (g + 1) * op.group_quads; ++q)              \
+      QUAD_STEP(op, m0, tile + q * 4 * op.block_bytes, q, acc, acc_odd);                     \
+    weight_only_group_epilogue<MR>(op, m0, n0, g, acc, acc_odd, total);                      \
+  }                                                                                          \
+  weight_only_store<MR>(c, total);
+
+template <int MR, int Bits>
+QUAROT_TARGET_AVX512 void weight_only_tile_fma(const weight_only_operands& op, std::size_t m0, std::size_t n0,
+                                               float* c) noexcept {
+  QUAROT_WEIGHT_ONLY_TILE_BODY((weight_only_fma_quad<MR, Bits>))
+}
+
+template <int MR>
+QUAROT_TARGET_AVX512BF16 void weight_only_tile_bf16(const weight_only_operands& op, std::size_t m0, std::size_t n0,
+                                                    float* c) noexcept {
+  QUAROT_WEIGHT_ONLY_TILE_BODY(weight_only_bf16_quad<MR>)
+}
+#undef QUAROT_WEIGHT_ONLY_TILE_BODY
+
 /// AVX-512 backends (avx512bw and its VNNI refinement): rows in register tiles of 2.
 template <class Arch>
   requires std::is_base_of_v<xsimd::avx512bw, Arch>
 void weight_only_tile(cpu::simd<Arch>, const weight_only_operands& op, std::size_t m0, std::size_t rows,
                       std::size_t n0, std::size_t /*cols*/, float* c) noexcept {
+  // op.xpairs is set only for 4-bit weights with bf16 activations on a CPU with AVX512_BF16.
   for (std::size_t r = 0; r < rows; r += 2) {
     const bool two = rows - r >= 2;
-    if (op.bits == 4) {
-      if (two) weight_only_tile_avx512<2, 4>(op, m0 + r, n0, c + r * 64);
-      else weight_only_tile_avx512<1, 4>(op, m0 + r, n0, c + r * 64);
+    float* cr = c + r * 64;
+    if (op.xpairs) {
+      if (two) weight_only_tile_bf16<2>(op, m0 + r, n0, cr);
+      else weight_only_tile_bf16<1>(op, m0 + r, n0, cr);
+    } else if (op.bits == 4) {
+      if (two) weight_only_tile_fma<2, 4>(op, m0 + r, n0, cr);
+      else weight_only_tile_fma<1, 4>(op, m0 + r, n0, cr);
     } else {
-      if (two) weight_only_tile_avx512<2, 8>(op, m0 + r, n0, c + r * 64);
-      else weight_only_tile_avx512<1, 8>(op, m0 + r, n0, c + r * 64);
+      if (two) weight_only_tile_fma<2, 8>(op, m0 + r, n0, cr);
+      else weight_only_tile_fma<1, 8>(op, m0 + r, n0, cr);
     }
   }
 }
