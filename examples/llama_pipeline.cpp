@@ -151,7 +151,13 @@ int main(int argc, char** argv) try {
     else if (a == "--calib-len") o.calib_len = number();
     else if (a == "--rows") o.rows = split(next());
     else if (a == "--cols") o.cols = split(next());
-    else if (a == "--a-clip") o.a_clip = std::stof(next());
+    else if (a == "--a-clip") {
+      const std::string v = next();
+      char* end = nullptr;
+      o.a_clip = std::strtof(v.c_str(), &end);
+      if (v.empty() || *end || !(o.a_clip > 0.0f && o.a_clip <= 1.0f))
+        throw quarot::error(quarot::errc::invalid_argument, "--a-clip: '" + v + "' is not a ratio in (0, 1]");
+    }
     else if (a == "--w-group") o.w_group = number();
     else if (a == "--seed") o.seed = number();
     else if (a == "--threads") o.threads = unsigned(number());
