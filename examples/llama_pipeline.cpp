@@ -234,7 +234,7 @@ int main(int argc, char** argv) try {
   // The rotated fp32 model is computed once; every QuaRot cell quantizes a copy.
   qm::llama_model rotated = base;
   qm::apply_quarot(rotated, {.seed = o.seed}, &pool);
-  qm::llama_model last_quantized;
+  qm::llama_model last_quantized, rtn_w4a4;  // the latter reused by the speed section
   for (const auto& s : rows) {
     std::string line = "| " + s.name + std::string(s.name.size() < 8 ? 8 - s.name.size() : 0, ' ') + " |";
     for (const auto& c : o.cols) {
@@ -253,6 +253,7 @@ int main(int argc, char** argv) try {
       char cell[32];
       std::snprintf(cell, sizeof cell, " %17.3f |", ppl(m, s.name.c_str()));
       line += cell;
+      if (c == "rtn" && s.name == "W4A4") rtn_w4a4 = m;
       if (c != "none" && s.w_bits < 16) last_quantized = std::move(m);
     }
     std::printf("%s\n", line.c_str());
@@ -285,9 +286,12 @@ int main(int argc, char** argv) try {
   if (o.speed) {
     // Integer kernels: QuaRot W4A4 with RTN weights on quarot::linear (packed int4, fused
     // online Hadamard + per-token int4 quantization).
-    qm::llama_model w4 = rotated;
-    qm::quantize_weights_rtn(w4, {.bits = 4}, &pool);
-    qm::set_activation_quantization(w4, 4, o.a_clip, 16);
+    qm::llama_model w4 = rtn_w4a4;
+    if (w4.blocks.empty()) {
+      w4 = rotated;
+      qm::quantize_weights_rtn(w4, {.bits = 4}, &pool);
+      qm::set_activation_quantization(w4, 4, o.a_clip, 16);
+    }
     const double sim = ppl(w4, "W4A4 simulated");
     qm::use_integer_kernels(w4);
     double int_speed = 0;

@@ -257,3 +257,31 @@ TEST_CASE("weight-only GEMM: bf16 activations, and clear errors") {
   CHECK_THROWS_WITH_AS(op(make_matrix_view(bad, m, k), make_matrix_view(y1, m, n)), doctest::Contains("non-finite"),
                        error);
 }
+
+TEST_CASE("GEMM epilogues write bf16 output: the fp32 result rounded to nearest even") {
+  const std::size_t m = 5, n = 70, k = 128;
+  const auto x = random_matrix(m, k, 7);
+  const auto w = random_matrix(n, k, 8, 0.05f);
+  const auto bias = random_matrix(1, n, 9);
+  const auto wq = rtn_quantizer({.bits = 4, .gran = granularity::per_group, .group_size = 32}).quantize(make_matrix_view(w, n, k));
+  const auto packed = gemm::pack_weights(wq, 4);
+  std::vector<float> y32(m * n);
+  std::vector<bfloat16> y16(m * n);
+  auto same = [&] {
+    for (std::size_t i = 0; i < y32.size(); ++i) REQUIRE(y16[i].bits == to_bfloat16(y32[i]).bits);
+  };
+  const gemm::integer_gemm<gemm::w4a4_policy<cpu::scalar>> op(packed);
+  quantized_activations xa;
+  quantize_activations(make_matrix_view(x, m, k), 4, 1.0f, xa);
+  op(xa, make_matrix_view(y32, m, n), bias);
+  op(xa, matrix_view<bfloat16>(y16.data(), m, n, n), bias);
+  same();
+  const gemm::weight_only_gemm<gemm::w4a16_policy<cpu::scalar>> wo(packed);
+  wo(make_matrix_view(x, m, k), make_matrix_view(y32, m, n), bias);
+  wo(make_matrix_view(x, m, k), matrix_view<bfloat16>(y16.data(), m, n, n), bias);
+  same();
+  linear<gemm::w4a4_policy<cpu::scalar>> layer(packed, bias, 4);
+  layer.forward(make_matrix_view(x, m, k), make_matrix_view(y32, m, n));
+  layer.forward(make_matrix_view(x, m, k), matrix_view<bfloat16>(y16.data(), m, n, n));
+  same();
+}

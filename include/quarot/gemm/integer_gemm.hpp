@@ -58,9 +58,9 @@ inline void prepare_activations(const quantized_activations& x, const packed_wei
 }
 
 namespace detail {
-template <class B>
+template <class B, output_element Out>
 void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weights& w, std::span<const float> bias,
-                      matrix_view<float> y, thread_pool* pool) {
+                      matrix_view<Out> y, thread_pool* pool) {
   // One group per column covers all k-quads, the padded tail of K included.
   const std::size_t group_quads = w.groups == 1 ? w.quads() : w.group_size / 4;
   const quarot::detail::gemm_operands op{xa.a.data(),     xa.lda,      xa.rowsum.data(), w.data.data(),
@@ -92,7 +92,8 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
         }
         for (std::size_t r = 0; r < rows; ++r)
           for (std::size_t j = 0; j < cols; ++j)
-            y(m0 + r, n0 + j) = std::fma(xa.scales[m0 + r], c[r * 64 + j], bias.empty() ? 0.0f : bias[n0 + j]);
+            y(m0 + r, n0 + j) =
+                gemm::to_output<Out>(std::fma(xa.scales[m0 + r], c[r * 64 + j], bias.empty() ? 0.0f : bias[n0 + j]));
       }
     }
   });
@@ -118,8 +119,9 @@ class integer_gemm {
 
   [[nodiscard]] const packed_weights& weights() const noexcept { return w_; }
 
-  /// y (M x N) = x·Wᵀ + bias.
-  void operator()(const quantized_activations& x, matrix_view<float> y, std::span<const float> bias = {},
+  /// y (M x N) = x·Wᵀ + bias, y fp32 or bf16.
+  template <output_element Out>
+  void operator()(const quantized_activations& x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
     prepared_activations xa;
     prepare_activations(x, w_, xa, pool);
@@ -127,7 +129,8 @@ class integer_gemm {
   }
 
   /// The same on activations already prepared (reused buffers across calls).
-  void run(const prepared_activations& xa, int activation_bits, matrix_view<float> y, std::span<const float> bias = {},
+  template <output_element Out>
+  void run(const prepared_activations& xa, int activation_bits, matrix_view<Out> y, std::span<const float> bias = {},
            thread_pool* pool = nullptr) const {
     quarot::detail::require(activation_bits <= Policy::activation_bits, "GEMM policy takes ",
                             Policy::activation_bits, "-bit activations, got ", activation_bits, "-bit");

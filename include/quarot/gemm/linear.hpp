@@ -52,8 +52,9 @@ class linear {
     return *this;
   }
 
-  /// y (M x N) = quantize(rotate(x))·Wᵀ + b for x (M x K).
-  void forward(matrix_view<const float> x, matrix_view<float> y, thread_pool* pool = nullptr) const {
+  /// y (M x N) = quantize(rotate(x))·Wᵀ + b for x (M x K); y fp32 or bf16.
+  template <gemm::output_element Out>
+  void forward(matrix_view<const float> x, matrix_view<Out> y, thread_pool* pool = nullptr) const {
     detail::require(x.cols == in_features(), "linear: input has ", x.cols, " features, expected ", in_features());
     quantize_input(x, pool);
     gemm::prepare_activations(qa_, gemm_.weights(), prepared_, pool);

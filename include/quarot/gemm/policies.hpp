@@ -9,8 +9,11 @@
 
 #include <cstdint>
 
+#include <type_traits>
+
 #include "../core/backend.hpp"
 #include "../core/concepts.hpp"
+#include "../core/numeric.hpp"
 
 namespace quarot::gemm {
 
@@ -38,6 +41,18 @@ template <class Backend = cpu::avx512vnni_backend>
 using w4a8_policy = integer_policy<Backend, 4, 8>;
 template <class Backend = cpu::avx512vnni_backend>
 using w4a4_policy = integer_policy<Backend, 4, 4>;
+
+/// Output element types of the GEMM epilogues: fp32, or bf16 (rounded to nearest even
+/// from the fp32 result).
+template <class T>
+concept output_element = std::is_same_v<T, float> || std::is_same_v<T, bfloat16>;
+
+/// An fp32 epilogue result as the output element type.
+template <output_element Out>
+inline Out to_output(float v) noexcept {
+  if constexpr (std::is_same_v<Out, float>) return v;
+  else return to_bfloat16(v);
+}
 
 static_assert(gemm_policy<w8a8_policy<>>);
 static_assert(gemm_policy<w4a4_policy<cpu::scalar>>);

@@ -25,6 +25,7 @@
 #include "../core/numeric.hpp"
 #include "../core/thread_pool.hpp"
 #include "packing.hpp"
+#include "policies.hpp"
 
 namespace quarot::gemm {
 
@@ -81,20 +82,22 @@ class weight_only_gemm {
   /// Whether calls run on vdpbf16ps (4-bit weights, bf16 activations, AVX512_BF16).
   [[nodiscard]] bool uses_bf16_dot() const noexcept { return bf16_dot_; }
 
-  /// y (M x N) = x·Wᵀ + bias for x (M x K) in fp32.
-  void operator()(matrix_view<const float> x, matrix_view<float> y, std::span<const float> bias = {},
+  /// y (M x N) = x·Wᵀ + bias for x (M x K) in fp32; y fp32 or bf16.
+  template <output_element Out>
+  void operator()(matrix_view<const float> x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
     run(x.rows, x.cols, [&](std::size_t r, std::size_t k) { return x(r, k); }, y, bias, pool);
   }
   /// The same for bf16 activations (widened to fp32 exactly).
-  void operator()(matrix_view<const bfloat16> x, matrix_view<float> y, std::span<const float> bias = {},
+  template <output_element Out>
+  void operator()(matrix_view<const bfloat16> x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
     run(x.rows, x.cols, [&](std::size_t r, std::size_t k) { return to_float(x(r, k)); }, y, bias, pool);
   }
 
  private:
-  template <class Get>
-  void run(std::size_t m, std::size_t k, Get&& get, matrix_view<float> y, std::span<const float> bias,
+  template <class Get, output_element Out>
+  void run(std::size_t m, std::size_t k, Get&& get, matrix_view<Out> y, std::span<const float> bias,
            thread_pool* pool) const {
     quarot::detail::require(k == w_.k, "weight-only GEMM: activations have K = ", k, " but the weights have K = ", w_.k);
     quarot::detail::require(y.rows == m && y.cols == w_.n, "weight-only GEMM: output is ", y.rows, "x", y.cols,
@@ -143,7 +146,7 @@ class weight_only_gemm {
           quarot::detail::weight_only_tile(typename Policy::backend{}, op, m0, rows, n0, cols, c.data());
           for (std::size_t r = 0; r < rows; ++r)
             for (std::size_t j = 0; j < cols; ++j)
-              y(m0 + r, n0 + j) = c[r * 64 + j] + (bias.empty() ? 0.0f : bias[n0 + j]);
+              y(m0 + r, n0 + j) = to_output<Out>(c[r * 64 + j] + (bias.empty() ? 0.0f : bias[n0 + j]));
         }
       }
     });
