@@ -46,6 +46,7 @@ struct options {
   std::vector<std::string> cols = {"none", "rtn", "gptq"};
   float a_clip = 0.9f;
   std::size_t w_group = 0;
+  float smooth = -1.0f;  // SmoothRot alpha; < 0: off
   std::string save;
   bool speed = true;
 };
@@ -83,6 +84,8 @@ void usage() {
       "  --cols LIST          methods among none,rtn,gptq (default: all)\n"
       "  --a-clip R           activation clip ratio (default 0.9, QuaRot's)\n"
       "  --w-group N          weight scales per group of N input channels (default 0: per channel)\n"
+      "  --smooth ALPHA       SmoothRot: scale down_proj's input channels (alpha in [0, 1], calibrated\n"
+      "                       on the calibration text) before its online Hadamard (default: off)\n"
       "  --seed N             seed of the randomized Hadamard (default 0)\n"
       "  --threads N          worker threads (default 2)\n"
       "  --save PATH          save the QuaRot-GPTQ (else -RTN) model of the last row (quarot-llama/1)\n"
@@ -159,6 +162,13 @@ int main(int argc, char** argv) try {
         throw quarot::error(quarot::errc::invalid_argument, "--a-clip: '" + v + "' is not a ratio in (0, 1]");
     }
     else if (a == "--w-group") o.w_group = number();
+    else if (a == "--smooth") {
+      const std::string v = next();
+      char* end = nullptr;
+      o.smooth = std::strtof(v.c_str(), &end);
+      if (v.empty() || *end || !(o.smooth >= 0.0f && o.smooth <= 1.0f))
+        throw quarot::error(quarot::errc::invalid_argument, "--smooth: '" + v + "' is not an alpha in [0, 1]");
+    }
     else if (a == "--seed") o.seed = number();
     else if (a == "--threads") o.threads = unsigned(number());
     else if (a == "--save") o.save = next();
@@ -233,7 +243,16 @@ int main(int argc, char** argv) try {
 
   // The rotated fp32 model is computed once; every QuaRot cell quantizes a copy.
   qm::llama_model rotated = base;
-  qm::apply_quarot(rotated, {.seed = o.seed}, &pool);
+  if (o.smooth < 0) {
+    qm::apply_quarot(rotated, {.seed = o.seed}, &pool);
+  } else {  // the same steps with SmoothRot's scaling before the FFN's online Hadamard
+    qm::fold_norms(rotated);
+    qm::rotate_residual(rotated, quarot::randomized_hadamard(rotated.cfg.hidden, o.seed), &pool);
+    qm::smooth_ffn_channels(rotated, calib, o.smooth, &pool);
+    qm::add_online_ffn_rotation(rotated, &pool);
+    qm::rotate_attention_values(rotated, &pool);
+    qm::enable_qk_rotation(rotated);
+  }
   qm::llama_model last_quantized, rtn_w4a4;  // the latter reused by the speed section
   for (const auto& s : rows) {
     std::string line = "| " + s.name + std::string(s.name.size() < 8 ? 8 - s.name.size() : 0, ' ') + " |";

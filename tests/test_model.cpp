@@ -206,6 +206,36 @@ TEST_CASE("QuaRot invariance: folded norms and every rotation kind leave the fp3
     CHECK(before > 3.5);  // measured 4.1 -> 2.4
     CHECK(after < 0.6 * before);
   }
+  SUBCASE("SmoothRot channel scaling before the FFN rotation: exact, and it flattens down_proj's input") {
+    auto m = ref_model;
+    qm::fold_norms(m);
+    qm::rotate_residual(m, quarot::randomized_hadamard(48, 2));
+    std::vector<std::vector<std::int32_t>> calib{tiny_tokens(24, 5), tiny_tokens(24, 6)};
+    // Largest per-channel maximum of down_proj's input over the mean one: smoothing
+    // flattens the channel maxima (to sqrt(max|x_j|·max|w_j|) at alpha 0.5).
+    auto spread = [&](qm::llama_model& mm) {
+      std::vector<double> cmax(96, 0.0);
+      mm.blocks[0].down.capture = [&](quarot::matrix_view<const float> x) {
+        for (std::size_t r = 0; r < x.rows; ++r)
+          for (std::size_t c = 0; c < x.cols; ++c) cmax[c] = std::max(cmax[c], double(std::fabs(x(r, c))));
+      };
+      (void)mm.forward(toks);
+      mm.blocks[0].down.capture = nullptr;
+      double mean = 0;
+      for (double v : cmax) mean += v / 96.0;
+      return *std::max_element(cmax.begin(), cmax.end()) / mean;
+    };
+    const double before = spread(m);
+    qm::smooth_ffn_channels(m, calib, 0.5f);
+    CHECK(rel_diff(ref, m.forward(toks)) < 1e-4);
+    const double after = spread(m);
+    MESSAGE("down_proj input channel-max spread: ", before, " -> ", after);
+    CHECK(after < before);
+    qm::add_online_ffn_rotation(m);
+    CHECK(rel_diff(ref, m.forward(toks)) < 1e-4);
+    CHECK_THROWS_WITH_AS(qm::smooth_ffn_channels(m, calib, 0.5f), doctest::Contains("smooth first"), error);
+    CHECK_THROWS_WITH_AS(qm::smooth_ffn_channels(m, calib, 1.5f), doctest::Contains("alpha 1.5"), error);
+  }
   SUBCASE("steps in the wrong order fail clearly") {
     auto m = ref_model;
     CHECK_THROWS_WITH_AS(qm::rotate_residual(m, quarot::hadamard_transform(48)), doctest::Contains("fold_norms"), error);

@@ -19,10 +19,13 @@
 //     so the key cache quantizes well (§4.3).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../transform/fuse.hpp"
@@ -94,6 +97,42 @@ inline void add_online_ffn_rotation(llama_model& m, thread_pool* pool = nullptr)
     quarot::detail::require(!b.down.online, "add_online_ffn_rotation: down_proj already has an online rotation");
     fuse_input_rotation(b.down.weights(), *h, pool);
     detail::set_online_hadamard(b.down, h);
+  }
+}
+
+/// SmoothRot-style channel scaling of down_proj's input before its online rotation
+/// (Czakó et al. 2025, after SmoothQuant, Xiao et al. 2023): the FFN activation
+/// h = SiLU(gate)·up has channels with massive outliers that one Hadamard only partly
+/// spreads. With s_j = max|h_j|^α / max|W_down[:, j]|^(1−α) (maxima over `calibration`
+/// tokens), up_proj's row j is divided by s_j and W_down's column j multiplied by it:
+/// exact, since h_j is linear in up_j. Run it before add_online_ffn_rotation.
+inline void smooth_ffn_channels(llama_model& m, const std::vector<std::vector<std::int32_t>>& calibration, float alpha,
+                                thread_pool* pool = nullptr) {
+  quarot::detail::require(alpha >= 0.0f && alpha <= 1.0f, "smooth_ffn_channels: alpha ", alpha, " outside [0, 1]");
+  quarot::detail::require(!calibration.empty(), "smooth_ffn_channels: no calibration sequences");
+  for (const auto& b : m.blocks)
+    quarot::detail::require(!b.down.online, "smooth_ffn_channels: down_proj already rotates its input; smooth first");
+  const std::size_t f = m.cfg.ffn;
+  std::vector<std::vector<float>> amax(m.cfg.layers, std::vector<float>(f, 0.0f));
+  for (std::size_t l = 0; l < m.cfg.layers; ++l)
+    m.blocks[l].down.capture = [&, l](matrix_view<const float> x) {
+      for (std::size_t r = 0; r < x.rows; ++r)
+        for (std::size_t c = 0; c < f; ++c) amax[l][c] = std::max(amax[l][c], std::fabs(x(r, c)));
+    };
+  for (const auto& seq : calibration) (void)m.forward(seq, pool);
+  for (std::size_t l = 0; l < m.cfg.layers; ++l) {
+    auto& b = m.blocks[l];
+    b.down.capture = nullptr;
+    for (std::size_t c = 0; c < f; ++c) {
+      float wmax = 0.0f;
+      for (std::size_t r = 0; r < b.down.out; ++r) wmax = std::max(wmax, std::fabs(b.down.w[r * f + c]));
+      if (!(amax[l][c] > 0.0f) || !(wmax > 0.0f)) continue;  // a dead channel: leave it
+      const float sc = std::pow(amax[l][c], alpha) / std::pow(wmax, 1.0f - alpha);
+      if (!(sc > 0.0f) || !std::isfinite(sc)) continue;
+      for (std::size_t k = 0; k < b.up.in; ++k) b.up.w[c * b.up.in + k] /= sc;
+      if (!b.up.b.empty()) b.up.b[c] /= sc;
+      for (std::size_t r = 0; r < b.down.out; ++r) b.down.w[r * f + c] *= sc;
+    }
   }
 }
 
