@@ -8,7 +8,7 @@
 # are skipped.
 set -euo pipefail
 
-dir="${QUAROT_MODEL_DIR:-$HOME/.cache/quarot/models}"
+dir="${QUAROT_MODEL_DIR:-${HOME:-.}/.cache/quarot/models}"
 
 python=""
 for p in python3 python; do command -v "$p" >/dev/null 2>&1 && python="$p" && break; done
