@@ -82,29 +82,12 @@ inline void weight_only_tile(cpu::scalar, const weight_only_operands& op, std::s
 }
 
 #if QUAROT_HAS_X86_SIMD
-template <int Bits>
-QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512i load_weight_block(const std::uint8_t* blk) noexcept {
-  if constexpr (Bits == 8) {
-    return _mm512_loadu_si512(blk);
-  } else {  // interleaved nibbles: low nibbles are columns 0-7, high nibbles columns 8-15
-    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
-    const __m256i mask = _mm256_set1_epi8(0x0f);
-    const __m256i lo = _mm256_and_si256(packed, mask);
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-  }
-}
-
-/// Byte kk of every dword as 16 floats (unsigned for 4-bit raw values, signed for 8-bit).
-template <int Bits, int KK>
-QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512 weight_column_vector(__m512i v) noexcept {
-  if constexpr (Bits == 8) {
-    const __m512i shifted = KK == 3 ? v : _mm512_slli_epi32(v, 24 - 8 * KK);
-    return _mm512_cvtepi32_ps(_mm512_srai_epi32(shifted, 24));
-  } else {
-    const __m512i shifted = KK == 0 ? v : _mm512_srli_epi32(v, 8 * KK);
-    return _mm512_cvtepi32_ps(KK == 3 ? shifted : _mm512_and_si512(shifted, _mm512_set1_epi32(0xff)));
-  }
+/// Byte kk of every dword of an 8-bit block as 16 floats (signed raw values). (4-bit
+/// blocks are expanded by the table permute in weight_only_fma_quad instead.)
+template <int KK>
+QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512 int8_column_vector(__m512i v) noexcept {
+  const __m512i shifted = KK == 3 ? v : _mm512_slli_epi32(v, 24 - 8 * KK);
+  return _mm512_cvtepi32_ps(_mm512_srai_epi32(shifted, 24));
 }
 
 template <int MR, int Bits>
@@ -133,11 +116,11 @@ QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE void weight_only_fma_quad(const weight
       w2 = _mm512_permutexvar_ps(_mm512_srlv_epi32(v, _mm512_add_epi32(shift0, _mm512_set1_epi32(16))), table);
       w3 = _mm512_permutexvar_ps(_mm512_srlv_epi32(v, _mm512_add_epi32(shift0, _mm512_set1_epi32(24))), table);
     } else {
-      const __m512i v = load_weight_block<Bits>(blk + std::size_t(p) * op.block_bytes);
-      w0 = weight_column_vector<Bits, 0>(v);
-      w1 = weight_column_vector<Bits, 1>(v);
-      w2 = weight_column_vector<Bits, 2>(v);
-      w3 = weight_column_vector<Bits, 3>(v);
+      const __m512i v = _mm512_loadu_si512(blk + std::size_t(p) * op.block_bytes);
+      w0 = int8_column_vector<0>(v);
+      w1 = int8_column_vector<1>(v);
+      w2 = int8_column_vector<2>(v);
+      w3 = int8_column_vector<3>(v);
     }
     QUAROT_UNROLL
     for (int r = 0; r < MR; ++r) {
