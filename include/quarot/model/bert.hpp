@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <span>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -315,18 +314,8 @@ class bert_model {
 /// A BERT checkpoint in Hugging Face layout: `dir`/config.json + `dir`/model.safetensors
 /// (names embeddings.*, encoder.layer.N.*, optionally prefixed "bert.").
 inline bert_model load_bert_safetensors(const std::string& dir) {
-  std::ifstream cf(dir + "/config.json");
-  if (!cf) quarot::detail::fail(errc::io, "load_bert_safetensors: cannot open '", dir, "/config.json'");
-  std::stringstream ss;
-  ss << cf.rdbuf();
-  const std::string text = ss.str();
-  const auto json = quarot::detail::json_parser(text, dir + "/config.json").parse();
-  auto num = [&](const char* key) {
-    const auto* v = json.find(key);
-    if (!v || v->type != quarot::detail::json_value::kind::number)
-      quarot::detail::fail(errc::io, "load_bert_safetensors: config.json has no number '", key, "'");
-    return v->num;
-  };
+  const detail::config_json json(dir, "load_bert_safetensors");
+  auto num = [&](const char* key) { return json.number(key); };
   if (const auto* act = json.find("hidden_act"); act && act->str != "gelu")
     quarot::detail::fail(errc::unsupported, "load_bert_safetensors: hidden_act '", act->str, "' (only exact 'gelu')");
   bert_model m;

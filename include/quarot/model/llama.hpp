@@ -366,6 +366,34 @@ namespace detail {
 inline std::size_t meta_uint(const io::gguf_file& f, const std::string& key) {
   return static_cast<std::size_t>(f.meta(key).as_uint());
 }
+
+/// A Hugging Face `config.json`, read for loader `who` (named in its errors).
+class config_json {
+ public:
+  config_json(const std::string& dir, const char* who) : who_(who) {
+    const std::string path = dir + "/config.json";
+    std::ifstream in(path);
+    if (!in) quarot::detail::fail(errc::io, who_, ": cannot open '", path, "'");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    root_ = quarot::detail::json_parser(text, path).parse();
+  }
+  [[nodiscard]] const quarot::detail::json_value* find(const char* key) const { return root_.find(key); }
+  /// The number under `key`, else `fallback`, else an error naming the key.
+  [[nodiscard]] double number(const char* key, std::optional<double> fallback = std::nullopt) const {
+    const auto* v = root_.find(key);
+    if (!v || v->type != quarot::detail::json_value::kind::number) {
+      if (fallback) return *fallback;
+      quarot::detail::fail(errc::io, who_, ": config.json has no number '", key, "'");
+    }
+    return v->num;
+  }
+
+ private:
+  const char* who_;
+  quarot::detail::json_value root_;
+};
 }  // namespace detail
 
 /// A Llama-family model from a GGUF file (general.architecture "llama"), dequantized to fp32.
@@ -424,20 +452,8 @@ inline llama_model load_llama_gguf(const io::gguf_file& f) {
 /// A Llama-family model from a Hugging Face checkpoint: `dir`/config.json and
 /// `dir`/model.safetensors (F32/F16/BF16 tensors, names model.layers.N.self_attn.q_proj.weight ...).
 inline llama_model load_llama_safetensors(const std::string& dir) {
-  std::ifstream cf(dir + "/config.json");
-  if (!cf) quarot::detail::fail(errc::io, "load_llama_safetensors: cannot open '", dir, "/config.json'");
-  std::stringstream ss;
-  ss << cf.rdbuf();
-  const std::string text = ss.str();
-  const auto json = quarot::detail::json_parser(text, dir + "/config.json").parse();
-  auto num = [&](const char* key, std::optional<double> fallback = std::nullopt) {
-    const auto* v = json.find(key);
-    if (!v || v->type != quarot::detail::json_value::kind::number) {
-      if (fallback) return *fallback;
-      quarot::detail::fail(errc::io, "load_llama_safetensors: config.json has no number '", key, "'");
-    }
-    return v->num;
-  };
+  const detail::config_json json(dir, "load_llama_safetensors");
+  auto num = [&](const char* key, std::optional<double> fallback = std::nullopt) { return json.number(key, fallback); };
   llama_model m;
   auto& c = m.cfg;
   c.hidden = std::size_t(num("hidden_size"));
