@@ -395,23 +395,8 @@ inline void quantize_bert_weights(bert_model& m, const weight_quant_options& opt
   for (const auto& seq : calibration) xs.push_back(m.embed(seq));
   for (std::size_t l = 0; l < m.cfg.layers; ++l) {
     auto& L = m.layers[l];
-    hessian_accumulator h_qkv(L.q.in), h_o(L.o.in), h_up(L.up.in), h_down(L.down.in);
-    L.q.capture = [&](matrix_view<const float> x) { h_qkv.add(x); };
-    L.o.capture = [&](matrix_view<const float> x) { h_o.add(x); };
-    L.up.capture = [&](matrix_view<const float> x) { h_up.add(x); };
-    L.down.capture = [&](matrix_view<const float> x) { h_down.add(x); };
-    for (const auto& x : xs) {
-      auto tmp = x;
-      m.forward_layer(l, tmp, pool);
-    }
-    for (auto* lin : {&L.q, &L.o, &L.up, &L.down}) lin->capture = nullptr;
-    const std::pair<linear_layer*, hessian_accumulator*> jobs[] = {
-        {&L.q, &h_qkv}, {&L.k, &h_qkv}, {&L.v, &h_qkv}, {&L.o, &h_o}, {&L.up, &h_up}, {&L.down, &h_down}};
-    for (const auto& [lin, hess] : jobs) {
-      auto r = gptq_quantize(lin->weights(), hess->hessian(), go, pool);
-      detail::set_quantized(*lin, std::move(r.q), std::move(r.w_hat));
-    }
-    for (auto& x : xs) m.forward_layer(l, x, pool);
+    detail::gptq_layer({{&L.q, &L.k, &L.v}, {&L.o}, {&L.up}, {&L.down}}, xs,
+                       [&](std::vector<float>& x) { m.forward_layer(l, x, pool); }, go, pool);
   }
 }
 

@@ -92,6 +92,44 @@ inline void check_quantization_settings(int act_bits, float act_clip, int kv_bit
 }
 }  // namespace detail
 
+namespace detail {
+/// The linears of a layer that read one input; the first carries the capture hook.
+using shared_input = std::vector<linear_layer*>;
+
+/// One layer of sequential GPTQ: the calibration hidden states `xs` run through the layer
+/// (`forward(x)`, in place, on a copy) while one Hessian per distinct input is collected
+/// (after any online rotation), every linear is quantized with its input's Hessian, in
+/// the order given, and `xs` then advance through the quantized layer.
+template <class Forward>
+void gptq_layer(const std::vector<shared_input>& inputs, std::vector<std::vector<float>>& xs, Forward&& forward,
+                const gptq_options& go, thread_pool* pool) {
+  std::vector<hessian_accumulator> hs;
+  hs.reserve(inputs.size());
+  for (const auto& in : inputs) hs.emplace_back(in.front()->in);
+  struct capture_scope {  // the hooks reference hs: never leave them behind, even on an error
+    const std::vector<shared_input>& inputs;
+    ~capture_scope() {
+      for (const auto& in : inputs) in.front()->capture = nullptr;
+    }
+  } scope{inputs};
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    inputs[i].front()->capture = [&h = hs[i]](matrix_view<const float> x) { h.add(x); };
+  for (const auto& x : xs) {
+    std::vector<float> tmp(x);
+    forward(tmp);
+  }
+  for (const auto& in : inputs) in.front()->capture = nullptr;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const Eigen::MatrixXd h = hs[i].hessian();
+    for (auto* lin : inputs[i]) {
+      auto r = gptq_quantize(lin->weights(), h, go, pool);
+      set_quantized(*lin, std::move(r.q), std::move(r.w_hat));
+    }
+  }
+  for (auto& x : xs) forward(x);
+}
+}  // namespace detail
+
 /// Round-to-nearest quantization of every linear layer except the head.
 inline void quantize_weights_rtn(llama_model& m, const weight_quant_options& opt, thread_pool* pool = nullptr) {
   std::vector<linear_layer*> layers;
@@ -118,28 +156,13 @@ inline void quantize_weights_gptq(llama_model& m, const std::vector<std::vector<
   for (std::size_t l = 0; l < m.cfg.layers; ++l) {
     auto& b = m.blocks[l];
     // One Hessian per distinct input: q/k/v read the same, gate/up read the same.
-    hessian_accumulator h_attn(h), h_o(b.o.in), h_mlp(h), h_down(b.down.in);
-    b.q.capture = [&](matrix_view<const float> x) { h_attn.add(x); };
-    b.o.capture = [&](matrix_view<const float> x) { h_o.add(x); };
-    b.gate.capture = [&](matrix_view<const float> x) { h_mlp.add(x); };
-    b.down.capture = [&](matrix_view<const float> x) { h_down.add(x); };
-    for (const auto& x : xs) {
-      std::vector<float> tmp(x);
-      auto cache = m.make_cache();
-      m.forward_block(l, {tmp.data(), tmp.size() / h, h, h}, cache, pool);
-    }
-    for (auto* lin : {&b.q, &b.o, &b.gate, &b.down}) lin->capture = nullptr;
-    const std::pair<linear_layer*, hessian_accumulator*> jobs[] = {{&b.q, &h_attn},  {&b.k, &h_attn},   {&b.v, &h_attn},
-                                                                    {&b.o, &h_o},     {&b.gate, &h_mlp}, {&b.up, &h_mlp},
-                                                                    {&b.down, &h_down}};
-    for (const auto& [lin, hess] : jobs) {
-      auto r = gptq_quantize(lin->weights(), hess->hessian(), go, pool);
-      detail::set_quantized(*lin, std::move(r.q), std::move(r.w_hat));
-    }
-    for (auto& x : xs) {
-      auto cache = m.make_cache();
-      m.forward_block(l, {x.data(), x.size() / h, h, h}, cache, pool);
-    }
+    detail::gptq_layer(
+        {{&b.q, &b.k, &b.v}, {&b.o}, {&b.gate, &b.up}, {&b.down}}, xs,
+        [&](std::vector<float>& x) {
+          auto cache = m.make_cache();
+          m.forward_block(l, {x.data(), x.size() / h, h, h}, cache, pool);
+        },
+        go, pool);
     if (progress) progress(l + 1, m.cfg.layers);
   }
 }
