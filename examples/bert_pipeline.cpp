@@ -14,6 +14,8 @@
 
 #include <quarot/quarot.hpp>
 
+#include "pipeline_common.hpp"
+
 namespace {
 
 namespace qm = quarot::model;
@@ -25,22 +27,11 @@ struct setting {
 const std::vector<setting> settings = {
     {"W8A8", 8, 8, 16}, {"W6A6", 6, 6, 16}, {"W4A8", 4, 8, 16}, {"W4A4", 4, 4, 16}, {"W4A4KV4", 4, 4, 4}};
 
-std::string default_model_dir() {
-  if (const char* d = std::getenv("QUAROT_MODEL_DIR")) return std::string(d) + "/all-MiniLM-L6-v2";
-#ifdef QUAROT_MODEL_DIR
-  return std::string(QUAROT_MODEL_DIR) + "/all-MiniLM-L6-v2";
-#else
-  return "all-MiniLM-L6-v2";
-#endif
-}
-
 /// The entries of a fortune(6) file (separated by lines holding only '%').
 std::vector<std::string> fortune_entries(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw quarot::error(quarot::errc::io, "cannot open text file '" + path + "' (Debian package fortunes?)");
   std::vector<std::string> out;
   std::string cur;
-  for (std::string line; std::getline(in, line);) {
+  for (const auto& line : pipeline::fortune_lines(path)) {
     if (line == "%") {
       if (!cur.empty()) out.push_back(cur);
       cur.clear();
@@ -66,14 +57,12 @@ void usage() {
       "  --help             this text\n");
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using pipeline::seconds_since;
 
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::string dir = default_model_dir(), eval_file = "/usr/share/games/fortunes/literature",
+  std::string dir = pipeline::model_cache_path("all-MiniLM-L6-v2"), eval_file = "/usr/share/games/fortunes/literature",
               calib_file = "/usr/share/games/fortunes/people";
   std::size_t sentences = 128, calib_seqs = 64, max_tokens = 128;
   unsigned threads = 2;
@@ -83,14 +72,7 @@ int main(int argc, char** argv) try {
       if (i + 1 >= argc) throw quarot::error(quarot::errc::invalid_argument, "option " + a + " needs a value");
       return argv[++i];
     };
-    auto number = [&]() -> std::size_t {
-      const std::string v = next();
-      char* end = nullptr;
-      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || *end || v[0] == '-' || n == 0)
-        throw quarot::error(quarot::errc::invalid_argument, "option " + a + ": '" + v + "' is not a positive integer");
-      return std::size_t(n);
-    };
+    auto number = [&] { return pipeline::parse_count(a, next(), false); };
     if (a == "--help" || a == "-h") {
       usage();
       return 0;

@@ -22,6 +22,8 @@
 
 #include <quarot/quarot.hpp>
 
+#include "pipeline_common.hpp"
+
 namespace {
 
 namespace qm = quarot::model;
@@ -50,15 +52,6 @@ struct options {
   std::string save;
   bool speed = true;
 };
-
-std::string default_model_path() {
-  if (const char* d = std::getenv("QUAROT_MODEL_DIR")) return std::string(d) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
-#ifdef QUAROT_MODEL_DIR
-  return std::string(QUAROT_MODEL_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
-#else
-  return "SmolLM2-135M-Instruct.Q4_1.gguf";
-#endif
-}
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -97,9 +90,7 @@ void usage() {
 std::string read_text(const std::vector<std::string>& files) {
   std::string out;
   for (const auto& f : files) {
-    std::ifstream in(f);
-    if (!in) throw quarot::error(quarot::errc::io, "cannot open text file '" + f + "' (Debian package fortunes?)");
-    for (std::string line; std::getline(in, line);) {
+    for (const auto& line : pipeline::fortune_lines(f)) {
       if (line == "%") {
         out += "\n";
         continue;
@@ -110,9 +101,7 @@ std::string read_text(const std::vector<std::string>& files) {
   return out;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using pipeline::seconds_since;
 
 // Progress of long steps on the terminal (stderr, only when it is one; the table on
 // stdout is printed a whole row at a time so the two never interleave).
@@ -127,21 +116,14 @@ void progress_line(const char* what, std::size_t done, std::size_t total) {
 
 int main(int argc, char** argv) try {
   options o;
-  o.model = default_model_path();
+  o.model = pipeline::model_cache_path("SmolLM2-135M-Instruct.Q4_1.gguf");
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
       if (i + 1 >= argc) throw quarot::error(quarot::errc::invalid_argument, "option " + a + " needs a value");
       return argv[++i];
     };
-    auto number = [&]() -> std::size_t {
-      const std::string v = next();
-      char* end = nullptr;
-      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || *end || v[0] == '-')
-        throw quarot::error(quarot::errc::invalid_argument, "option " + a + ": '" + v + "' is not a non-negative integer");
-      return std::size_t(n);
-    };
+    auto number = [&] { return pipeline::parse_count(a, next(), true); };
     if (a == "--help" || a == "-h") {
       usage();
       return 0;
