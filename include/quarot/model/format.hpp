@@ -46,7 +46,6 @@ inline std::string fmt_float(double v) {
   std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
 }
-inline constexpr const char* linear_names[] = {"q", "k", "v", "o", "gate", "up", "down"};
 }  // namespace detail
 
 inline constexpr const char* llama_format_version = "quarot-llama/1";
@@ -80,10 +79,10 @@ inline void save_llama(const llama_model& m, const std::string& path) {
     const std::string p = "blk." + std::to_string(l) + ".";
     t[p + "attn_norm"] = io::tensor::from(b.attn_norm, {c.hidden});
     t[p + "ffn_norm"] = io::tensor::from(b.ffn_norm, {c.hidden});
-    const auto lins = detail::block_linears(b);
+    const auto lins = b.linears();
     for (std::size_t i = 0; i < lins.size(); ++i) {
       const linear_layer& L = *lins[i];
-      const std::string n = p + detail::linear_names[i];
+      const std::string n = p + block_linear_names[i];
       quarot::detail::require(L.act_bits == b0.act_bits && L.act_clip == b0.act_clip, "save_llama: ", n,
                               " has activation settings that differ from the other layers (not representable)");
       if (L.online) meta[n + ".online"] = "hadamard:" + std::to_string(L.online_size);
@@ -169,9 +168,7 @@ inline llama_model load_llama(const std::string& path) {
   m.embed = floats("embed", {c.vocab, c.hidden});
   m.final_norm = floats("final_norm", {c.hidden});
   if (!c.tied_head) m.head = linear_layer(c.vocab, c.hidden, floats("head.weight", {c.vocab, c.hidden}));
-  const std::size_t qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
-  const std::size_t shapes[7][2] = {{qd, c.hidden},    {kvd, c.hidden},   {kvd, c.hidden}, {c.hidden, qd},
-                                    {c.ffn, c.hidden}, {c.ffn, c.hidden}, {c.hidden, c.ffn}};
+  const auto shapes = c.linear_shapes();
   const int act_bits = int(num("act_bits"));
   const float act_clip = float(num("act_clip"));
   std::map<std::size_t, std::shared_ptr<const hadamard_transform>> hadamards;
@@ -181,10 +178,10 @@ inline llama_model load_llama(const std::string& path) {
     const std::string p = "blk." + std::to_string(l) + ".";
     b.attn_norm = floats(p + "attn_norm", {c.hidden});
     b.ffn_norm = floats(p + "ffn_norm", {c.hidden});
-    const auto lins = detail::block_linears(b);
-    for (std::size_t i = 0; i < 7; ++i) {
-      const std::string n = p + detail::linear_names[i];
-      const std::size_t out = shapes[i][0], in = shapes[i][1];
+    const auto lins = b.linears();
+    for (std::size_t i = 0; i < lins.size(); ++i) {
+      const std::string n = p + block_linear_names[i];
+      const auto [out, in] = shapes[i];
       linear_layer& L = *lins[i];
       if (f.contains(n + ".weight")) {
         L = linear_layer(out, in, floats(n + ".weight", {out, in}));

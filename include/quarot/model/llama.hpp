@@ -21,6 +21,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -52,6 +53,11 @@ struct llama_config {
     quarot::detail::require(head_dim > 0 && head_dim % 2 == 0, "llama_config: head_dim ", head_dim, " must be even and > 0");
     quarot::detail::require(std::isfinite(norm_eps) && norm_eps > 0, "llama_config: norm eps ", norm_eps, " must be > 0");
     quarot::detail::require(std::isfinite(rope_base) && rope_base > 1, "llama_config: RoPE base ", rope_base, " must be > 1");
+  }
+  /// {out, in} of a block's linears, in llama_block::linears() order.
+  [[nodiscard]] std::vector<std::pair<std::size_t, std::size_t>> linear_shapes() const {
+    const std::size_t qd = heads * head_dim, kvd = kv_heads * head_dim;
+    return {{qd, hidden}, {kvd, hidden}, {kvd, hidden}, {hidden, qd}, {ffn, hidden}, {ffn, hidden}, {hidden, ffn}};
   }
   [[nodiscard]] std::string describe() const {
     return quarot::detail::concat("hidden ", hidden, ", FFN ", ffn, ", ", heads, " heads / ", kv_heads, " KV heads of ", head_dim,
@@ -138,9 +144,16 @@ struct linear_layer {
   }
 };
 
+/// Names of a block's seven linears, in execution order (llama_block::linears()).
+inline constexpr const char* block_linear_names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
+
 struct llama_block {
   std::vector<float> attn_norm, ffn_norm;
   linear_layer q, k, v, o, gate, up, down;
+
+  /// The seven linears in execution order (q, k, v share their input, as do gate/up).
+  [[nodiscard]] std::vector<linear_layer*> linears() { return {&q, &k, &v, &o, &gate, &up, &down}; }
+  [[nodiscard]] std::vector<const linear_layer*> linears() const { return {&q, &k, &v, &o, &gate, &up, &down}; }
 };
 
 /// KV-cache and query/key options of the attention (QuaRot §4: a Hadamard on queries and
@@ -195,19 +208,15 @@ class llama_model {
     need(embed.size(), cfg.vocab * cfg.hidden, "token embedding");
     need(final_norm.size(), cfg.hidden, "final norm");
     quarot::detail::require(blocks.size() == cfg.layers, "llama_model: ", blocks.size(), " blocks for ", cfg.layers, " layers");
-    const std::size_t qd = cfg.heads * cfg.head_dim, kvd = cfg.kv_heads * cfg.head_dim;
+    const auto shapes = cfg.linear_shapes();
     for (std::size_t l = 0; l < blocks.size(); ++l) {
       const auto& b = blocks[l];
       const std::string p = "block " + std::to_string(l) + " ";
       need(b.attn_norm.size(), cfg.hidden, p + "attn_norm");
       need(b.ffn_norm.size(), cfg.hidden, p + "ffn_norm");
-      lin(b.q, qd, cfg.hidden, p + "q");
-      lin(b.k, kvd, cfg.hidden, p + "k");
-      lin(b.v, kvd, cfg.hidden, p + "v");
-      lin(b.o, cfg.hidden, qd, p + "o");
-      lin(b.gate, cfg.ffn, cfg.hidden, p + "gate");
-      lin(b.up, cfg.ffn, cfg.hidden, p + "up");
-      lin(b.down, cfg.hidden, cfg.ffn, p + "down");
+      const auto lins = b.linears();
+      for (std::size_t i = 0; i < lins.size(); ++i)
+        lin(*lins[i], shapes[i].first, shapes[i].second, p + block_linear_names[i]);
     }
     if (!cfg.tied_head) lin(head, cfg.vocab, cfg.hidden, "output head");
   }

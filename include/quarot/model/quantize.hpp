@@ -49,12 +49,6 @@ struct weight_quant_options {
 };
 
 namespace detail {
-/// The six linears of a block in execution order (q, k, v share their input, as do gate/up).
-inline std::vector<linear_layer*> block_linears(llama_block& b) { return {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}; }
-inline std::vector<const linear_layer*> block_linears(const llama_block& b) {
-  return {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
-}
-
 inline void set_quantized(linear_layer& l, quantized_matrix qm, std::vector<float> w_hat) {
   l.w = std::move(w_hat);
   l.qw = std::make_shared<const quantized_matrix>(std::move(qm));
@@ -134,7 +128,7 @@ void gptq_layer(const std::vector<shared_input>& inputs, std::vector<std::vector
 inline void quantize_weights_rtn(llama_model& m, const weight_quant_options& opt, thread_pool* pool = nullptr) {
   std::vector<linear_layer*> layers;
   for (auto& b : m.blocks)
-    for (auto* l : detail::block_linears(b)) layers.push_back(l);
+    for (auto* l : b.linears()) layers.push_back(l);
   detail::quantize_linears_rtn(layers, opt, pool);
 }
 
@@ -172,7 +166,7 @@ inline void quantize_weights_gptq(llama_model& m, const std::vector<std::vector<
 inline void set_activation_quantization(llama_model& m, int act_bits, float act_clip, int kv_bits, float kv_clip = 0.95f) {
   detail::check_quantization_settings(act_bits, act_clip, kv_bits, kv_clip);
   for (auto& b : m.blocks)
-    for (auto* l : detail::block_linears(b)) {
+    for (auto* l : b.linears()) {
       l->act_bits = act_bits;
       l->act_clip = act_clip;
     }
@@ -241,7 +235,7 @@ inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
 inline void use_integer_kernels(llama_model& m) {
   std::vector<linear_layer*> layers;
   for (auto& b : m.blocks)
-    for (auto* l : detail::block_linears(b)) layers.push_back(l);
+    for (auto* l : b.linears()) layers.push_back(l);
   use_integer_kernels(layers);
 }
 
