@@ -78,6 +78,38 @@ void check_policy(std::size_t m, std::size_t n, std::size_t k, bool sym, std::si
 }
 }  // namespace
 
+TEST_CASE("prepared activations: u8 = level + 128, padded K, group level sums; SIMD = scalar") {
+  for (int bits : {3, 4, 8})
+    for (std::size_t cols : {1u, 31u, 32u, 33u, 64u, 100u, 4097u})
+      for (std::size_t group : {std::size_t{0}, std::size_t{32}, std::size_t{64}, std::size_t{20}}) {
+        const std::size_t gs = group == 0 ? cols : group;
+        if (cols % gs != 0) continue;
+        INFO("bits " << bits << " cols " << cols << " group " << gs);
+        const auto x = random_matrix(3, cols, cols + bits);
+        quantized_activations xa;
+        quantize_activations(cpu::scalar{}, make_matrix_view(x, 3, cols), bits, 1.0f, xa);
+        const std::size_t k_padded = (cols + 3) / 4 * 4 + 4, groups = cols / gs;
+        for (auto isa : machine_isas()) {
+          INFO("isa " << cpu::to_string(isa));
+          for (std::size_t r = 0; r < 3; ++r) {
+            std::vector<std::uint8_t> dst(k_padded, 7);
+            std::vector<std::int32_t> sums(groups, -1);
+            cpu::dispatch(isa, [&](auto tag) {
+              detail::prepare_row(tag, xa.data.data() + r * xa.row_bytes, xa.packed(), cols, k_padded, gs, dst.data(),
+                                  sums.data());
+            });
+            std::vector<std::int32_t> expect(groups, 0);
+            for (std::size_t k = 0; k < cols; ++k) {
+              REQUIRE(int(dst[k]) == xa.value(r, k) + 128);
+              expect[k / gs] += xa.value(r, k);
+            }
+            for (std::size_t k = cols; k < k_padded; ++k) REQUIRE(dst[k] == 128);
+            REQUIRE(sums == expect);
+          }
+        }
+      }
+}
+
 TEST_CASE_TEMPLATE("integer GEMM policies equal the integer reference bit for bit (M, N, K tails)", Policy,
                    gemm::w8a8_policy<cpu::scalar>, gemm::w4a8_policy<cpu::scalar>, gemm::w4a4_policy<cpu::scalar>,
                    gemm::w8a8_policy<>, gemm::w4a8_policy<>, gemm::w4a4_policy<>) {
@@ -93,6 +125,7 @@ TEST_CASE_TEMPLATE("integer GEMM policies equal the integer reference bit for bi
         check_policy<Policy>(m, n, 64, sym, 0, true);     // per channel
         check_policy<Policy>(m, n, 256, sym, 128, false); // per group 128
         check_policy<Policy>(m, n, 30, sym, 0, false);    // K not a multiple of 4
+        check_policy<Policy>(m, n, 60, sym, 20, true);    // groups of 5 k-quads (not a SIMD step)
       }
   check_policy<Policy>(2, 33, 11008, true, 128, true);  // down_proj K
   check_policy<Policy>(5, 20, 11008, false, 0, false);

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "../backend/cpu/gemm_kernels.hpp"
@@ -40,20 +41,22 @@ inline void prepare_activations(const quantized_activations& x, const packed_wei
                                 thread_pool* pool = nullptr) {
   detail::require(x.cols == w.k, "GEMM: activations have K = ", x.cols, " but the weights have K = ", w.k);
   out.rows = x.rows;
-  // Rows 64 bytes longer than K: a 4-row tile's rows then do not share one L1 set when K
-  // is a multiple of 4096.
+  // Rows 64 bytes longer than K: a 6-row tile's rows then do not share one L1 set when K
+  // is a multiple of 4096. (The extra bytes are never read.)
   out.lda = w.k_padded + 64;
   out.groups = w.groups;
-  out.a.assign(x.rows * out.lda, 128);
-  out.rowsum.assign(x.rows * w.groups, 0);
+  out.a.resize(x.rows * out.lda);
+  out.rowsum.resize(x.rows * w.groups);
   out.scales = x.scales;
-  detail::parallel_for(pool, x.rows, [&](std::size_t b, std::size_t e) {
-    for (std::size_t r = b; r < e; ++r)
-      for (std::size_t k = 0; k < x.cols; ++k) {
-        const int level = x.value(r, k);
-        out.a[r * out.lda + k] = static_cast<std::uint8_t>(level + 128);
-        out.rowsum[r * w.groups + k / w.group_size] += level;
-      }
+  cpu::dispatch(cpu::default_isa(), [&](auto tag) {
+    detail::parallel_for(
+        pool, x.rows,
+        [&](std::size_t b, std::size_t e) {
+          for (std::size_t r = b; r < e; ++r)
+            quarot::detail::prepare_row(tag, x.data.data() + r * x.row_bytes, x.packed(), x.cols, w.k_padded,
+                                        w.group_size, out.a.data() + r * out.lda, out.rowsum.data() + r * w.groups);
+        },
+        std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, x.cols)));
   });
 }
 
@@ -63,37 +66,32 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
                       matrix_view<Out> y, thread_pool* pool) {
   // One group per column covers all k-quads, the padded tail of K included.
   const std::size_t group_quads = w.groups == 1 ? w.quads() : w.group_size / 4;
-  const quarot::detail::gemm_operands op{xa.a.data(),     xa.lda,      xa.rowsum.data(), w.data.data(),
-                                         w.quads(),       group_quads, w.groups,         w.n_padded,
-                                         w.block_bytes(), w.bits,      w.scales.data(),  w.zeros.data(),
-                                         w.colsums.data(), w.uniform_zero, w.zero0};
-  const std::size_t tiles = (w.n + 63) / 64;
-  // Each 6-row tile of activations walks all of K against one 64-column weight panel
-  // (256 KiB at 8 bits for K = 4096, held in L2 while every row tile passes over it);
-  // long groups (per-channel) are cut into blocks of 256 values, their partial int32
-  // sums kept in `acc` in between.
-  constexpr std::size_t block_quads = 64;
-  quarot::detail::parallel_for(pool, tiles, [&](std::size_t tb, std::size_t te) {
-    constexpr std::size_t mr = 6;  // rows per register tile (the kernels handle 1..6)
-    std::vector<float> c(mr * 64);
-    std::vector<std::int32_t> acc(mr * 64);
-    for (std::size_t t = tb; t < te; ++t) {
+  const quarot::detail::gemm_operands op{xa.a.data(),      xa.lda,          xa.rowsum.data(), xa.scales.data(),
+                                         w.data.data(),    w.quads(),       group_quads,      w.groups,
+                                         w.n_padded,       w.block_bytes(), w.bits,           w.scales.data(),
+                                         w.zeros.data(),   w.colsums.data(), w.uniform_zero,  w.zero0,
+                                         bias.empty() ? nullptr : bias.data()};
+  // Work items: (64-column weight tile, block of up to 96 rows), tile-major, so that each
+  // thread's contiguous range of items reuses a tile's weights (128-256 KiB for K = 4096,
+  // held in L2) across its row blocks. Each kernel call covers all of K for up to six rows:
+  // the int32 group sums stay in registers and only fp32 results leave the kernel.
+  constexpr std::size_t mr = 6, rows_per_item = 16 * mr;
+  const std::size_t tiles = (w.n + 63) / 64, row_blocks = (xa.rows + rows_per_item - 1) / rows_per_item;
+  quarot::detail::parallel_for(pool, tiles * row_blocks, [&](std::size_t ib, std::size_t ie) {
+    float c[mr * 64], staging[mr * 64];
+    for (std::size_t item = ib; item < ie; ++item) {
+      const std::size_t t = item / row_blocks, rb = item % row_blocks;
       const std::size_t n0 = t * 64, cols = std::min<std::size_t>(64, w.n - n0);
-      for (std::size_t m0 = 0; m0 < xa.rows; m0 += mr) {
-        const std::size_t rows = std::min<std::size_t>(mr, xa.rows - m0);
-        std::fill(c.begin(), c.end(), 0.0f);
-        for (std::size_t g = 0; g < w.groups; ++g) {
-          const std::size_t g_begin = g * group_quads, g_end = g_begin + group_quads;
-          for (std::size_t q0 = g_begin; q0 < g_end; q0 += block_quads) {
-            const quarot::detail::k_block kb{g, q0, std::min(q0 + block_quads, g_end), q0 == g_begin,
-                                             q0 + block_quads >= g_end};
-            quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, kb, acc.data(), c.data(), 64);
-          }
+      const std::size_t m_end = std::min(xa.rows, (rb + 1) * rows_per_item);
+      for (std::size_t m0 = rb * rows_per_item; m0 < m_end; m0 += mr) {
+        const std::size_t rows = std::min(mr, m_end - m0);
+        if constexpr (std::is_same_v<Out, float>) {
+          quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, &y(m0, n0), y.stride);
+        } else {
+          quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, staging, 64);
+          for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t j = 0; j < cols; ++j) y(m0 + r, n0 + j) = gemm::to_output<Out>(staging[r * 64 + j]);
         }
-        for (std::size_t r = 0; r < rows; ++r)
-          for (std::size_t j = 0; j < cols; ++j)
-            y(m0 + r, n0 + j) =
-                gemm::to_output<Out>(std::fma(xa.scales[m0 + r], c[r * 64 + j], bias.empty() ? 0.0f : bias[n0 + j]));
       }
     }
   });

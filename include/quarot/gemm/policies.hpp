@@ -30,7 +30,7 @@ struct integer_policy {
   using accumulator = std::int32_t;
   static constexpr int weight_bits = WeightBits;
   static constexpr int activation_bits = ActivationBits;
-  static constexpr int tile_m = 4;
+  static constexpr int tile_m = 6;
   static constexpr int tile_n = 64;
   static constexpr int tile_k = 4;
 };

@@ -1,14 +1,16 @@
 // quarot — integer GEMM micro-kernels (internal; use quarot/gemm.hpp).
 //
-// A tile of MR activation rows x (16·NV) weight columns over one block of K. Activations are
+// A tile of MR activation rows x (16·NV) weight columns over all of K. Activations are
 // u8 = q_a + 128 (K padded with 128, i.e. level 0), weights the packed raw bytes (see
 // gemm/packing.hpp). Per weight group g the kernel accumulates Σ u8·w_raw in int32, then
 // corrects it to the exact integer Σ q_a·(w_raw - z) = acc - 128·colsum - z·rowsum and
-// folds it into the fp32 tile: c = fma(scale, float(acc), c). The scalar kernel performs
+// folds it into the fp32 tile: c = fma(scale, float(acc), c); the epilogue is
+// y = fma(row scale, c, bias). The scalar kernel performs
 // the same integer and floating-point operations in the same order, so the two agree
 // bit for bit.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -25,14 +27,16 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace quarot::detail {
 
 struct gemm_operands {
-  const std::uint8_t* a;       // M x k_padded, u8 = level + 128
+  const std::uint8_t* a;       // M x k_padded, u8 = level + 128 (row stride lda)
   std::size_t lda;
   const std::int32_t* rowsum;  // M x groups, Σ_k level over each group
+  const float* row_scales;     // M activation scales
   const std::uint8_t* w;       // packed weights
   std::size_t quads, group_quads, groups, n_padded, block_bytes;
   int bits;
@@ -41,14 +45,7 @@ struct gemm_operands {
   const std::int32_t* colsums; // groups x n_padded
   bool uniform_zero;           // every zero equals zero0 (symmetric weights): no per-column multiply
   std::int32_t zero0;
-};
-
-/// Which part of K a kernel call covers: quads [q_begin, q_end) of group g. Partial sums
-/// live in `acc` (int32, rows x 64) between calls; the call that ends the group folds them
-/// into the fp32 tile c.
-struct k_block {
-  std::size_t g, q_begin, q_end;
-  bool first, last;
+  const float* bias;           // N values, or null
 };
 
 /// The raw weight byte of (column col, k) from the packed layout.
@@ -60,26 +57,96 @@ inline int packed_raw(const gemm_operands& op, std::size_t col, std::size_t k) n
   return v < 32 ? (b & 0x0f) : (b >> 4);
 }
 
-/// Scalar kernel for rows [m0, m0 + rows) and columns [n0, n0 + cols) over one k_block.
+/// Scalar kernel: out[r·ldo + j] = y(m0 + r, n0 + j) for rows x cols over all of K. Per
+/// group g: the exact int32 sum, corrected, then c = fma(scale, float(acc), c) from c = 0;
+/// finally y = fma(row scale, c, bias). The SIMD kernels perform these operations.
 inline void gemm_tile(cpu::scalar, const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
-                      std::size_t cols, const k_block& kb, std::int32_t* acc, float* c, std::size_t ldc) noexcept {
+                      std::size_t cols, float* /*scratch*/, float* out, std::size_t ldo) noexcept {
   for (std::size_t r = 0; r < rows; ++r)
     for (std::size_t j = 0; j < cols; ++j) {
       const std::size_t col = n0 + j;
-      std::int32_t a = kb.first ? 0 : acc[r * ldc + j];
-      for (std::size_t k = kb.q_begin * 4; k < kb.q_end * 4; ++k)
-        a += static_cast<std::int32_t>(op.a[(m0 + r) * op.lda + k]) * packed_raw(op, col, k);
-      if (!kb.last) {
-        acc[r * ldc + j] = a;
-        continue;
+      float c = 0.0f;
+      for (std::size_t g = 0; g < op.groups; ++g) {
+        const std::size_t q_end = std::min(op.quads, (g + 1) * op.group_quads);
+        std::int32_t a = 0;
+        for (std::size_t k = g * op.group_quads * 4; k < q_end * 4; ++k)
+          a += static_cast<std::int32_t>(op.a[(m0 + r) * op.lda + k]) * packed_raw(op, col, k);
+        const std::size_t gi = g * op.n_padded + col;
+        a -= 128 * op.colsums[gi] + op.zeros[gi] * op.rowsum[(m0 + r) * op.groups + g];
+        c = std::fma(op.scales[gi], static_cast<float>(a), c);
       }
-      const std::size_t gi = kb.g * op.n_padded + col;
-      a -= 128 * op.colsums[gi] + op.zeros[gi] * op.rowsum[(m0 + r) * op.groups + kb.g];
-      c[r * ldc + j] = std::fma(op.scales[gi], static_cast<float>(a), c[r * ldc + j]);
+      out[r * ldo + j] = std::fma(op.row_scales[m0 + r], c, op.bias ? op.bias[col] : 0.0f);
     }
 }
 
+/// One row of activation levels — int4 two per byte, low nibble first (bits <= 4), or
+/// int8 — as the kernels' u8 operand (level + 128, K padded to k_padded with level 0) and
+/// the level sum of each group of group_size columns.
+inline void prepare_row(cpu::scalar, const std::uint8_t* src, bool packed4, std::size_t cols, std::size_t k_padded,
+                        std::size_t group_size, std::uint8_t* dst, std::int32_t* rowsum) noexcept {
+  for (std::size_t g = 0; g * group_size < cols; ++g) rowsum[g] = 0;
+  for (std::size_t k = 0; k < cols; ++k) {
+    int level;
+    if (packed4) {
+      const int nib = (k % 2) ? (src[k / 2] >> 4) : (src[k / 2] & 0x0f);
+      level = (nib ^ 8) - 8;
+    } else {
+      level = static_cast<std::int8_t>(src[k]);
+    }
+    dst[k] = static_cast<std::uint8_t>(level + 128);
+    rowsum[k / group_size] += level;
+  }
+  for (std::size_t k = cols; k < k_padded; ++k) dst[k] = 128;
+}
+
 #if QUAROT_HAS_X86_SIMD
+
+/// prepare_row with AVX2: 32 columns per step; sums by vpsadbw of the u8 values (minus
+/// 128 per column). Groups that are not whole steps fall back to the scalar row.
+QUAROT_TARGET_AVX2 inline void prepare_row_avx2(const std::uint8_t* src, bool packed4, std::size_t cols,
+                                                std::size_t k_padded, std::size_t group_size, std::uint8_t* dst,
+                                                std::int32_t* rowsum) noexcept {
+  if (group_size % 32 != 0 && group_size < cols) {
+    prepare_row(cpu::scalar{}, src, packed4, cols, k_padded, group_size, dst, rowsum);
+    return;
+  }
+  const __m256i nib_mask = _mm256_set1_epi16(0x0f), high_mask = _mm256_set1_epi16(0x0f00);
+  const __m256i eight = _mm256_set1_epi8(8), bias120 = _mm256_set1_epi8(120), flip = _mm256_set1_epi8(-128);
+  std::size_t k = 0;
+  for (std::size_t g = 0; k < cols; ++g) {
+    const std::size_t g_end = std::min(cols, (g + 1) * group_size);
+    __m256i sums = _mm256_setzero_si256();
+    std::size_t k0 = k;
+    for (; k + 32 <= g_end; k += 32) {
+      __m256i u;
+      if (packed4) {
+        const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k / 2)));
+        const __m256i nibs = _mm256_or_si256(_mm256_and_si256(x, nib_mask), _mm256_and_si256(_mm256_slli_epi16(x, 4), high_mask));
+        u = _mm256_add_epi8(_mm256_xor_si256(nibs, eight), bias120);  // (n ^ 8) - 8 + 128
+      } else {
+        u = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k)), flip);
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), u);
+      sums = _mm256_add_epi64(sums, _mm256_sad_epu8(u, _mm256_setzero_si256()));
+    }
+    const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    std::int64_t total = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1) - 128 * static_cast<std::int64_t>(k - k0);
+    for (; k < g_end; ++k) {  // the row's tail (only the last group can have one)
+      const int level = packed4 ? ((((k % 2) ? (src[k / 2] >> 4) : (src[k / 2] & 0x0f)) ^ 8) - 8)
+                                : static_cast<std::int8_t>(src[k]);
+      dst[k] = static_cast<std::uint8_t>(level + 128);
+      total += level;
+    }
+    rowsum[g] = static_cast<std::int32_t>(total);
+  }
+  for (; k < k_padded; ++k) dst[k] = 128;
+}
+
+template <class Arch>
+void prepare_row(cpu::simd<Arch>, const std::uint8_t* src, bool packed4, std::size_t cols, std::size_t k_padded,
+                 std::size_t group_size, std::uint8_t* dst, std::int32_t* rowsum) noexcept {
+  prepare_row_avx2(src, packed4, cols, k_padded, group_size, dst, rowsum);
+}
 
 /// 64 weight bytes of one (panel, quad) block as an s8 vector.
 template <int Bits>
@@ -95,53 +162,92 @@ QUAROT_TARGET_AVX512VNNI QUAROT_ALWAYS_INLINE __m512i load_weights_vnni(const st
   }
 }
 
-template <int MR, int NV, int Bits>
-QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_t m0, std::size_t n0, const k_block& kb,
-                                             std::int32_t* accm, float* c, std::size_t ldc) noexcept {
-  // n0 is a multiple of 64: the tile's four blocks per k-quad are adjacent.
-  __m512i acc[MR][NV];
-  QUAROT_UNROLL
-  for (int r = 0; r < MR; ++r)
-    QUAROT_UNROLL
-    for (int v = 0; v < NV; ++v)
-      acc[r][v] = kb.first ? _mm512_setzero_si512() : _mm512_loadu_si512(accm + r * ldc + 16 * v);
-  const std::uint8_t* wq = op.w + ((n0 / 64) * op.quads + kb.q_begin) * 4 * op.block_bytes;
-  const std::uint8_t* arow = op.a + m0 * op.lda + kb.q_begin * 4;
-  for (std::size_t q = kb.q_begin; q < kb.q_end; ++q, wq += 4 * op.block_bytes, arow += 4) {
-    __m512i b[NV];
-    QUAROT_UNROLL
-    for (int v = 0; v < NV; ++v) b[v] = load_weights_vnni<Bits>(wq + v * op.block_bytes);
-    QUAROT_UNROLL
-    for (int r = 0; r < MR; ++r) {
-      std::int32_t a4;
-      __builtin_memcpy(&a4, arow + r * op.lda, 4);
-      const __m512i av = _mm512_set1_epi32(a4);
-      QUAROT_UNROLL
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, b[v]);
-    }
-  }
-  if (!kb.last) {
-    QUAROT_UNROLL
-    for (int r = 0; r < MR; ++r)
-      QUAROT_UNROLL
-      for (int v = 0; v < NV; ++v) _mm512_storeu_si512(accm + r * ldc + 16 * v, acc[r][v]);
-    return;
-  }
-  // Fold the group: exact integer correction, then c = fma(scale, float(acc), c).
+/// The epilogue of the last group: acc (MR x 16·NV int32, row stride 64) holds the
+/// group's corrected sums; y = fma(row scale, fma(scale, float(acc), c), bias) for `cols`
+/// columns. Out of line, so that its loop-invariant operands (bias, masks) do not take
+/// registers from the kernel's accumulators.
+template <int MR, int NV>
+QUAROT_TARGET_AVX512VNNI __attribute__((noinline)) void last_group_vnni(const gemm_operands& op, std::size_t m0,
+                                                                          std::size_t n0, std::size_t cols, std::size_t g,
+                                                                          const std::int32_t* acc, const float* c,
+                                                                          float* out, std::size_t ldo) noexcept {
   QUAROT_UNROLL
   for (int v = 0; v < NV; ++v) {
-    const std::size_t gi = kb.g * op.n_padded + n0 + 16 * v;
-    const __m512i colsum128 = _mm512_slli_epi32(_mm512_loadu_si512(op.colsums + gi), 7);
-    const __m512 scale = _mm512_loadu_ps(op.scales + gi);
-    const __m512i zero = op.uniform_zero ? _mm512_setzero_si512() : _mm512_loadu_si512(op.zeros + gi);
+    const __m512 scale = _mm512_loadu_ps(op.scales + g * op.n_padded + n0 + 16 * v);
+    const int left = static_cast<int>(cols) - 16 * v;
+    const __mmask16 mask = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+    const __m512 bias = op.bias ? _mm512_maskz_loadu_ps(mask, op.bias + n0 + 16 * v) : _mm512_setzero_ps();
     QUAROT_UNROLL
     for (int r = 0; r < MR; ++r) {
-      const std::int32_t rs = op.rowsum[(m0 + r) * op.groups + kb.g];
-      const __m512i corr = op.uniform_zero ? _mm512_add_epi32(colsum128, _mm512_set1_epi32(op.zero0 * rs))
-                                           : _mm512_add_epi32(colsum128, _mm512_mullo_epi32(zero, _mm512_set1_epi32(rs)));
-      const __m512 accf = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][v], corr));
-      float* cp = c + r * ldc + 16 * v;
-      _mm512_storeu_ps(cp, _mm512_fmadd_ps(scale, accf, _mm512_loadu_ps(cp)));
+      const __m512 accf = _mm512_cvtepi32_ps(_mm512_load_si512(acc + r * 64 + 16 * v));
+      const __m512 cv = _mm512_fmadd_ps(scale, accf, g == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * 64 + 16 * v));
+      _mm512_mask_storeu_ps(out + r * ldo + 16 * v, mask,
+                            _mm512_fmadd_ps(_mm512_set1_ps(op.row_scales[m0 + r]), cv, bias));
+    }
+  }
+}
+
+/// MR rows x (16·NV) columns over all of K, one weight group at a time, the group's int32
+/// sums in MR·NV of the 32 zmm registers. Each group's sums start at the exact correction
+/// -(128·colsum + z·rowsum) instead of 0, so they end as the corrected integer without a
+/// pass over them; then c = fma(scale, float(acc), c) into `c`, an L1 scratch tile (row
+/// stride 64) that per-channel weights (one group) never touch.
+template <int MR, int NV, int Bits>
+QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_t m0, std::size_t n0, std::size_t cols,
+                                             float* c, float* out, std::size_t ldo) noexcept {
+  // n0 is a multiple of 64: the tile's four blocks per k-quad are adjacent.
+  const std::size_t quad_bytes = 4 * op.block_bytes;
+  const std::uint8_t* wq = op.w + (n0 / 64) * op.quads * quad_bytes;
+  const std::uint8_t* a0 = op.a + m0 * op.lda;
+  for (std::size_t g = 0; g < op.groups; ++g) {
+    const std::size_t q_begin = g * op.group_quads, q_end = std::min(op.quads, q_begin + op.group_quads);
+    const std::size_t gi = g * op.n_padded + n0;
+    __m512i acc[MR][NV];
+    QUAROT_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      const __m512i neg_colsum128 =
+          _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(op.colsums + gi + 16 * v), 7));
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        const std::int32_t rs = op.rowsum[(m0 + r) * op.groups + g];
+        acc[r][v] = op.uniform_zero
+                        ? _mm512_sub_epi32(neg_colsum128, _mm512_set1_epi32(op.zero0 * rs))
+                        : _mm512_sub_epi32(neg_colsum128,
+                                           _mm512_mullo_epi32(_mm512_loadu_si512(op.zeros + gi + 16 * v), _mm512_set1_epi32(rs)));
+      }
+    }
+    const std::uint8_t* arow = a0 + q_begin * 4;
+    for (std::size_t q = q_begin; q < q_end; ++q, wq += quad_bytes, arow += 4) {
+      __m512i b[NV];
+      QUAROT_UNROLL
+      for (int v = 0; v < NV; ++v) b[v] = load_weights_vnni<Bits>(wq + v * op.block_bytes);
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        std::int32_t a4;
+        __builtin_memcpy(&a4, arow + r * op.lda, 4);
+        const __m512i av = _mm512_set1_epi32(a4);
+        QUAROT_UNROLL
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, b[v]);
+      }
+    }
+    if (g + 1 == op.groups) {
+      alignas(64) std::int32_t spill[MR * 64];
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r)
+        QUAROT_UNROLL
+        for (int v = 0; v < NV; ++v) _mm512_store_si512(spill + r * 64 + 16 * v, acc[r][v]);
+      last_group_vnni<MR, NV>(op, m0, n0, cols, g, spill, c, out, ldo);
+      return;
+    }
+    QUAROT_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      const __m512 scale = _mm512_loadu_ps(op.scales + gi + 16 * v);
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        float* cp = c + r * 64 + 16 * v;
+        _mm512_storeu_ps(cp, _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(acc[r][v]),
+                                             g == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(cp)));
+      }
     }
   }
 }
@@ -151,11 +257,10 @@ QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_
 /// weight block once for six rows (weights come from L2; rows are what amortizes them).
 template <int Bits>
 inline void gemm_tile_vnni_dispatch(const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
-                                    std::size_t vecs, const k_block& kb, std::int32_t* acc, float* c,
-                                    std::size_t ldc) noexcept {
+                                    std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
 #define QUAROT_GEMM_CASE(MR, NV) \
-  case (MR - 1) * 4 + (NV - 1): return gemm_tile_vnni<MR, NV, Bits>(op, m0, n0, kb, acc, c, ldc);
-  switch ((rows - 1) * 4 + (vecs - 1)) {
+  case (MR - 1) * 4 + (NV - 1): return gemm_tile_vnni<MR, NV, Bits>(op, m0, n0, cols, c, out, ldo);
+  switch ((rows - 1) * 4 + (cols + 15) / 16 - 1) {
     QUAROT_GEMM_CASE(1, 1) QUAROT_GEMM_CASE(1, 2) QUAROT_GEMM_CASE(1, 3) QUAROT_GEMM_CASE(1, 4)
     QUAROT_GEMM_CASE(2, 1) QUAROT_GEMM_CASE(2, 2) QUAROT_GEMM_CASE(2, 3) QUAROT_GEMM_CASE(2, 4)
     QUAROT_GEMM_CASE(3, 1) QUAROT_GEMM_CASE(3, 2) QUAROT_GEMM_CASE(3, 3) QUAROT_GEMM_CASE(3, 4)
@@ -167,13 +272,11 @@ inline void gemm_tile_vnni_dispatch(const gemm_operands& op, std::size_t m0, std
 #undef QUAROT_GEMM_CASE
 }
 
-/// AVX-512 VNNI backend: the whole tile (cols a multiple of 16 within the padded N).
+/// AVX-512 VNNI backend: rows 1..6, cols 1..64 of one 64-column tile.
 inline void gemm_tile(cpu::avx512vnni_backend, const gemm_operands& op, std::size_t m0, std::size_t rows,
-                      std::size_t n0, std::size_t cols, const k_block& kb, std::int32_t* acc, float* c,
-                      std::size_t ldc) noexcept {
-  const std::size_t vecs = (cols + 15) / 16;
-  if (op.bits == 8) gemm_tile_vnni_dispatch<8>(op, m0, rows, n0, vecs, kb, acc, c, ldc);
-  else gemm_tile_vnni_dispatch<4>(op, m0, rows, n0, vecs, kb, acc, c, ldc);
+                      std::size_t n0, std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
+  if (op.bits == 8) gemm_tile_vnni_dispatch<8>(op, m0, rows, n0, cols, c, out, ldo);
+  else gemm_tile_vnni_dispatch<4>(op, m0, rows, n0, cols, c, out, ldo);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD
