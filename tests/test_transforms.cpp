@@ -264,3 +264,32 @@ TEST_CASE("two threads give the same bits as one") {
     CHECK(bitwise_equal(a, b));
   }
 }
+
+TEST_CASE("sign_matmul by table lookup = the dense ±1 product, every ISA bit-exact; bad orders rejected") {
+  // Random ±1 matrices (not Hadamard): the lookup must not depend on orthogonality.
+  for (std::size_t m : {4u, 8u, 12u, 20u, 36u}) {
+    xoshiro256 rng(m);
+    std::vector<float> h(m * m);
+    for (auto& v : h) v = (rng() & 1) ? 1.0f : -1.0f;
+    const auto lut = detail::make_sign_lut(h.data(), m);
+    for (std::size_t p : {1u, 8u, 16u, 24u, 48u}) {
+      const auto a = random_matrix(m, p, m * 100 + p);
+      std::vector<float> scalar_out;
+      for (auto isa : machine_isas()) {
+        INFO("m " << m << " p " << p << " isa " << cpu::to_string(isa));
+        std::vector<float> y(m * p, -1.0f);
+        cpu::dispatch(isa, [&](auto tag) { detail::sign_matmul(tag, lut, a.data(), y.data(), p, detail::scratch(3, 32 * m)); });
+        for (std::size_t i = 0; i < m; ++i)
+          for (std::size_t j = 0; j < p; ++j) {
+            double d = 0;
+            for (std::size_t l = 0; l < m; ++l) d += double(h[i * m + l]) * a[l * p + j];
+            REQUIRE(std::fabs(y[i * p + j] - d) <= 1e-5 * (1 + std::fabs(d)) * double(m));
+          }
+        if (isa == cpu::isa::scalar) scalar_out = y;
+        else REQUIRE(bitwise_equal(y, scalar_out));
+      }
+    }
+  }
+  const std::vector<float> h6(36, 1.0f);
+  CHECK_THROWS_WITH_AS(detail::make_sign_lut(h6.data(), 6), doctest::Contains("order 6"), error);
+}

@@ -110,6 +110,8 @@ class hadamard_transform {
           h_[i * m + j] = hm(i, j);
           ht_[j * m + i] = hm(i, j);
         }
+      lut_ = detail::make_sign_lut(h_.data(), m);
+      lut_t_ = detail::make_sign_lut(ht_.data(), m);
     }
   }
 
@@ -144,7 +146,7 @@ class hadamard_transform {
     pl.m = plan_.m;
     pl.p = plan_.p;
     pl.log2p = detail::log2_exact(plan_.p);
-    pl.h = plan_.m > 1 ? (transpose ? ht_.data() : h_.data()) : nullptr;
+    pl.h = plan_.m > 1 ? (transpose ? &lut_t_ : &lut_) : nullptr;
     pl.scale = detail::inv_sqrt(plan_.n);
     (transpose ? pl.post_signs : pl.pre_signs) = signs;
     return pl;
@@ -154,6 +156,7 @@ class hadamard_transform {
   hadamard_plan plan_;
   cpu::isa isa_;
   std::vector<float> h_, ht_;
+  detail::sign_lut lut_, lut_t_;
 };
 
 /// The randomized Hadamard transform Q = H·diag(s)/√n with s ∈ {±1}ⁿ drawn from `seed`

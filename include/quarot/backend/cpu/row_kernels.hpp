@@ -1,18 +1,21 @@
 // quarot — CPU kernels that the transforms run per row: storage conversion
 // (fp32/fp16/bf16 <-> fp32 work buffer, with an optional ±1 sign vector and scale), and
-// the small dense ±1 matrix product of the Kronecker Hadamard transform.
+// the small dense ±1 matrix product of the Kronecker Hadamard transform (sign_matmul,
+// by table lookup: see sign_lut).
 //
 // Internal header: use the quarot/transform/ headers. As in fwht_kernels.hpp, each
 // SIMD kernel performs the reference's operations in the reference's order (the sign
 // product x·s and the scale product are exact or rounded once; the ±1 products
-// h·a are exact, so fma(h, a, acc) equals acc + h·a), so results are bit-identical.
+// σ·t are exact, so fma(σ, t, acc) equals acc + σ·t), so results are bit-identical.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "../../core/backend.hpp"
+#include "../../core/error.hpp"
 #include "../../core/numeric.hpp"
 #include "simd_io.hpp"
 
@@ -51,15 +54,81 @@ void store_row(cpu::scalar, const float* src, T* dst, std::size_t n, float scale
   }
 }
 
-/// Y (m x p) = H (m x m, entries ±1) · A (m x p), all row-major and contiguous.
-inline void sign_matmul(cpu::scalar, const float* h, const float* a, float* y, std::size_t m, std::size_t p) noexcept {
-  for (std::size_t i = 0; i < m; ++i) {
-    float* yi = y + i * p;
-    for (std::size_t j = 0; j < p; ++j) yi[j] = 0.0f;
-    for (std::size_t l = 0; l < m; ++l) {
-      const float hil = h[i * m + l];
-      const float* al = a + l * p;
-      for (std::size_t j = 0; j < p; ++j) yi[j] += hil * al[j];
+/// Y = H·A for an m x m matrix H of ±1 entries (m a multiple of 4), by table lookup
+/// ("Four Russians"): the rows of A in chunks of four, a0..a3, have only 8 signed sums
+/// a0 ± a1 ± a2 ± a3 up to an overall sign; the kernels form those 8 sums per chunk
+/// (12 additions) and each output row then adds one of them, ±, per chunk. That is m/4
+/// operations per output element instead of m: for H_172 (K = 11008 = 172·64) about a
+/// quarter of the dense product's work.
+struct sign_lut {
+  /// One output row's term for one chunk: ± table[entry].
+  struct term {
+    std::uint32_t entry;  ///< 8·chunk + sign pattern of (h1, h2, h3)·h0
+    float sign;           ///< h0, the sign of the chunk's first entry
+  };
+  std::size_t m = 0, chunks = 0;
+  /// Terms of rows in groups of 8 (a last group of 4 when m is not a multiple of 8),
+  /// chunk-major within a group, so that the kernels' 8 accumulator chains walk one
+  /// stream: group base + chunk·rows + row.
+  std::vector<term> terms;
+
+  [[nodiscard]] std::size_t index(std::size_t i, std::size_t c) const noexcept {
+    const std::size_t full = m / 8 * 8;
+    return i < full ? (i / 8) * 8 * chunks + c * 8 + i % 8 : full * chunks + c * 4 + (i - full);
+  }
+};
+
+/// The lookup plan of a row-major m x m ±1 matrix.
+inline sign_lut make_sign_lut(const float* h, std::size_t m) {
+  require(m % 4 == 0, "sign_lut: order ", m, " is not a multiple of 4");
+  sign_lut l;
+  l.m = m;
+  l.chunks = m / 4;
+  l.terms.resize(m * l.chunks);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t c = 0; c < l.chunks; ++c) {
+      const float* hc = h + i * m + 4 * c;
+      const float s0 = hc[0] < 0 ? -1.0f : 1.0f;
+      std::uint32_t pattern = 0;
+      for (int t = 1; t < 4; ++t)
+        if (hc[t] * s0 < 0) pattern |= 1u << (t - 1);
+      l.terms[l.index(i, c)] = {static_cast<std::uint32_t>(8 * c) + pattern, s0};
+    }
+  return l;
+}
+
+/// The 8 sums of one chunk: e = bit0·(a1 negated) | bit1·(a2 negated) | bit2·(a3 negated).
+/// Every kernel forms them with these additions, in this order, lane by lane.
+template <class V, class Add, class Sub>
+QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V* t, Add add, Sub sub) noexcept {
+  const V p01 = add(a0, a1), m01 = sub(a0, a1), p23 = add(a2, a3), m23 = sub(a2, a3);
+  t[0] = add(p01, p23);
+  t[1] = add(m01, p23);
+  t[2] = sub(p01, m23);
+  t[3] = sub(m01, m23);
+  t[4] = add(p01, m23);
+  t[5] = add(m01, m23);
+  t[6] = sub(p01, p23);
+  t[7] = sub(m01, p23);
+}
+
+/// Y (m x p) = H · A (m x p), row-major and contiguous; `table` holds 2·m floats.
+inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y, std::size_t p, float* table) noexcept {
+  const std::size_t m = h.m, nc = h.chunks;
+  const auto add = [](float x, float z) { return x + z; };
+  const auto sub = [](float x, float z) { return x - z; };
+  for (std::size_t j = 0; j < p; ++j) {
+    for (std::size_t c = 0; c < nc; ++c) {
+      const float* ac = a + 4 * c * p + j;
+      chunk_sums(ac[0], ac[p], ac[2 * p], ac[3 * p], table + 8 * c, add, sub);
+    }
+    for (std::size_t i = 0; i < m; ++i) {
+      float acc = 0.0f;
+      for (std::size_t c = 0; c < nc; ++c) {
+        const auto& t = h.terms[h.index(i, c)];
+        acc += t.sign * table[t.entry];
+      }
+      y[i * p + j] = acc;
     }
   }
 }
@@ -93,57 +162,42 @@ QUAROT_TARGET_AVX2 void store_row_avx2(const float* src, T* dst, std::size_t n, 
   store_row(cpu::scalar{}, src + i, dst + i, n - i, scale, signs ? signs + i : nullptr);
 }
 
-/// Y = H·A with a 4-row x 32-column register tile (16 accumulators), column tiles outer
-/// (see the AVX-512 version).
-QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const float* h, const float* a, float* y, std::size_t m,
-                                                std::size_t p) noexcept {
-  if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, m, p);
-  std::size_t j = 0;
-  for (; j + 32 <= p; j += 32) {
+/// R output rows of one 8-column block: acc_r += σ_rc · table[entry_rc] over the chunks
+/// (R independent FMA chains; σ·t is exact, so this equals the scalar acc + σ·t).
+template <int R>
+QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_rows_avx2(const sign_lut& h, std::size_t i, const float* table,
+                                                            float* y, std::size_t p) noexcept {
+  const std::size_t nc = h.chunks;
+  __m256 acc[R];
+  QUAROT_UNROLL
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  const sign_lut::term* t = h.terms.data() + h.index(i, 0);
+  for (std::size_t c = 0; c < nc; ++c, t += R)
+    QUAROT_UNROLL
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&t[r].sign), _mm256_load_ps(table + 8 * t[r].entry), acc[r]);
+  QUAROT_UNROLL
+  for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + (i + r) * p, acc[r]);
+}
+
+/// sign_matmul on 8-column blocks; `table` holds 16·m floats, 32-byte aligned.
+QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* a, float* y, std::size_t p,
+                                                float* table) noexcept {
+  if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, p, table);
+  const auto add = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_add_ps(x, z); };
+  const auto sub = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_sub_ps(x, z); };
+  for (std::size_t j = 0; j < p; j += 8) {
+    for (std::size_t c = 0; c < h.chunks; ++c) {
+      const float* ac = a + 4 * c * p + j;
+      __m256 t[8];
+      chunk_sums(_mm256_loadu_ps(ac), _mm256_loadu_ps(ac + p), _mm256_loadu_ps(ac + 2 * p), _mm256_loadu_ps(ac + 3 * p),
+                 t, add, sub);
+      QUAROT_UNROLL
+      for (int k = 0; k < 8; ++k) _mm256_store_ps(table + (8 * c + k) * 8, t[k]);
+    }
     std::size_t i = 0;
-    for (; i + 4 <= m; i += 4) {
-      __m256 acc[4][4];
-      QUAROT_UNROLL
-      for (auto& r : acc)
-        QUAROT_UNROLL
-        for (auto& c : r) c = _mm256_setzero_ps();
-      for (std::size_t l = 0; l < m; ++l) {
-        const float* al = a + l * p + j;
-        const __m256 a0 = _mm256_loadu_ps(al), a1 = _mm256_loadu_ps(al + 8), a2 = _mm256_loadu_ps(al + 16),
-                     a3 = _mm256_loadu_ps(al + 24);
-        QUAROT_UNROLL
-        for (int r = 0; r < 4; ++r) {
-          const __m256 hv = _mm256_broadcast_ss(h + (i + r) * m + l);
-          acc[r][0] = _mm256_fmadd_ps(hv, a0, acc[r][0]);
-          acc[r][1] = _mm256_fmadd_ps(hv, a1, acc[r][1]);
-          acc[r][2] = _mm256_fmadd_ps(hv, a2, acc[r][2]);
-          acc[r][3] = _mm256_fmadd_ps(hv, a3, acc[r][3]);
-        }
-      }
-      QUAROT_UNROLL
-      for (int r = 0; r < 4; ++r)
-        QUAROT_UNROLL
-        for (int c = 0; c < 4; ++c) _mm256_storeu_ps(y + (i + r) * p + j + 8 * c, acc[r][c]);
-    }
-    for (; i < m; ++i) {
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      for (std::size_t l = 0; l < m; ++l) {
-        const __m256 hv = _mm256_broadcast_ss(h + i * m + l);
-        const float* al = a + l * p + j;
-        QUAROT_UNROLL
-        for (int c = 0; c < 4; ++c) acc[c] = _mm256_fmadd_ps(hv, _mm256_loadu_ps(al + 8 * c), acc[c]);
-      }
-      QUAROT_UNROLL
-      for (int c = 0; c < 4; ++c) _mm256_storeu_ps(y + i * p + j + 8 * c, acc[c]);
-    }
+    for (; i + 8 <= h.m; i += 8) sign_rows_avx2<8>(h, i, table, y + j, p);
+    for (; i < h.m; i += 4) sign_rows_avx2<4>(h, i, table, y + j, p);
   }
-  for (; j < p; j += 8)
-    for (std::size_t i = 0; i < m; ++i) {
-      __m256 acc = _mm256_setzero_ps();
-      for (std::size_t l = 0; l < m; ++l)
-        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(h + i * m + l), _mm256_loadu_ps(a + l * p + j), acc);
-      _mm256_storeu_ps(y + i * p + j, acc);
-    }
 }
 
 // ------------------------------------------------------------------- AVX-512
@@ -173,58 +227,41 @@ QUAROT_TARGET_AVX512 void store_row_avx512(const float* src, T* dst, std::size_t
   store_row(cpu::scalar{}, src + i, dst + i, n - i, scale, signs ? signs + i : nullptr);
 }
 
-/// Y = H·A with a 4-row x 64-column register tile (16 zmm accumulators). Column tiles
-/// are the outer loop so that an m x 64 slice of A stays in L1 while every group of
-/// output rows reads it.
-QUAROT_TARGET_AVX512 inline void sign_matmul_avx512(const float* h, const float* a, float* y, std::size_t m,
-                                                    std::size_t p) noexcept {
-  if (p % 16 != 0) return sign_matmul_avx2(h, a, y, m, p);
-  std::size_t j = 0;
-  for (; j + 64 <= p; j += 64) {
+template <int R>
+QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE void sign_rows_avx512(const sign_lut& h, std::size_t i, const float* table,
+                                                                float* y, std::size_t p) noexcept {
+  const std::size_t nc = h.chunks;
+  __m512 acc[R];
+  QUAROT_UNROLL
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const sign_lut::term* t = h.terms.data() + h.index(i, 0);
+  for (std::size_t c = 0; c < nc; ++c, t += R)
+    QUAROT_UNROLL
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(t[r].sign), _mm512_load_ps(table + 16 * t[r].entry), acc[r]);
+  QUAROT_UNROLL
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + (i + r) * p, acc[r]);
+}
+
+/// sign_matmul on 16-column blocks (the table, 32·m floats = 22 KiB for m = 172, stays in
+/// L1); `table` is 64-byte aligned.
+QUAROT_TARGET_AVX512 inline void sign_matmul_avx512(const sign_lut& h, const float* a, float* y, std::size_t p,
+                                                    float* table) noexcept {
+  if (p % 16 != 0) return sign_matmul_avx2(h, a, y, p, table);
+  const auto add = [](__m512 x, __m512 z) QUAROT_TARGET_AVX512 { return _mm512_add_ps(x, z); };
+  const auto sub = [](__m512 x, __m512 z) QUAROT_TARGET_AVX512 { return _mm512_sub_ps(x, z); };
+  for (std::size_t j = 0; j < p; j += 16) {
+    for (std::size_t c = 0; c < h.chunks; ++c) {
+      const float* ac = a + 4 * c * p + j;
+      __m512 t[8];
+      chunk_sums(_mm512_loadu_ps(ac), _mm512_loadu_ps(ac + p), _mm512_loadu_ps(ac + 2 * p), _mm512_loadu_ps(ac + 3 * p),
+                 t, add, sub);
+      QUAROT_UNROLL
+      for (int k = 0; k < 8; ++k) _mm512_store_ps(table + (8 * c + k) * 16, t[k]);
+    }
     std::size_t i = 0;
-    for (; i + 4 <= m; i += 4) {
-      __m512 acc[4][4];
-      QUAROT_UNROLL
-      for (auto& r : acc)
-        QUAROT_UNROLL
-        for (auto& c : r) c = _mm512_setzero_ps();
-      for (std::size_t l = 0; l < m; ++l) {
-        const float* al = a + l * p + j;
-        const __m512 a0 = _mm512_loadu_ps(al), a1 = _mm512_loadu_ps(al + 16), a2 = _mm512_loadu_ps(al + 32),
-                     a3 = _mm512_loadu_ps(al + 48);
-        QUAROT_UNROLL
-        for (int r = 0; r < 4; ++r) {
-          const __m512 hv = _mm512_set1_ps(h[(i + r) * m + l]);
-          acc[r][0] = _mm512_fmadd_ps(hv, a0, acc[r][0]);
-          acc[r][1] = _mm512_fmadd_ps(hv, a1, acc[r][1]);
-          acc[r][2] = _mm512_fmadd_ps(hv, a2, acc[r][2]);
-          acc[r][3] = _mm512_fmadd_ps(hv, a3, acc[r][3]);
-        }
-      }
-      QUAROT_UNROLL
-      for (int r = 0; r < 4; ++r)
-        QUAROT_UNROLL
-        for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y + (i + r) * p + j + 16 * c, acc[r][c]);
-    }
-    for (; i < m; ++i) {
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (std::size_t l = 0; l < m; ++l) {
-        const __m512 hv = _mm512_set1_ps(h[i * m + l]);
-        const float* al = a + l * p + j;
-        QUAROT_UNROLL
-        for (int c = 0; c < 4; ++c) acc[c] = _mm512_fmadd_ps(hv, _mm512_loadu_ps(al + 16 * c), acc[c]);
-      }
-      QUAROT_UNROLL
-      for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y + i * p + j + 16 * c, acc[c]);
-    }
+    for (; i + 8 <= h.m; i += 8) sign_rows_avx512<8>(h, i, table, y + j, p);
+    for (; i < h.m; i += 4) sign_rows_avx512<4>(h, i, table, y + j, p);
   }
-  for (; j < p; j += 16)  // column tail, 16 at a time
-    for (std::size_t i = 0; i < m; ++i) {
-      __m512 acc = _mm512_setzero_ps();
-      for (std::size_t l = 0; l < m; ++l)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(h[i * m + l]), _mm512_loadu_ps(a + l * p + j), acc);
-      _mm512_storeu_ps(y + i * p + j, acc);
-    }
 }
 
 // ------------------------------------------------------- tag overloads (dispatch)
@@ -245,13 +282,13 @@ template <class T>
 void store_row_arch(const xsimd::avx512bw&, const float* s, T* d, std::size_t n, float sc, const float* sg) noexcept {
   store_row_avx512(s, d, n, sc, sg);
 }
-inline void sign_matmul_arch(const xsimd::avx2&, const float* h, const float* a, float* y, std::size_t m,
-                             std::size_t p) noexcept {
-  sign_matmul_avx2(h, a, y, m, p);
+inline void sign_matmul_arch(const xsimd::avx2&, const sign_lut& h, const float* a, float* y, std::size_t p,
+                             float* table) noexcept {
+  sign_matmul_avx2(h, a, y, p, table);
 }
-inline void sign_matmul_arch(const xsimd::avx512bw&, const float* h, const float* a, float* y, std::size_t m,
-                             std::size_t p) noexcept {
-  sign_matmul_avx512(h, a, y, m, p);
+inline void sign_matmul_arch(const xsimd::avx512bw&, const sign_lut& h, const float* a, float* y, std::size_t p,
+                             float* table) noexcept {
+  sign_matmul_avx512(h, a, y, p, table);
 }
 
 template <class Arch, class T>
@@ -263,8 +300,8 @@ void store_row(cpu::simd<Arch>, const float* src, T* dst, std::size_t n, float s
   store_row_arch(Arch{}, src, dst, n, scale, signs);
 }
 template <class Arch>
-void sign_matmul(cpu::simd<Arch>, const float* h, const float* a, float* y, std::size_t m, std::size_t p) noexcept {
-  sign_matmul_arch(Arch{}, h, a, y, m, p);
+void sign_matmul(cpu::simd<Arch>, const sign_lut& h, const float* a, float* y, std::size_t p, float* table) noexcept {
+  sign_matmul_arch(Arch{}, h, a, y, p, table);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD

@@ -32,7 +32,7 @@ namespace quarot::detail {
 struct row_plan {
   std::size_t n = 0, m = 1, p = 1;
   unsigned log2p = 0;
-  const float* h = nullptr;  // m x m, row-major (already transposed for apply_transpose); null when m == 1
+  const sign_lut* h = nullptr;  // H_m's lookup plan (of Hᵀ for apply_transpose); null when m == 1
   const float* pre_signs = nullptr;
   const float* post_signs = nullptr;
   const std::uint32_t* in_perm = nullptr;   // t[in_perm[k]] = x[k]
@@ -40,12 +40,13 @@ struct row_plan {
   float scale = 1.0f;
 };
 
-/// A per-thread work buffer (slot 0..2) of at least n floats.
+/// A per-thread work buffer (slot 0..3) of at least n floats, 64-byte aligned.
 inline float* scratch(int slot, std::size_t n) {
-  thread_local std::vector<float> buffers[3];
+  thread_local std::vector<float> buffers[4];
   auto& b = buffers[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  if (b.size() < n + 16) b.resize(n + 16);
+  const auto addr = reinterpret_cast<std::uintptr_t>(b.data());
+  return b.data() + ((64 - addr % 64) % 64) / sizeof(float);
 }
 
 template <class B, class T>
@@ -75,7 +76,7 @@ void transform_row(B tag, const row_plan& pl, T* row) {
   } else {
     for (std::size_t i = 0; i < pl.m; ++i) fwht_f32(tag, buf + i * pl.p, pl.log2p, 1.0f);
     result = scratch(1, n);
-    sign_matmul(tag, pl.h, buf, result, pl.m, pl.p);
+    sign_matmul(tag, *pl.h, buf, result, pl.p, scratch(3, 32 * pl.m));
   }
   if (pl.out_perm) {
     float* tmp = scratch(2, n);
