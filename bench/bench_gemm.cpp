@@ -1,7 +1,8 @@
 // Integer GEMM policies vs oneDNN int8 and OpenBLAS fp32 (issue: "Quantized GEMM").
 //
-//   BM_quarot<policy>/M/N/K        y = x·Wᵀ from per-token quantized x and packed W
-//                                  (the call includes preparing the activations)
+//   BM_quarot<policy>/M/N/K/G      y = x·Wᵀ from per-token quantized x and packed W with
+//                                  weight groups of G (0: per channel); the call includes
+//                                  preparing the activations
 //   BM_onednn_u8s8s32/M/N/K        oneDNN matmul, u8 x s8 -> s32, weights pre-reordered
 //   BM_openblas_sgemm/M/N/K        cblas_sgemm (M = 1: cblas_sgemv) in fp32
 //   BM_weight_only<policy>/M/N/K   W4A16 / W8A16: fp32 x, packed int4/int8 W dequantized in registers
@@ -28,10 +29,12 @@ void set_counters(benchmark::State& state, double m, double n, double k, double 
 template <class Policy>
 void BM_quarot(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto group = std::size_t(state.range(3));
   const auto w = bench::random_buffer<float>(n * k, 1);
   const auto x = bench::random_buffer<float>(m * k, 2);
   const quarot::quant_params wp{.bits = Policy::weight_bits, .symmetric = true,
-                                .gran = quarot::granularity::per_group, .group_size = 128};
+                                .gran = group ? quarot::granularity::per_group : quarot::granularity::per_channel,
+                                .group_size = group};
   const auto packed = quarot::gemm::pack_weights(quarot::rtn_quantizer(wp).quantize(quarot::make_matrix_view(w, n, k)),
                                                  Policy::weight_bits);
   const quarot::gemm::integer_gemm<Policy> op(packed);
@@ -132,6 +135,15 @@ void shapes(benchmark::internal::Benchmark* b) {
     for (auto nk : {std::pair{4096L, 4096L}, std::pair{11008L, 4096L}, std::pair{4096L, 11008L}}) b->Args({m, nk.first, nk.second});
 }
 
+// The quarot policies on every shape, with per-channel weight scales (group 0: QuaRot's
+// configuration, and what oneDNN's plain s32 output compares with) and with groups of 128.
+void grouped_shapes(benchmark::internal::Benchmark* b) {
+  for (long group : {0L, 128L})
+    for (long m : {1L, 16L, 2048L})
+      for (auto nk : {std::pair{4096L, 4096L}, std::pair{11008L, 4096L}, std::pair{4096L, 11008L}})
+        b->Args({m, nk.first, nk.second, group});
+}
+
 void memcpy_weights(benchmark::State& state) {
   bench::memcpy_baseline(state, std::size_t(state.range(0)), 2);
 }
@@ -139,9 +151,9 @@ void memcpy_weights(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(memcpy_weights)->Name("BM_memcpy")->Arg(4096L * 11008 / 2)->Arg(4096L * 11008)->UseRealTime();
-BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a8_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a8_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w4a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w8a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_down_proj)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
