@@ -55,22 +55,18 @@ void store_row(cpu::scalar, const float* src, T* dst, std::size_t n, float scale
 }
 
 /// Y = H·A for an m x m matrix H of ±1 entries (m a multiple of 4), by table lookup
-/// ("Four Russians"): the rows of A in chunks of four, a0..a3, have only 8 signed sums
-/// a0 ± a1 ± a2 ± a3 up to an overall sign; the kernels form those 8 sums per chunk
-/// (12 additions) and each output row then adds one of them, ±, per chunk. That is m/4
-/// operations per output element instead of m: for H_172 (K = 11008 = 172·64) about a
-/// quarter of the dense product's work.
+/// ("Four Russians"): the rows of A in chunks of four, a0..a3, have only 16 signed sums
+/// ±a0 ± a1 ± a2 ± a3; the kernels form them per chunk (12 additions and 8 negations)
+/// and each output row then adds one of them per chunk. That is m/4 additions per output
+/// element instead of m multiply-adds: for H_172 (K = 11008 = 172·64) about a quarter
+/// of the dense product's work.
 struct sign_lut {
-  /// One output row's term for one chunk: ± table[entry].
-  struct term {
-    std::uint32_t entry;  ///< 8·chunk + sign pattern of (h1, h2, h3)·h0
-    float sign;           ///< h0, the sign of the chunk's first entry
-  };
   std::size_t m = 0, chunks = 0;
-  /// Terms of rows in groups of 8 (a last group of 4 when m is not a multiple of 8),
-  /// chunk-major within a group, so that the kernels' 8 accumulator chains walk one
-  /// stream: group base + chunk·rows + row.
-  std::vector<term> terms;
+  /// Per output row and chunk, the table entry 16·chunk + e: e's bits 0..2 say which of
+  /// a1..a3 enter negated relative to a0, bit 3 that the whole sum is negated. Rows in
+  /// groups of 8 (a last group of 4 when m is not a multiple of 8), chunk-major within a
+  /// group, so that a kernel's 8 accumulator chains read one stream.
+  std::vector<std::uint16_t> entry;
 
   [[nodiscard]] std::size_t index(std::size_t i, std::size_t c) const noexcept {
     const std::size_t full = m / 8 * 8;
@@ -78,29 +74,30 @@ struct sign_lut {
   }
 };
 
-/// The lookup plan of a row-major m x m ±1 matrix.
+/// The lookup plan of a row-major m x m ±1 matrix (m <= 16384).
 inline sign_lut make_sign_lut(const float* h, std::size_t m) {
   require(m % 4 == 0, "sign_lut: order ", m, " is not a multiple of 4");
+  require(m <= 16384, "sign_lut: order ", m, " exceeds 16384");
   sign_lut l;
   l.m = m;
   l.chunks = m / 4;
-  l.terms.resize(m * l.chunks);
+  l.entry.resize(m * l.chunks);
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t c = 0; c < l.chunks; ++c) {
       const float* hc = h + i * m + 4 * c;
-      const float s0 = hc[0] < 0 ? -1.0f : 1.0f;
-      std::uint32_t pattern = 0;
+      const bool negated = hc[0] < 0;
+      std::size_t e = 16 * c + (negated ? 8 : 0);
       for (int t = 1; t < 4; ++t)
-        if (hc[t] * s0 < 0) pattern |= 1u << (t - 1);
-      l.terms[l.index(i, c)] = {static_cast<std::uint32_t>(8 * c) + pattern, s0};
+        if ((hc[t] < 0) != negated) e += std::size_t{1} << (t - 1);
+      l.entry[l.index(i, c)] = static_cast<std::uint16_t>(e);
     }
   return l;
 }
 
-/// The 8 sums of one chunk: e = bit0·(a1 negated) | bit1·(a2 negated) | bit2·(a3 negated).
-/// Every kernel forms them with these additions, in this order, lane by lane.
+/// The 16 sums of one chunk, t[e] as sign_lut::entry describes. Every kernel forms them
+/// with these operations, in this order, lane by lane.
 template <class V, class Add, class Sub>
-QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V* t, Add add, Sub sub) noexcept {
+QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V zero, V* t, Add add, Sub sub) noexcept {
   const V p01 = add(a0, a1), m01 = sub(a0, a1), p23 = add(a2, a3), m23 = sub(a2, a3);
   t[0] = add(p01, p23);
   t[1] = add(m01, p23);
@@ -110,9 +107,10 @@ QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V* t, Add add, Sub 
   t[5] = add(m01, m23);
   t[6] = sub(p01, p23);
   t[7] = sub(m01, p23);
+  for (int k = 0; k < 8; ++k) t[8 + k] = sub(zero, t[k]);
 }
 
-/// Y (m x p) = H · A (m x p), row-major and contiguous; `table` holds 2·m floats.
+/// Y (m x p) = H · A (m x p), row-major and contiguous; `table` holds 4·m floats.
 inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y, std::size_t p, float* table) noexcept {
   const std::size_t m = h.m, nc = h.chunks;
   const auto add = [](float x, float z) { return x + z; };
@@ -120,14 +118,11 @@ inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y
   for (std::size_t j = 0; j < p; ++j) {
     for (std::size_t c = 0; c < nc; ++c) {
       const float* ac = a + 4 * c * p + j;
-      chunk_sums(ac[0], ac[p], ac[2 * p], ac[3 * p], table + 8 * c, add, sub);
+      chunk_sums(ac[0], ac[p], ac[2 * p], ac[3 * p], 0.0f, table + 16 * c, add, sub);
     }
     for (std::size_t i = 0; i < m; ++i) {
       float acc = 0.0f;
-      for (std::size_t c = 0; c < nc; ++c) {
-        const auto& t = h.terms[h.index(i, c)];
-        acc += t.sign * table[t.entry];
-      }
+      for (std::size_t c = 0; c < nc; ++c) acc += table[h.entry[h.index(i, c)]];
       y[i * p + j] = acc;
     }
   }
@@ -162,24 +157,33 @@ QUAROT_TARGET_AVX2 void store_row_avx2(const float* src, T* dst, std::size_t n, 
   store_row(cpu::scalar{}, src + i, dst + i, n - i, scale, signs ? signs + i : nullptr);
 }
 
-/// R output rows of one 8-column block: acc_r += σ_rc · table[entry_rc] over the chunks
-/// (R independent FMA chains; σ·t is exact, so this equals the scalar acc + σ·t).
+/// R output rows of one 8-column block: acc_r += table[entry_rc] over the chunks, R
+/// independent chains. The R 16-bit entries of a chunk come in 64-bit loads and are
+/// split with shifts, so that the load ports serve the table reads.
 template <int R>
 QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_rows_avx2(const sign_lut& h, std::size_t i, const float* table,
                                                             float* y, std::size_t p) noexcept {
-  const std::size_t nc = h.chunks;
   __m256 acc[R];
   QUAROT_UNROLL
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  const sign_lut::term* t = h.terms.data() + h.index(i, 0);
-  for (std::size_t c = 0; c < nc; ++c, t += R)
+  const std::uint16_t* e = h.entry.data() + h.index(i, 0);
+  for (std::size_t c = 0; c < h.chunks; ++c, e += R) {
     QUAROT_UNROLL
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&t[r].sign), _mm256_load_ps(table + 8 * t[r].entry), acc[r]);
+    for (int q = 0; q < R / 4; ++q) {
+      std::uint64_t four;
+      __builtin_memcpy(&four, e + 4 * q, 8);
+      QUAROT_UNROLL
+      for (int r = 0; r < 4; ++r)
+        acc[4 * q + r] = _mm256_add_ps(acc[4 * q + r], _mm256_load_ps(table + 8 * ((four >> (16 * r)) & 0xffff)));
+    }
+  }
   QUAROT_UNROLL
   for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + (i + r) * p, acc[r]);
 }
 
-/// sign_matmul on 8-column blocks; `table` holds 16·m floats, 32-byte aligned.
+/// sign_matmul on 8-column blocks; `table` holds 32·m floats (22 KiB for m = 172: it
+/// stays in L1), 32-byte aligned. The AVX-512 backends use it too: with the table in
+/// 256-bit rows the 16 sums per chunk fit L1, and the loads, not the adds, set the pace.
 QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* a, float* y, std::size_t p,
                                                 float* table) noexcept {
   if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, p, table);
@@ -188,11 +192,11 @@ QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* 
   for (std::size_t j = 0; j < p; j += 8) {
     for (std::size_t c = 0; c < h.chunks; ++c) {
       const float* ac = a + 4 * c * p + j;
-      __m256 t[8];
+      __m256 t[16];
       chunk_sums(_mm256_loadu_ps(ac), _mm256_loadu_ps(ac + p), _mm256_loadu_ps(ac + 2 * p), _mm256_loadu_ps(ac + 3 * p),
-                 t, add, sub);
+                 _mm256_setzero_ps(), t, add, sub);
       QUAROT_UNROLL
-      for (int k = 0; k < 8; ++k) _mm256_store_ps(table + (8 * c + k) * 8, t[k]);
+      for (int k = 0; k < 16; ++k) _mm256_store_ps(table + (16 * c + k) * 8, t[k]);
     }
     std::size_t i = 0;
     for (; i + 8 <= h.m; i += 8) sign_rows_avx2<8>(h, i, table, y + j, p);
@@ -227,43 +231,6 @@ QUAROT_TARGET_AVX512 void store_row_avx512(const float* src, T* dst, std::size_t
   store_row(cpu::scalar{}, src + i, dst + i, n - i, scale, signs ? signs + i : nullptr);
 }
 
-template <int R>
-QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE void sign_rows_avx512(const sign_lut& h, std::size_t i, const float* table,
-                                                                float* y, std::size_t p) noexcept {
-  const std::size_t nc = h.chunks;
-  __m512 acc[R];
-  QUAROT_UNROLL
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  const sign_lut::term* t = h.terms.data() + h.index(i, 0);
-  for (std::size_t c = 0; c < nc; ++c, t += R)
-    QUAROT_UNROLL
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(t[r].sign), _mm512_load_ps(table + 16 * t[r].entry), acc[r]);
-  QUAROT_UNROLL
-  for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + (i + r) * p, acc[r]);
-}
-
-/// sign_matmul on 16-column blocks (the table, 32·m floats = 22 KiB for m = 172, stays in
-/// L1); `table` is 64-byte aligned.
-QUAROT_TARGET_AVX512 inline void sign_matmul_avx512(const sign_lut& h, const float* a, float* y, std::size_t p,
-                                                    float* table) noexcept {
-  if (p % 16 != 0) return sign_matmul_avx2(h, a, y, p, table);
-  const auto add = [](__m512 x, __m512 z) QUAROT_TARGET_AVX512 { return _mm512_add_ps(x, z); };
-  const auto sub = [](__m512 x, __m512 z) QUAROT_TARGET_AVX512 { return _mm512_sub_ps(x, z); };
-  for (std::size_t j = 0; j < p; j += 16) {
-    for (std::size_t c = 0; c < h.chunks; ++c) {
-      const float* ac = a + 4 * c * p + j;
-      __m512 t[8];
-      chunk_sums(_mm512_loadu_ps(ac), _mm512_loadu_ps(ac + p), _mm512_loadu_ps(ac + 2 * p), _mm512_loadu_ps(ac + 3 * p),
-                 t, add, sub);
-      QUAROT_UNROLL
-      for (int k = 0; k < 8; ++k) _mm512_store_ps(table + (8 * c + k) * 16, t[k]);
-    }
-    std::size_t i = 0;
-    for (; i + 8 <= h.m; i += 8) sign_rows_avx512<8>(h, i, table, y + j, p);
-    for (; i < h.m; i += 4) sign_rows_avx512<4>(h, i, table, y + j, p);
-  }
-}
-
 // ------------------------------------------------------- tag overloads (dispatch)
 
 template <class T>
@@ -282,14 +249,6 @@ template <class T>
 void store_row_arch(const xsimd::avx512bw&, const float* s, T* d, std::size_t n, float sc, const float* sg) noexcept {
   store_row_avx512(s, d, n, sc, sg);
 }
-inline void sign_matmul_arch(const xsimd::avx2&, const sign_lut& h, const float* a, float* y, std::size_t p,
-                             float* table) noexcept {
-  sign_matmul_avx2(h, a, y, p, table);
-}
-inline void sign_matmul_arch(const xsimd::avx512bw&, const sign_lut& h, const float* a, float* y, std::size_t p,
-                             float* table) noexcept {
-  sign_matmul_avx512(h, a, y, p, table);
-}
 
 template <class Arch, class T>
 void load_row(cpu::simd<Arch>, const T* src, float* dst, std::size_t n, const float* signs) noexcept {
@@ -301,7 +260,7 @@ void store_row(cpu::simd<Arch>, const float* src, T* dst, std::size_t n, float s
 }
 template <class Arch>
 void sign_matmul(cpu::simd<Arch>, const sign_lut& h, const float* a, float* y, std::size_t p, float* table) noexcept {
-  sign_matmul_arch(Arch{}, h, a, y, p, table);
+  sign_matmul_avx2(h, a, y, p, table);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD
