@@ -112,10 +112,18 @@ TEST_CASE("prepared activations: u8 = level + 128, padded K, group level sums; S
 
 TEST_CASE_TEMPLATE("integer GEMM policies equal the integer reference bit for bit (M, N, K tails)", Policy,
                    gemm::w8a8_policy<cpu::scalar>, gemm::w4a8_policy<cpu::scalar>, gemm::w4a4_policy<cpu::scalar>,
-                   gemm::w8a8_policy<>, gemm::w4a8_policy<>, gemm::w4a4_policy<>) {
+                   gemm::w8a8_policy<>, gemm::w4a8_policy<>, gemm::w4a4_policy<>,
+                   gemm::w8a8_policy<cpu::avx2_backend>, gemm::w4a8_policy<cpu::avx2_backend>,
+                   gemm::w4a4_policy<cpu::avx2_backend>) {
   if constexpr (std::is_same_v<typename Policy::backend, cpu::avx512vnni_backend>) {
     if (!cpu::supports(cpu::isa::avx512vnni)) {
       MESSAGE("skipping: this CPU has no AVX-512 VNNI");
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<typename Policy::backend, cpu::avx2_backend>) {
+    if (!cpu::supports(cpu::isa::avx2)) {
+      MESSAGE("skipping: this CPU has no AVX2");
       return;
     }
   }

@@ -108,9 +108,14 @@ class integer_gemm {
     quarot::detail::require(w_.bits == Policy::weight_bits, "GEMM policy expects ", Policy::weight_bits,
                             "-bit packed weights, got ", w_.bits, "-bit");
     quarot::detail::require(w_.k <= 65536, "GEMM: K = ", w_.k, " exceeds 65536 (int32 accumulator bound)");
-    if constexpr (std::is_same_v<typename Policy::backend, cpu::avx512vnni_backend>) {
-      if (!cpu::supports(cpu::isa::avx512vnni))
-        quarot::detail::fail(errc::unsupported, "GEMM policy needs AVX-512 VNNI, this CPU has ",
+    using B = typename Policy::backend;
+    static_assert(std::is_same_v<B, cpu::scalar> || std::is_same_v<B, cpu::avx2_backend> ||
+                      std::is_same_v<B, cpu::avx512vnni_backend>,
+                  "integer GEMM kernels exist for cpu::scalar, cpu::avx2_backend and cpu::avx512vnni_backend");
+    if constexpr (!std::is_same_v<B, cpu::scalar>) {
+      const auto need = std::is_same_v<B, cpu::avx2_backend> ? cpu::isa::avx2 : cpu::isa::avx512vnni;
+      if (!cpu::supports(need))
+        quarot::detail::fail(errc::unsupported, "GEMM policy needs ", cpu::to_string(need), ", this CPU has ",
                              cpu::to_string(cpu::detected_isa()), " (use the cpu::scalar policy)");
     }
   }

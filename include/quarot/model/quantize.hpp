@@ -226,7 +226,11 @@ inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
       quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
       quarot::detail::require(l->qw->g_idx.empty(), "use_integer_kernels: act-order groups (g_idx) cannot be packed; "
                               "quantize with static groups");
+      // The best kernel this CPU has: VNNI; else AVX2 for 4-bit weights (its 8-bit path is
+      // the scalar kernel anyway); else scalar.
       if (l->act_bits == 16 ? avx512 : vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
+      else if (l->act_bits != 16 && wbits <= 4 && cpu::supports(cpu::isa::avx2))
+        detail::attach_integer_kernel<cpu::avx2_backend>(*l, wbits);
       else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
     }
   }
