@@ -6,6 +6,7 @@
 
 #include <quarot/gemm.hpp>
 #include <quarot/gemm/weight_only_gemm.hpp>
+#include <quarot/quantize.hpp>
 #include <quarot/transform.hpp>
 
 #include "test_util.hpp"
@@ -18,18 +19,22 @@ namespace {
 // y from the quantized operands by the definition, independent of the packing and kernels:
 // exact int32 group dot products of levels, then the epilogue's operations in order.
 std::vector<float> reference(const quantized_activations& xa, const quantized_matrix& wq, const std::vector<float>& bias) {
-  const std::size_t m = xa.rows, n = wq.rows, k = wq.cols, groups = wq.groups_per_row, gs = k / groups;
+  const std::size_t m = xa.rows, n = wq.rows, k = wq.cols, groups = wq.groups_per_row;
   std::vector<float> y(m * n);
   for (std::size_t r = 0; r < m; ++r)
     for (std::size_t c = 0; c < n; ++c) {
+      // Exact integer sums per group (act-order: a group's columns are wherever g_idx
+      // puts them), folded in group order.
+      std::vector<std::int64_t> acc(groups, 0);
+      for (std::size_t i = 0; i < k; ++i) {
+        const std::size_t slot = wq.group_of(c, i);
+        const int zero = wq.params.symmetric ? 0 : int(wq.zeros[slot]);
+        acc[slot - c * groups] += std::int64_t(xa.value(r, i)) * (wq.value(c, i) - zero);
+      }
       float acc_f = 0.0f;
       for (std::size_t g = 0; g < groups; ++g) {
-        const std::size_t slot = wq.group_of(c, g * gs);
-        const int zero = wq.params.symmetric ? 0 : int(wq.zeros[slot]);
-        std::int64_t acc = 0;
-        for (std::size_t i = g * gs; i < (g + 1) * gs; ++i) acc += std::int64_t(xa.value(r, i)) * (wq.value(c, i) - zero);
-        REQUIRE(acc == std::int64_t(std::int32_t(acc)));
-        acc_f = std::fma(wq.scales[slot], static_cast<float>(acc), acc_f);
+        REQUIRE(acc[g] == std::int64_t(std::int32_t(acc[g])));
+        acc_f = std::fma(wq.scales[c * groups + g], static_cast<float>(acc[g]), acc_f);
       }
       y[r * n + c] = std::fma(xa.scales[r], acc_f, bias.empty() ? 0.0f : bias[c]);
     }
@@ -159,6 +164,72 @@ TEST_CASE("GEMM: mismatched shapes, packing and bits are clear errors") {
   CHECK_THROWS_WITH_AS(op(xa, make_matrix_view(y, 3, 32), bias), doctest::Contains("bias has 7"), error);
   const auto wt = rtn_quantizer({.bits = 8, .gran = granularity::per_tensor}).quantize(make_matrix_view(w, 32, 64));
   CHECK_THROWS_AS(gemm::pack_weights(wt, 8), error);
+}
+
+TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and weight-only GEMMs match the references") {
+  const std::size_t n = 40, k = 256, m = 5;
+  const auto w = random_matrix(n, k, 71, 0.05f);
+  const auto calib = random_matrix(64, k, 72);
+  Eigen::MatrixXd h = Eigen::MatrixXd::Zero(Eigen::Index(k), Eigen::Index(k));
+  for (std::size_t r = 0; r < 64; ++r)
+    for (std::size_t i = 0; i < k; ++i)
+      for (std::size_t j = 0; j < k; ++j) h(Eigen::Index(i), Eigen::Index(j)) += double(calib[r * k + i]) * calib[r * k + j];
+  for (bool sym : {true, false}) {
+    INFO(std::string(sym ? "sym" : "asym"));
+    gptq_options opt;
+    opt.quant = {.bits = 4, .symmetric = sym, .gran = granularity::per_group, .group_size = 32};
+    opt.act_order = true;
+    const auto res = gptq_quantize(make_matrix_view(w, n, k), h, opt);
+    const auto& wq = res.q;
+    REQUIRE(wq.g_idx.size() == k);
+    bool interleaved = false;  // act-order really scattered the groups along K
+    for (std::size_t i = 1; i < k; ++i) interleaved |= wq.g_idx[i] < wq.g_idx[i - 1];
+    REQUIRE(interleaved);
+    const auto packed = gemm::pack_weights(wq, 4);
+    REQUIRE(packed.k_order.size() == k);
+    for (std::size_t c = 0; c < n; c += 3)
+      for (std::size_t kk = 0; kk < k; ++kk) {
+        const std::size_t col = packed.k_order[kk];
+        REQUIRE(wq.g_idx[col] == kk / 32);
+        const int zero = packed.zeros[(kk / 32) * packed.n_padded + c];
+        REQUIRE(packed.raw(c, kk) - zero == wq.value(c, col) - (sym ? 0 : int(wq.zeros[wq.group_of(c, col)])));
+      }
+    const auto x = random_matrix(m, k, 73);
+    quantized_activations xa;
+    quantize_activations(cpu::scalar{}, make_matrix_view(x, m, k), 4, 1.0f, xa);
+    const auto bias = random_matrix(1, n, 74);
+    // The reference sums each group over its own (scattered) columns, in the packed order
+    // of the group, which is the order of increasing column index.
+    const auto expect = reference(xa, wq, bias);
+    thread_pool pool(2);
+    for (auto isa : machine_isas()) {
+      INFO("isa " << cpu::to_string(isa));
+      std::vector<float> y(m * n);
+      if (isa == cpu::isa::avx512vnni) gemm::integer_gemm<gemm::w4a4_policy<>>{packed}(xa, make_matrix_view(y, m, n), bias, &pool);
+      else if (isa == cpu::isa::avx2) gemm::integer_gemm<gemm::w4a4_policy<cpu::avx2_backend>>{packed}(xa, make_matrix_view(y, m, n), bias, &pool);
+      else if (isa == cpu::isa::scalar) gemm::integer_gemm<gemm::w4a4_policy<cpu::scalar>>{packed}(xa, make_matrix_view(y, m, n), bias, &pool);
+      else continue;
+      REQUIRE(std::memcmp(y.data(), expect.data(), y.size() * 4) == 0);
+    }
+    // Weight-only: against the dequantized act-order weights in double.
+    std::vector<float> y(m * n);
+    gemm::weight_only_gemm<gemm::w4a32_policy<cpu::scalar>>{packed}(make_matrix_view(x, m, k), make_matrix_view(y, m, n), bias);
+    for (std::size_t r = 0; r < m; ++r)
+      for (std::size_t c = 0; c < n; ++c) {
+        double d = bias[c];
+        for (std::size_t i = 0; i < k; ++i) d += double(x[r * k + i]) * res.w_hat[c * k + i];
+        REQUIRE(std::fabs(y[r * n + c] - d) <= 1e-4 * (1 + std::fabs(d)));
+      }
+  }
+  // A g_idx whose groups are not all group_size long cannot be packed.
+  auto bad = gptq_quantize(make_matrix_view(w, n, k), h, [] {
+               gptq_options o;
+               o.quant = {.bits = 4, .symmetric = true, .gran = granularity::per_group, .group_size = 32};
+               o.act_order = true;
+               return o;
+             }()).q;
+  bad.g_idx[0] = (bad.g_idx[0] + 1) % 8;
+  CHECK_THROWS_WITH_AS(gemm::pack_weights(bad, 4), doctest::Contains("columns, expected 32"), error);
 }
 
 TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals the separate steps") {

@@ -52,9 +52,19 @@ inline void prepare_activations(const quantized_activations& x, const packed_wei
     detail::parallel_for(
         pool, x.rows,
         [&](std::size_t b, std::size_t e) {
-          for (std::size_t r = b; r < e; ++r)
-            quarot::detail::prepare_row(tag, x.data.data() + r * x.row_bytes, x.packed(), x.cols, w.k_padded,
-                                        w.group_size, out.a.data() + r * out.lda, out.rowsum.data() + r * w.groups);
+          std::vector<std::uint8_t> gathered(w.k_order.empty() ? 0 : x.cols);
+          for (std::size_t r = b; r < e; ++r) {
+            const std::uint8_t* src = x.data.data() + r * x.row_bytes;
+            bool packed4 = x.packed();
+            if (!w.k_order.empty()) {  // act-order weights: the row's levels in packed K order
+              for (std::size_t kk = 0; kk < x.cols; ++kk)
+                gathered[kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(x.value(r, w.k_order[kk])));
+              src = gathered.data();
+              packed4 = false;
+            }
+            quarot::detail::prepare_row(tag, src, packed4, x.cols, w.k_padded, w.group_size, out.a.data() + r * out.lda,
+                                        out.rowsum.data() + r * w.groups);
+          }
         },
         std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, x.cols)));
   });

@@ -19,6 +19,12 @@
 //   4-bit asymmetric: w_raw = q ∈ [0, 15], z = zero
 // Activations enter the kernel as u8 = q_a + 128 (vpdpbusd multiplies u8 by s8), so the
 // kernel subtracts 128·Σ_k w_raw (colsum, per column and group) and z·Σ_k q_a.
+//
+// GPTQ with act-order (g_idx: the group of each input column, groups interleaved along K)
+// is packed with K reordered so that every group is a contiguous run again: packed
+// position kk holds input column k_order[kk] (sorted by group, stable). The GEMMs then
+// gather the activation columns in that order when they prepare them (a permutation of
+// the row, exact), as GPTQ kernels with act-order do.
 #pragma once
 
 #include <cmath>
@@ -44,6 +50,9 @@ struct packed_weights {
   std::vector<std::int32_t> colsums; ///< groups x n_padded, Σ_k w_raw over the group
   bool uniform_zero = false;         ///< symmetric weights: every zero is zero0
   std::int32_t zero0 = 0;
+  /// Act-order weights: packed K position kk holds input column k_order[kk]; empty when
+  /// K is in its original order.
+  std::vector<std::uint32_t> k_order;
 
   [[nodiscard]] std::size_t block_bytes() const noexcept { return bits == 4 ? 32 : 64; }
   [[nodiscard]] std::size_t quads() const noexcept { return k_padded / 4; }
@@ -52,7 +61,8 @@ struct packed_weights {
     const std::size_t panel = col / 16;
     return (((panel / 4) * quads() + quad) * 4 + panel % 4) * block_bytes();
   }
-  /// The raw stored value of (column n, k) (for tests and the scalar reference).
+  /// The raw stored value of (column n, packed K position kk) (for tests and the scalar
+  /// reference; kk is the input column unless k_order reorders K).
   [[nodiscard]] int raw(std::size_t col, std::size_t kk) const noexcept {
     const std::size_t v = (col % 16) * 4 + kk % 4;
     const std::uint8_t* blk = data.data() + block_offset(col, kk / 4);
@@ -62,15 +72,13 @@ struct packed_weights {
   }
 };
 
-/// Packs a quantized weight matrix (from rtn_quantizer or GPTQ without act-order
-/// reordering of groups: g_idx must be empty) for the integer kernels.
+/// Packs a quantized weight matrix (from rtn_quantizer or GPTQ, act-order included) for
+/// the integer and weight-only kernels.
 inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
   detail::require(bits == 4 || bits == 8, "pack_weights: weight bits must be 4 or 8, got ", bits);
   detail::require(q.params.bits <= bits, "pack_weights: ", q.params.bits, "-bit levels do not fit ", bits, "-bit storage");
   detail::require(q.params.gran == granularity::per_channel || q.params.gran == granularity::per_group,
                   "pack_weights: weights must be quantized per channel or per group, not ", to_string(q.params.gran));
-  detail::require(q.g_idx.empty(), "pack_weights: act-order group indices (g_idx) are not supported; "
-                                   "use GPTQ with static_groups for packed kernels");
   packed_weights p;
   p.n = q.rows;
   p.k = q.cols;
@@ -81,6 +89,21 @@ inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
   p.group_size = q.cols / q.groups_per_row;
   detail::require(p.groups == 1 || p.group_size % 4 == 0, "pack_weights: group size ", p.group_size,
                   " must be a multiple of 4 for the kernels");
+  if (!q.g_idx.empty()) {
+    detail::require(q.g_idx.size() == q.cols, "pack_weights: g_idx has ", q.g_idx.size(), " entries for K = ", q.cols);
+    std::vector<std::size_t> count(p.groups, 0);
+    for (const auto g : q.g_idx) {
+      detail::require(g < p.groups, "pack_weights: g_idx holds group ", g, " of ", p.groups);
+      ++count[g];
+    }
+    for (std::size_t g = 0; g < p.groups; ++g)
+      detail::require(count[g] == p.group_size, "pack_weights: act-order group ", g, " has ", count[g],
+                      " columns, expected ", p.group_size);
+    p.k_order.resize(q.cols);
+    std::vector<std::size_t> next(p.groups);
+    for (std::size_t g = 0; g < p.groups; ++g) next[g] = g * p.group_size;
+    for (std::size_t k = 0; k < q.cols; ++k) p.k_order[next[q.g_idx[k]]++] = static_cast<std::uint32_t>(k);
+  }
   p.data.assign(p.n_padded / 16 * p.quads() * p.block_bytes(), 0);
   p.scales.assign(p.n_padded * p.groups, 0.0f);
   p.zeros.assign(p.n_padded * p.groups, 0);
@@ -91,7 +114,7 @@ inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
   for (std::size_t col = 0; col < p.n_padded; ++col) {
     for (std::size_t g = 0; g < p.groups; ++g) {
       if (col >= q.rows) continue;  // padded columns: raw 0, zero 0, scale 0
-      const std::size_t slot = q.group_of(col, g * p.group_size);
+      const std::size_t slot = q.group_of(col, p.k_order.empty() ? g * p.group_size : p.k_order[g * p.group_size]);
       p.scales[g * p.n_padded + col] = q.scales[slot];
       const int zero = sym ? 0 : static_cast<int>(q.zeros[slot]);
       p.zeros[g * p.n_padded + col] = bits == 8 ? (sym ? 0 : zero - 128) : (sym ? 8 : zero);
@@ -99,7 +122,7 @@ inline packed_weights pack_weights(const quantized_matrix& q, int bits) {
     for (std::size_t kk = 0; kk < p.k_padded; ++kk) {
       int raw = 0;  // padding (N or K): zero weight
       if (col < q.rows && kk < q.cols) {
-        const int level = q.value(col, kk);
+        const int level = q.value(col, p.k_order.empty() ? kk : p.k_order[kk]);
         raw = bits == 8 ? (sym ? level : level - 128) : (sym ? level + 8 : level);
         p.colsums[(kk / p.group_size) * p.n_padded + col] += raw;
       }

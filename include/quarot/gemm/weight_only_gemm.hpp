@@ -113,10 +113,11 @@ class weight_only_gemm {
     std::vector<float> xp(m * ldx, 0.0f), xsum(m * w_.groups, 0.0f);
     std::vector<std::uint32_t> pairs(bf16_dot_ ? m * quads * 2 : 0);
     for (std::size_t r = 0; r < m; ++r)
-      for (std::size_t kk = 0; kk < k; ++kk) {
-        float v = get(r, kk);
+      for (std::size_t kk = 0; kk < k; ++kk) {  // kk: packed K position (act-order weights reorder K)
+        const std::size_t col = w_.k_order.empty() ? kk : w_.k_order[kk];
+        float v = get(r, col);
         quarot::detail::require(std::isfinite(v), "weight-only GEMM: non-finite activation ", v, " at row ", r,
-                                ", column ", kk);
+                                ", column ", col);
         if constexpr (bf16_activations) v = to_float(to_bfloat16(v));
         xp[r * ldx + kk] = v;
         xsum[r * w_.groups + kk / w_.group_size] += v;

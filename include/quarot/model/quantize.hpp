@@ -224,8 +224,6 @@ inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
                               "-bit activations");
       const int wbits = l->qw->params.bits;
       quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
-      quarot::detail::require(l->qw->g_idx.empty(), "use_integer_kernels: act-order groups (g_idx) cannot be packed; "
-                              "quantize with static groups");
       // The best kernel this CPU has: VNNI; else AVX2 for 4-bit weights (its 8-bit path is
       // the scalar kernel anyway); else scalar.
       if (l->act_bits == 16 ? avx512 : vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
