@@ -224,10 +224,9 @@ inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
                               "-bit activations");
       const int wbits = l->qw->params.bits;
       quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
-      // The best kernel this CPU has: VNNI; else AVX2 for 4-bit weights (its 8-bit path is
-      // the scalar kernel anyway); else scalar.
+      // The best kernel this CPU has: VNNI, else AVX2, else scalar.
       if (l->act_bits == 16 ? avx512 : vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
-      else if (l->act_bits != 16 && wbits <= 4 && cpu::supports(cpu::isa::avx2))
+      else if (l->act_bits != 16 && cpu::supports(cpu::isa::avx2))
         detail::attach_integer_kernel<cpu::avx2_backend>(*l, wbits);
       else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
     }

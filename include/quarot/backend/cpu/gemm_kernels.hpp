@@ -280,13 +280,28 @@ inline void gemm_tile(cpu::avx512vnni_backend, const gemm_operands& op, std::siz
 }
 
 // ---------------------------------------------------------------------------- AVX2
-// For CPUs without VNNI. vpmaddubsw (u8 x s8 -> pairs summed in saturating int16) then
-// vpmaddwd by ones gives vpdpbusd's sum of four products, exactly when no pair sum
-// exceeds int16: true for 4-bit weights (raw 0..15: |pair| <= 2·255·15 = 7650), not for
-// 8-bit ones (2·255·128), which take the scalar kernel. A 16-column panel is two ymm of
-// weights: the block's low nibbles are columns 0-7, its high nibbles columns 8-15.
+// For CPUs without VNNI, 16-column panels (two ymm of 8 int32 columns).
+// 4-bit weights: vpmaddubsw (u8 x s8 -> pairs summed in saturating int16) then vpmaddwd
+// by ones gives vpdpbusd's sum of four products exactly, since no pair sum exceeds int16
+// (raw 0..15: |pair| <= 2·255·15 = 7650); the block's low nibbles are columns 0-7, its
+// high nibbles columns 8-15. 8-bit weights would saturate vpmaddubsw (2·255·128), so they
+// are widened to int16 and multiplied by vpmaddwd (4 columns x 2 k-pairs per register),
+// the pairs added horizontally at the end of the group. Either way the group's integer is
+// exact and the fold is the VNNI kernel's, so results are bit-identical to scalar.
 
-template <int MR>
+/// The exact correction −(128·colsum + z·rowsum) of (row m, 8 columns at gi).
+QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256i neg_correction_avx2(const gemm_operands& op, std::size_t m,
+                                                                     std::size_t g, std::size_t gi) noexcept {
+  const __m256i colsum128 =
+      _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(op.colsums + gi)), 7);
+  const std::int32_t rs = op.rowsum[m * op.groups + g];
+  const __m256i zr = op.uniform_zero ? _mm256_set1_epi32(op.zero0 * rs)
+                                     : _mm256_mullo_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(op.zeros + gi)),
+                                                          _mm256_set1_epi32(rs));
+  return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(colsum128, zr));
+}
+
+template <int MR, int Bits>
 QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0, std::size_t col0, const float* bias16,
                                         float* c, float* out) noexcept {
   // col0 is a multiple of 16; bias16 is the panel's 16 bias values or null; out and c
@@ -294,41 +309,59 @@ QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0,
   const std::size_t quad_bytes = 4 * op.block_bytes;
   const std::uint8_t* wq = op.w + (col0 / 64) * op.quads * quad_bytes + ((col0 / 16) % 4) * op.block_bytes;
   const std::uint8_t* a0 = op.a + m0 * op.lda;
-  const __m256i mask = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   for (std::size_t g = 0; g < op.groups; ++g) {
     const std::size_t q_begin = g * op.group_quads, q_end = std::min(op.quads, q_begin + op.group_quads);
     const std::size_t gi = g * op.n_padded + col0;
-    __m256i acc[MR][2];
-    QUAROT_UNROLL
-    for (int v = 0; v < 2; ++v) {
-      const __m256i neg_colsum128 = _mm256_sub_epi32(
-          _mm256_setzero_si256(),
-          _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(op.colsums + gi + 8 * v)), 7));
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        const std::int32_t rs = op.rowsum[(m0 + r) * op.groups + g];
-        acc[r][v] = op.uniform_zero
-                        ? _mm256_sub_epi32(neg_colsum128, _mm256_set1_epi32(op.zero0 * rs))
-                        : _mm256_sub_epi32(neg_colsum128,
-                                           _mm256_mullo_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                                                                  op.zeros + gi + 8 * v)),
-                                                              _mm256_set1_epi32(rs)));
-      }
-    }
     const std::uint8_t* wp = wq + q_begin * quad_bytes;
     const std::uint8_t* arow = a0 + q_begin * 4;
-    for (std::size_t q = q_begin; q < q_end; ++q, wp += quad_bytes, arow += 4) {
-      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
-      const __m256i b[2] = {_mm256_and_si256(packed, mask), _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask)};
+    __m256i acc[MR][2];
+    if constexpr (Bits == 4) {
+      const __m256i mask = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
       QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        std::int32_t a4;
-        __builtin_memcpy(&a4, arow + r * op.lda, 4);
-        const __m256i av = _mm256_set1_epi32(a4);
+      for (int r = 0; r < MR; ++r)
         QUAROT_UNROLL
-        for (int v = 0; v < 2; ++v)
-          acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b[v]), ones));
+        for (int v = 0; v < 2; ++v) acc[r][v] = neg_correction_avx2(op, m0 + r, g, gi + 8 * v);
+      for (std::size_t q = q_begin; q < q_end; ++q, wp += quad_bytes, arow += 4) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
+        const __m256i b[2] = {_mm256_and_si256(packed, mask), _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask)};
+        QUAROT_UNROLL
+        for (int r = 0; r < MR; ++r) {
+          std::int32_t a4;
+          __builtin_memcpy(&a4, arow + r * op.lda, 4);
+          const __m256i av = _mm256_set1_epi32(a4);
+          QUAROT_UNROLL
+          for (int v = 0; v < 2; ++v)
+            acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b[v]), ones));
+        }
       }
+    } else {
+      __m256i pair[MR][4];  // columns 4t..4t+3, two k-pair sums each
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r)
+        QUAROT_UNROLL
+        for (int t = 0; t < 4; ++t) pair[r][t] = _mm256_setzero_si256();
+      for (std::size_t q = q_begin; q < q_end; ++q, wp += quad_bytes, arow += 4) {
+        __m256i b[4];
+        QUAROT_UNROLL
+        for (int t = 0; t < 4; ++t)
+          b[t] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp + 16 * t)));
+        QUAROT_UNROLL
+        for (int r = 0; r < MR; ++r) {
+          std::int32_t a4;
+          __builtin_memcpy(&a4, arow + r * op.lda, 4);
+          const __m256i av = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(a4)));
+          QUAROT_UNROLL
+          for (int t = 0; t < 4; ++t) pair[r][t] = _mm256_add_epi32(pair[r][t], _mm256_madd_epi16(av, b[t]));
+        }
+      }
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r)
+        QUAROT_UNROLL
+        for (int v = 0; v < 2; ++v) {
+          // hadd gives columns (0,1 | 4,5 | 2,3 | 6,7) of the two registers as 64-bit pairs.
+          const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(pair[r][2 * v], pair[r][2 * v + 1]), 0xd8);
+          acc[r][v] = _mm256_add_epi32(neg_correction_avx2(op, m0 + r, g, gi + 8 * v), sums);
+        }
     }
     const bool first = g == 0, last = g + 1 == op.groups;
     QUAROT_UNROLL
@@ -346,26 +379,33 @@ QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0,
   }
 }
 
-/// AVX2 backend: 4-bit weights by panels of 16 columns and up to 4 rows; 8-bit weights
-/// by the scalar kernel (see above).
+template <int Bits>
+QUAROT_TARGET_AVX2 void gemm_panel_avx2_rows(const gemm_operands& op, std::size_t m0, std::size_t rows,
+                                             std::size_t col0, const float* bias16, float* c, float* out) noexcept {
+  switch (rows) {
+    case 1: return gemm_panel_avx2<1, Bits>(op, m0, col0, bias16, c, out);
+    case 2: return gemm_panel_avx2<2, Bits>(op, m0, col0, bias16, c, out);
+    case 3: return gemm_panel_avx2<3, Bits>(op, m0, col0, bias16, c, out);
+    default: return gemm_panel_avx2<4, Bits>(op, m0, col0, bias16, c, out);
+  }
+}
+
+/// AVX2 backend: panels of 16 columns, up to 4 rows (4-bit weights) or 2 (8-bit weights,
+/// whose pair accumulators take 4 registers per row).
 inline void gemm_tile(cpu::avx2_backend, const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
                       std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
-  if (op.bits == 8) return gemm_tile(cpu::scalar{}, op, m0, rows, n0, cols, c, out, ldo);
+  const std::size_t row_step = op.bits == 8 ? 2 : 4;
   alignas(32) float panel[4 * 16];
-  for (std::size_t r0 = 0; r0 < rows; r0 += 4) {
-    const std::size_t mr = std::min<std::size_t>(4, rows - r0);
+  for (std::size_t r0 = 0; r0 < rows; r0 += row_step) {
+    const std::size_t mr = std::min(row_step, rows - r0);
     for (std::size_t j0 = 0; j0 < cols; j0 += 16) {
       const std::size_t w = std::min<std::size_t>(16, cols - j0);
       alignas(32) float bias16[16] = {};  // the bias has N entries: a partial panel's tail is 0
       if (op.bias)
         for (std::size_t j = 0; j < w; ++j) bias16[j] = op.bias[n0 + j0 + j];
       const float* b = op.bias ? bias16 : nullptr;
-      switch (mr) {
-        case 1: gemm_panel_avx2<1>(op, m0 + r0, n0 + j0, b, c, panel); break;
-        case 2: gemm_panel_avx2<2>(op, m0 + r0, n0 + j0, b, c, panel); break;
-        case 3: gemm_panel_avx2<3>(op, m0 + r0, n0 + j0, b, c, panel); break;
-        default: gemm_panel_avx2<4>(op, m0 + r0, n0 + j0, b, c, panel); break;
-      }
+      if (op.bits == 8) gemm_panel_avx2_rows<8>(op, m0 + r0, mr, n0 + j0, b, c, panel);
+      else gemm_panel_avx2_rows<4>(op, m0 + r0, mr, n0 + j0, b, c, panel);
       for (std::size_t r = 0; r < mr; ++r)
         for (std::size_t j = 0; j < w; ++j) out[(r0 + r) * ldo + j0 + j] = panel[r * 16 + j];
     }
