@@ -62,11 +62,12 @@ void store_row(cpu::scalar, const float* src, T* dst, std::size_t n, float scale
 /// of the dense product's work.
 struct sign_lut {
   std::size_t m = 0, chunks = 0;
-  /// Per output row and chunk, the table entry 16·chunk + e: e's bits 0..2 say which of
-  /// a1..a3 enter negated relative to a0, bit 3 that the whole sum is negated. Rows in
-  /// groups of 8 (a last group of 4 when m is not a multiple of 8), chunk-major within a
-  /// group, so that a kernel's 8 accumulator chains read one stream.
-  std::vector<std::uint16_t> entry;
+  /// Per output row and chunk, 4·e for the chunk's table entry e (so that a kernel can
+  /// address the 32-byte entry as base + 8·(4·e)): e's bits 0..2 say which of a1..a3
+  /// enter negated relative to a0, bit 3 that the whole sum is negated. Rows in groups of
+  /// 8 (a last group of 4 when m is not a multiple of 8), chunk-major within a group, so
+  /// that a kernel's 8 accumulator chains read one stream.
+  std::vector<std::uint8_t> entry;
 
   [[nodiscard]] std::size_t index(std::size_t i, std::size_t c) const noexcept {
     const std::size_t full = m / 8 * 8;
@@ -74,10 +75,9 @@ struct sign_lut {
   }
 };
 
-/// The lookup plan of a row-major m x m ±1 matrix (m <= 16384).
+/// The lookup plan of a row-major m x m ±1 matrix.
 inline sign_lut make_sign_lut(const float* h, std::size_t m) {
   require(m % 4 == 0, "sign_lut: order ", m, " is not a multiple of 4");
-  require(m <= 16384, "sign_lut: order ", m, " exceeds 16384");
   sign_lut l;
   l.m = m;
   l.chunks = m / 4;
@@ -86,10 +86,10 @@ inline sign_lut make_sign_lut(const float* h, std::size_t m) {
     for (std::size_t c = 0; c < l.chunks; ++c) {
       const float* hc = h + i * m + 4 * c;
       const bool negated = hc[0] < 0;
-      std::size_t e = 16 * c + (negated ? 8 : 0);
+      std::size_t e = negated ? 8 : 0;
       for (int t = 1; t < 4; ++t)
         if ((hc[t] < 0) != negated) e += std::size_t{1} << (t - 1);
-      l.entry[l.index(i, c)] = static_cast<std::uint16_t>(e);
+      l.entry[l.index(i, c)] = static_cast<std::uint8_t>(4 * e);
     }
   return l;
 }
@@ -122,7 +122,7 @@ inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y
     }
     for (std::size_t i = 0; i < m; ++i) {
       float acc = 0.0f;
-      for (std::size_t c = 0; c < nc; ++c) acc += table[h.entry[h.index(i, c)]];
+      for (std::size_t c = 0; c < nc; ++c) acc += table[16 * c + h.entry[h.index(i, c)] / 4];
       y[i * p + j] = acc;
     }
   }
@@ -158,25 +158,20 @@ QUAROT_TARGET_AVX2 void store_row_avx2(const float* src, T* dst, std::size_t n, 
 }
 
 /// R output rows of one 8-column block: acc_r += table[entry_rc] over the chunks, R
-/// independent chains. The R 16-bit entries of a chunk come in 64-bit loads and are
-/// split with shifts, so that the load ports serve the table reads.
+/// independent chains. Each term is one byte load and one addition with a memory
+/// operand (base + 8·(4·e)): the loop is bound by loads, not by integer work.
 template <int R>
 QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_rows_avx2(const sign_lut& h, std::size_t i, const float* table,
                                                             float* y, std::size_t p) noexcept {
   __m256 acc[R];
   QUAROT_UNROLL
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  const std::uint16_t* e = h.entry.data() + h.index(i, 0);
-  for (std::size_t c = 0; c < h.chunks; ++c, e += R) {
+  const std::uint8_t* e = h.entry.data() + h.index(i, 0);
+  const char* base = reinterpret_cast<const char*>(table);
+  for (std::size_t c = 0; c < h.chunks; ++c, e += R, base += 16 * 32)
     QUAROT_UNROLL
-    for (int q = 0; q < R / 4; ++q) {
-      std::uint64_t four;
-      __builtin_memcpy(&four, e + 4 * q, 8);
-      QUAROT_UNROLL
-      for (int r = 0; r < 4; ++r)
-        acc[4 * q + r] = _mm256_add_ps(acc[4 * q + r], _mm256_load_ps(table + 8 * ((four >> (16 * r)) & 0xffff)));
-    }
-  }
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm256_add_ps(acc[r], _mm256_load_ps(reinterpret_cast<const float*>(base + 8 * std::size_t{e[r]})));
   QUAROT_UNROLL
   for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + (i + r) * p, acc[r]);
 }
