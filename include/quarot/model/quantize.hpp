@@ -216,7 +216,9 @@ void attach_integer_kernel(linear_layer& l, int wbits) {
 /// apply_quarot makes them). The outputs equal the simulation's up to fp32 rounding of the
 /// accumulation order.
 inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
-  const bool vnni = cpu::supports(cpu::isa::avx512vnni), avx512 = cpu::supports(cpu::isa::avx512);
+  // The ISA the default-dispatched code uses (QUAROT_CPU_ISA can lower it for testing).
+  const cpu::isa isa = cpu::default_isa();
+  const bool vnni = isa >= cpu::isa::avx512vnni, avx512 = isa >= cpu::isa::avx512, avx2 = isa >= cpu::isa::avx2;
   for (auto* l : layers) {
     {
       quarot::detail::require(l->qw != nullptr, "use_integer_kernels: a linear layer has no quantized weights");
@@ -226,7 +228,7 @@ inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
       quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
       // The best kernel this CPU has: VNNI, else AVX2, else scalar.
       if (l->act_bits == 16 ? avx512 : vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
-      else if (l->act_bits != 16 && cpu::supports(cpu::isa::avx2))
+      else if (l->act_bits != 16 && avx2)
         detail::attach_integer_kernel<cpu::avx2_backend>(*l, wbits);
       else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
     }
