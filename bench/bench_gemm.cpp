@@ -11,6 +11,10 @@
 // OPENBLAS_NUM_THREADS=2 for the baselines; quarot uses a 2-thread pool.
 #include <cblas.h>
 
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <quarot/gemm.hpp>
@@ -130,6 +134,51 @@ void BM_linear_down_proj(benchmark::State& state) {
   set_counters(state, double(m), double(n), double(k), double(n * k / 2));
 }
 
+// The same comparison alternating within one benchmark, for this noisy shared machine:
+// each iteration runs the GEMM alone on quantized activations and then the fused layer
+// (online H_172 ⊗ H_64 + per-token int4 quantization + W4A4 GEMM) from fp32; counters:
+// median ms of each and the median per-iteration ratio fused / GEMM (target ≤ 1.10).
+void BM_down_proj_overhead(benchmark::State& state) {
+  const std::size_t m = 2048, n = 4096, k = 11008;
+  auto w = bench::random_buffer<float>(n * k, 1);
+  const auto x = bench::random_buffer<float>(m * k, 2);
+  const quarot::randomized_hadamard q(k, 3);
+  quarot::fuse_input_rotation(quarot::make_matrix_view(w, n, k), q);
+  const auto packed = quarot::gemm::pack_weights(
+      quarot::rtn_quantizer({.bits = 4, .gran = quarot::granularity::per_group, .group_size = 128})
+          .quantize(quarot::make_matrix_view(std::as_const(w), n, k)),
+      4);
+  quarot::linear<quarot::gemm::w4a4_policy<>> layer(packed, {}, 4);
+  layer.with_online_rotation(q);
+  const quarot::gemm::integer_gemm<quarot::gemm::w4a4_policy<>> gemm(packed);
+  quarot::quantized_activations xa;
+  quarot::quantize_activations(quarot::make_matrix_view(x, m, k), 4, 1.0f, xa);
+  std::vector<float> y(m * n);
+  quarot::thread_pool pool(2);
+  std::vector<double> tg, tf, ratio;
+  const auto seconds = [](auto&& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (auto _ : state) {
+    const double a = seconds([&] { gemm(xa, quarot::make_matrix_view(y, m, n), {}, &pool); });
+    const double b = seconds([&] { layer.forward(quarot::make_matrix_view(x, m, k), quarot::make_matrix_view(y, m, n), &pool); });
+    benchmark::DoNotOptimize(y.data());
+    tg.push_back(a);
+    tf.push_back(b);
+    ratio.push_back(b / a);
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  state.counters["gemm_ms"] = median(tg) * 1e3;
+  state.counters["fused_ms"] = median(tf) * 1e3;
+  state.counters["fused/gemm"] = median(ratio);
+  state.counters["fused_ops/s"] = 2.0 * double(m) * double(n) * double(k) / std::max(median(tf), 1e-12);
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (long m : {1L, 16L, 2048L})
     for (auto nk : {std::pair{4096L, 4096L}, std::pair{11008L, 4096L}, std::pair{4096L, 11008L}}) b->Args({m, nk.first, nk.second});
@@ -157,6 +206,7 @@ BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(grouped_shapes
 BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w4a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w8a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_down_proj)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_down_proj_overhead)->Iterations(11)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_onednn_u8s8s32)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_openblas_sgemm)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -287,6 +287,15 @@ TEST_CASE("sign_matmul by table lookup = the dense ±1 product, every ISA bit-ex
           }
         if (isa == cpu::isa::scalar) scalar_out = y;
         else REQUIRE(bitwise_equal(y, scalar_out));
+        // In place with a scale: the same sums, each multiplied once by the scale.
+        auto z = a;
+        cpu::dispatch(isa, [&](auto tag) {
+          detail::sign_matmul(tag, lut, z.data(), z.data(), p, detail::scratch(3, 32 * m), 0.3f);
+        });
+        for (std::size_t i = 0; i < z.size(); ++i) {
+          const float want = y[i] * 0.3f;
+          REQUIRE(std::memcmp(&z[i], &want, 4) == 0);
+        }
       }
     }
   }

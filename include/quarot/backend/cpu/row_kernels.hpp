@@ -110,8 +110,11 @@ QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V zero, V* t, Add a
   for (int k = 0; k < 8; ++k) t[8 + k] = sub(zero, t[k]);
 }
 
-/// Y (m x p) = H · A (m x p), row-major and contiguous; `table` holds 4·m floats.
-inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y, std::size_t p, float* table) noexcept {
+/// Y (m x p) = scale · (H · A) for A (m x p), row-major and contiguous; `table` holds 4·m
+/// floats. The scale is one multiply per element after the sum, as store_row applies it
+/// (skipped when 1). Y may be A: a column block is written only after its table is built.
+inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y, std::size_t p, float* table,
+                        float scale = 1.0f) noexcept {
   const std::size_t m = h.m, nc = h.chunks;
   const auto add = [](float x, float z) { return x + z; };
   const auto sub = [](float x, float z) { return x - z; };
@@ -123,6 +126,7 @@ inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y
     for (std::size_t i = 0; i < m; ++i) {
       float acc = 0.0f;
       for (std::size_t c = 0; c < nc; ++c) acc += table[16 * c + h.entry[h.index(i, c)] / 4];
+      if (scale != 1.0f) acc *= scale;
       y[i * p + j] = acc;
     }
   }
@@ -162,7 +166,7 @@ QUAROT_TARGET_AVX2 void store_row_avx2(const float* src, T* dst, std::size_t n, 
 /// operand (base + 8·(4·e)): the loop is bound by loads, not by integer work.
 template <int R>
 QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_rows_avx2(const sign_lut& h, std::size_t i, const float* table,
-                                                            float* y, std::size_t p) noexcept {
+                                                            float* y, std::size_t p, float scale) noexcept {
   __m256 acc[R];
   QUAROT_UNROLL
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
@@ -173,15 +177,16 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_rows_avx2(const sign_lut& h, s
     for (int r = 0; r < R; ++r)
       acc[r] = _mm256_add_ps(acc[r], _mm256_load_ps(reinterpret_cast<const float*>(base + 8 * std::size_t{e[r]})));
   QUAROT_UNROLL
-  for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + (i + r) * p, acc[r]);
+  for (int r = 0; r < R; ++r)
+    _mm256_storeu_ps(y + (i + r) * p, scale != 1.0f ? _mm256_mul_ps(acc[r], _mm256_set1_ps(scale)) : acc[r]);
 }
 
 /// sign_matmul on 8-column blocks; `table` holds 32·m floats (22 KiB for m = 172: it
 /// stays in L1), 32-byte aligned. The AVX-512 backends use it too: with the table in
 /// 256-bit rows the 16 sums per chunk fit L1, and the loads, not the adds, set the pace.
 QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* a, float* y, std::size_t p,
-                                                float* table) noexcept {
-  if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, p, table);
+                                                float* table, float scale) noexcept {
+  if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, p, table, scale);
   const auto add = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_add_ps(x, z); };
   const auto sub = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_sub_ps(x, z); };
   for (std::size_t j = 0; j < p; j += 8) {
@@ -194,8 +199,8 @@ QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* 
       for (int k = 0; k < 16; ++k) _mm256_store_ps(table + (16 * c + k) * 8, t[k]);
     }
     std::size_t i = 0;
-    for (; i + 8 <= h.m; i += 8) sign_rows_avx2<8>(h, i, table, y + j, p);
-    for (; i < h.m; i += 4) sign_rows_avx2<4>(h, i, table, y + j, p);
+    for (; i + 8 <= h.m; i += 8) sign_rows_avx2<8>(h, i, table, y + j, p, scale);
+    for (; i < h.m; i += 4) sign_rows_avx2<4>(h, i, table, y + j, p, scale);
   }
 }
 
@@ -254,8 +259,9 @@ void store_row(cpu::simd<Arch>, const float* src, T* dst, std::size_t n, float s
   store_row_arch(Arch{}, src, dst, n, scale, signs);
 }
 template <class Arch>
-void sign_matmul(cpu::simd<Arch>, const sign_lut& h, const float* a, float* y, std::size_t p, float* table) noexcept {
-  sign_matmul_avx2(h, a, y, p, table);
+void sign_matmul(cpu::simd<Arch>, const sign_lut& h, const float* a, float* y, std::size_t p, float* table,
+                 float scale = 1.0f) noexcept {
+  sign_matmul_avx2(h, a, y, p, table, scale);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD

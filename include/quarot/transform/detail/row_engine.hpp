@@ -75,6 +75,12 @@ void transform_row(B tag, const row_plan& pl, T* row) {
     fwht_f32(tag, buf, pl.log2p, 1.0f);
   } else {
     for (std::size_t i = 0; i < pl.m; ++i) fwht_f32(tag, buf + i * pl.p, pl.log2p, 1.0f);
+    if (in_place && pl.out_perm == nullptr && pl.post_signs == nullptr) {
+      // The product writes the scaled result straight back into the fp32 row (the scale
+      // multiply is store_row's, so the bits are the same): one pass less over the row.
+      sign_matmul(tag, *pl.h, buf, buf, pl.p, scratch(3, 32 * pl.m), pl.scale);
+      return;
+    }
     result = scratch(1, n);
     sign_matmul(tag, *pl.h, buf, result, pl.p, scratch(3, 32 * pl.m));
   }
