@@ -302,3 +302,35 @@ TEST_CASE("sign_matmul by table lookup = the dense ±1 product, every ISA bit-ex
   const std::vector<float> h6(36, 1.0f);
   CHECK_THROWS_WITH_AS(detail::make_sign_lut(h6.data(), 6), doctest::Contains("order 6"), error);
 }
+
+TEST_CASE("randomized Kronecker transform = the plain one on s ⊙ x, bit for bit, every ISA, fp32 and bf16 rows") {
+  // Q x = H (s ⊙ x) / √n: the signs are exact, so the randomized transform must give the
+  // plain transform's bits on the sign-flipped input whichever pass applies them.
+  for (std::size_t n : {96u, 1000u, 11008u}) {
+    const std::size_t rows = n > 2000 ? 1 : 3;
+    const auto x = random_matrix(rows, n, n + 5);
+    std::vector<float> scalar_out;
+    for (auto isa : machine_isas()) {
+      INFO("n " << n << " isa " << cpu::to_string(isa));
+      const randomized_hadamard q(n, 9, isa);
+      const hadamard_transform h(n, isa);
+      auto y = x, z = x;
+      q.apply(make_matrix_view(y, rows, n));
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t i = 0; i < n; ++i) z[r * n + i] *= q.signs()[i];
+      h.apply(make_matrix_view(z, rows, n));
+      REQUIRE(bitwise_equal(y, z));
+      if (isa == cpu::isa::scalar) scalar_out = y;
+      else REQUIRE(bitwise_equal(y, scalar_out));
+      // bf16 rows go through the work buffer (the other path): the same fp32 values,
+      // rounded once on the way out.
+      std::vector<bfloat16> yb(x.size());
+      for (std::size_t i = 0; i < x.size(); ++i) yb[i] = to_bfloat16(x[i]);
+      std::vector<float> xb(x.size());
+      for (std::size_t i = 0; i < x.size(); ++i) xb[i] = to_float(yb[i]);
+      q.apply(make_matrix_view(yb, rows, n));
+      q.apply(make_matrix_view(xb, rows, n));
+      for (std::size_t i = 0; i < x.size(); ++i) REQUIRE(yb[i].bits == to_bfloat16(xb[i]).bits);
+    }
+  }
+}

@@ -67,14 +67,22 @@ void transform_row(B tag, const row_plan& pl, T* row) {
     float* tmp = scratch(2, n);
     load_row(tag, row, tmp, n, pl.pre_signs);
     for (std::size_t k = 0; k < n; ++k) buf[pl.in_perm[k]] = tmp[k];
-  } else if (!in_place || pl.pre_signs) {
+  } else if (!in_place || (pl.pre_signs && pl.m == 1)) {
     load_row(tag, row, buf, n, pl.pre_signs);
   }
   float* result = buf;
   if (pl.m == 1) {
     fwht_f32(tag, buf, pl.log2p, 1.0f);
   } else {
-    for (std::size_t i = 0; i < pl.m; ++i) fwht_f32(tag, buf + i * pl.p, pl.log2p, 1.0f);
+    // An in-place fp32 row with signs takes them in each block's first FWHT pass
+    // (fwht_row: the same v·s, bit-exact with load_row + fwht_f32) instead of a pass of
+    // its own.
+    const float* pre = in_place ? pl.pre_signs : nullptr;
+    for (std::size_t i = 0; i < pl.m; ++i) {
+      float* block = buf + i * pl.p;
+      if (pre) fwht_row(tag, block, block, block, pl.log2p, 1.0f, pre + i * pl.p, nullptr);
+      else fwht_f32(tag, block, pl.log2p, 1.0f);
+    }
     if (in_place && pl.out_perm == nullptr && pl.post_signs == nullptr) {
       // The product writes the scaled result straight back into the fp32 row (the scale
       // multiply is store_row's, so the bits are the same): one pass less over the row.
