@@ -303,10 +303,10 @@ TEST_CASE("sign_matmul by table lookup = the dense ±1 product, every ISA bit-ex
   CHECK_THROWS_WITH_AS(detail::make_sign_lut(h6.data(), 6), doctest::Contains("order 6"), error);
 }
 
-TEST_CASE("randomized Kronecker transform = the plain one on s ⊙ x, bit for bit, every ISA, fp32 and bf16 rows") {
+TEST_CASE("randomized Kronecker transform = the plain one on s ⊙ x, bit for bit, every ISA, fp32 and bf16 rows, in and out of place") {
   // Q x = H (s ⊙ x) / √n: the signs are exact, so the randomized transform must give the
   // plain transform's bits on the sign-flipped input whichever pass applies them.
-  for (std::size_t n : {96u, 1000u, 11008u}) {
+  for (std::size_t n : {96u, 256u, 1000u, 11008u}) {
     const std::size_t rows = n > 2000 ? 1 : 3;
     const auto x = random_matrix(rows, n, n + 5);
     std::vector<float> scalar_out;
@@ -320,6 +320,15 @@ TEST_CASE("randomized Kronecker transform = the plain one on s ⊙ x, bit for bi
         for (std::size_t i = 0; i < n; ++i) z[r * n + i] *= q.signs()[i];
       h.apply(make_matrix_view(z, rows, n));
       REQUIRE(bitwise_equal(y, z));
+      // Out of place (the input untouched) = in place, both transforms.
+      std::vector<float> o(x.size(), -7.0f), o2(x.size(), -7.0f);
+      q.apply(make_matrix_view(std::as_const(x), rows, n), make_matrix_view(o, rows, n));
+      REQUIRE(bitwise_equal(o, y));
+      auto xs = x;
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t i = 0; i < n; ++i) xs[r * n + i] *= q.signs()[i];
+      h.apply(make_matrix_view(std::as_const(xs), rows, n), make_matrix_view(o2, rows, n));
+      REQUIRE(bitwise_equal(o2, z));
       if (isa == cpu::isa::scalar) scalar_out = y;
       else REQUIRE(bitwise_equal(y, scalar_out));
       // bf16 rows go through the work buffer (the other path): the same fp32 values,

@@ -48,6 +48,12 @@ class linear {
   linear& with_online_rotation(Q q) {
     detail::require(q.size() == in_features(), "linear: rotation of size ", q.size(), " for ", in_features(),
                     " input features");
+    if constexpr (requires(const Q& t, matrix_view<const float> in, matrix_view<float> out) { t.apply(in, out); }) {
+      // Hadamard transforms read the input rows once, straight into the work buffer.
+      rotate_into_ = [q](matrix_view<const float> in, matrix_view<float> out) { q.apply(in, out); };
+    } else {
+      rotate_into_ = nullptr;
+    }
     rotate_ = [q = std::move(q)](matrix_view<float> block) { q.apply(block); };
     return *this;
   }
@@ -74,7 +80,9 @@ class linear {
         std::vector<float> buf(rotate_ ? block_rows * x.cols : 0);
         for (std::size_t blk = b; blk < e; ++blk) {
           const std::size_t r0 = blk * block_rows, rows = std::min(block_rows, x.rows - r0);
-          if (rotate_) {
+          if (rotate_into_) {
+            rotate_into_(x.block_rows(r0, rows), matrix_view<float>(buf.data(), rows, x.cols, x.cols));
+          } else if (rotate_) {
             for (std::size_t r = 0; r < rows; ++r) std::copy_n(x.row(r0 + r), x.cols, buf.data() + r * x.cols);
             rotate_(matrix_view<float>(buf.data(), rows, x.cols, x.cols));
           }
@@ -93,6 +101,7 @@ class linear {
   int bits_;
   float clip_;
   std::function<void(matrix_view<float>)> rotate_;
+  std::function<void(matrix_view<const float>, matrix_view<float>)> rotate_into_;  // out of place, when Q has it
   mutable quantized_activations qa_;           // reused buffers (a layer is not re-entrant)
   mutable gemm::prepared_activations prepared_;
 };

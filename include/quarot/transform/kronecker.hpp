@@ -135,6 +135,11 @@ class hadamard_transform {
   void apply_transpose(B tag, matrix_view<T> x, thread_pool* pool = nullptr) const {
     detail::transform_rows(tag, row_plan(true, nullptr), x, pool);
   }
+  /// out = Q·in for fp32 rows without touching in (serial: for callers that own a block of
+  /// rows per thread, like linear's fused front end); bit-identical to copy + apply.
+  void apply(matrix_view<const float> in, matrix_view<float> out) const {
+    detail::transform_rows_to(isa_, row_plan(false, nullptr), in, out);
+  }
 
   /// The dense factor H_m (row-major, ±1 as float); empty when m = 1.
   [[nodiscard]] const std::vector<float>& dense_factor() const noexcept { return h_; }
@@ -195,6 +200,10 @@ class randomized_hadamard {
   template <cpu_backend B, storage_float T>
   void apply_transpose(B tag, matrix_view<T> x, thread_pool* pool = nullptr) const {
     detail::transform_rows(tag, h_.row_plan(true, signs_.data()), x, pool);
+  }
+  /// out = Q·in for fp32 rows without touching in (serial; bit-identical to copy + apply).
+  void apply(matrix_view<const float> in, matrix_view<float> out) const {
+    detail::transform_rows_to(h_.isa(), h_.row_plan(false, signs_.data()), in, out);
   }
 
  private:

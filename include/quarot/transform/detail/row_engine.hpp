@@ -10,6 +10,7 @@
 // stored back in the row's own type. Everything is computed in fp32.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -100,6 +101,28 @@ void transform_row(B tag, const row_plan& pl, T* row) {
   store_row(tag, result, row, n, pl.scale, pl.post_signs);
 }
 
+/// The transform of the fp32 row src written to dst (src unchanged): the same operations
+/// and bits as copying src to dst and transforming in place, without the copy when the
+/// plan reads its input once at the start (no reordering; any signs go into the first
+/// FWHT pass of each block).
+template <class B>
+void transform_row_to(B tag, const row_plan& pl, const float* src, float* dst) {
+  const std::size_t n = pl.n;
+  if (pl.m == 1 && pl.in_perm == nullptr && pl.out_perm == nullptr) {
+    fwht_row(tag, src, dst, dst, pl.log2p, pl.scale, pl.pre_signs, pl.post_signs);
+    return;
+  }
+  if (pl.m > 1 && pl.in_perm == nullptr && pl.out_perm == nullptr && pl.post_signs == nullptr) {
+    for (std::size_t i = 0; i < pl.m; ++i)
+      fwht_row(tag, src + i * pl.p, dst + i * pl.p, dst + i * pl.p, pl.log2p, 1.0f,
+               pl.pre_signs ? pl.pre_signs + i * pl.p : nullptr, nullptr);
+    sign_matmul(tag, *pl.h, dst, dst, pl.p, scratch(3, 32 * pl.m), pl.scale);
+    return;
+  }
+  std::copy_n(src, n, dst);
+  transform_row(tag, pl, dst);
+}
+
 inline void prefetch_l2(const void* p, std::size_t bytes) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
   const char* c = static_cast<const char*>(p);
@@ -134,6 +157,17 @@ void transform_rows(B tag, const row_plan& pl, matrix_view<T> x, thread_pool* po
 template <class T>
 void transform_rows(cpu::isa isa, const row_plan& pl, matrix_view<T> x, thread_pool* pool) {
   cpu::dispatch(isa, [&](auto tag) { transform_rows(tag, pl, x, pool); });
+}
+
+/// out = Q·in row by row for fp32 rows (in unchanged), serially (the callers run it on
+/// blocks of rows that each thread owns).
+inline void transform_rows_to(cpu::isa isa, const row_plan& pl, matrix_view<const float> in, matrix_view<float> out) {
+  require(in.cols == pl.n && out.cols == pl.n, "transform of size ", pl.n, " applied to rows of length ", in.cols,
+          " -> ", out.cols);
+  require(in.rows == out.rows, "transform: ", in.rows, " input rows but ", out.rows, " output rows");
+  cpu::dispatch(isa, [&](auto tag) {
+    for (std::size_t r = 0; r < in.rows; ++r) transform_row_to(tag, pl, in.row(r), out.row(r));
+  });
 }
 
 inline unsigned log2_exact(std::size_t n) noexcept {
