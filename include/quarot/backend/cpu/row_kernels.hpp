@@ -55,49 +55,57 @@ void store_row(cpu::scalar, const float* src, T* dst, std::size_t n, float scale
 }
 
 /// Y = H·A for an m x m matrix H of ±1 entries (m a multiple of 4), by table lookup
-/// ("Four Russians"): the rows of A in chunks of four, a0..a3, have only 16 signed sums
-/// ±a0 ± a1 ± a2 ± a3; the kernels form them per chunk (12 additions and 8 negations)
-/// and each output row then adds one of them per chunk. That is m/4 additions per output
-/// element instead of m multiply-adds: for H_172 (K = 11008 = 172·64) about a quarter
-/// of the dense product's work.
+/// ("Four Russians"): the rows of A in chunks of four, a0..a3, have only 8 signed sums
+/// a0 ± a1 ± a2 ± a3 up to an overall sign; the kernels form them per chunk (12
+/// additions) and each output row then adds or subtracts one of them per chunk. That is
+/// m/4 additions per output element instead of m multiply-adds: for H_172 (K = 11008 =
+/// 172·64) about a quarter of the dense product's work.
+///
+/// Each row's terms are listed as its added entries, then its subtracted ones; a kernel
+/// sums each list into two alternating accumulators and returns (p0 + p1) - (n0 + n1), so
+/// no term needs a sign of its own and the table holds 8 entries per chunk (it stays in
+/// L1 for two 8-column blocks at once, which then share each entry read).
 struct sign_lut {
   std::size_t m = 0, chunks = 0;
-  /// Per output row and chunk, 4·e for the chunk's table entry e (so that a kernel can
-  /// address the 32-byte entry as base + 8·(4·e)): e's bits 0..2 say which of a1..a3
-  /// enter negated relative to a0, bit 3 that the whole sum is negated. Rows in groups of
-  /// 8 (a last group of 4 when m is not a multiple of 8), chunk-major within a group, so
-  /// that a kernel's 8 accumulator chains read one stream.
-  std::vector<std::uint8_t> entry;
-
-  [[nodiscard]] std::size_t index(std::size_t i, std::size_t c) const noexcept {
-    const std::size_t full = m / 8 * 8;
-    return i < full ? (i / 8) * 8 * chunks + c * 8 + i % 8 : full * chunks + c * 4 + (i - full);
-  }
+  /// Per row: terms [start[i], start[i] + plus[i]) are added, [start[i] + plus[i],
+  /// start[i + 1]) subtracted; a term is 8·(8·chunk + e) (so that a kernel addresses the
+  /// 64-byte entry as base + 8·term), e's bits 0..2 saying which of a1..a3 enter negated
+  /// relative to a0.
+  std::vector<std::uint16_t> term;
+  std::vector<std::uint32_t> start, plus;
 };
 
-/// The lookup plan of a row-major m x m ±1 matrix.
+/// The lookup plan of a row-major m x m ±1 matrix (m <= 4096).
 inline sign_lut make_sign_lut(const float* h, std::size_t m) {
   require(m % 4 == 0, "sign_lut: order ", m, " is not a multiple of 4");
+  require(m <= 4096, "sign_lut: order ", m, " exceeds 4096");
   sign_lut l;
   l.m = m;
   l.chunks = m / 4;
-  l.entry.resize(m * l.chunks);
-  for (std::size_t i = 0; i < m; ++i)
+  l.term.reserve(m * l.chunks);
+  for (std::size_t i = 0; i < m; ++i) {
+    l.start.push_back(static_cast<std::uint32_t>(l.term.size()));
+    std::vector<std::uint16_t> minus;
     for (std::size_t c = 0; c < l.chunks; ++c) {
       const float* hc = h + i * m + 4 * c;
       const bool negated = hc[0] < 0;
-      std::size_t e = negated ? 8 : 0;
+      std::size_t e = 0;
       for (int t = 1; t < 4; ++t)
         if ((hc[t] < 0) != negated) e += std::size_t{1} << (t - 1);
-      l.entry[l.index(i, c)] = static_cast<std::uint8_t>(4 * e);
+      const auto t = static_cast<std::uint16_t>(8 * (8 * c + e));
+      (negated ? minus : l.term).push_back(t);
     }
+    l.plus.push_back(static_cast<std::uint32_t>(l.term.size() - l.start.back()));
+    l.term.insert(l.term.end(), minus.begin(), minus.end());
+  }
+  l.start.push_back(static_cast<std::uint32_t>(l.term.size()));
   return l;
 }
 
-/// The 16 sums of one chunk, t[e] as sign_lut::entry describes. Every kernel forms them
+/// The 8 sums of one chunk, t[e] as sign_lut::term describes. Every kernel forms them
 /// with these operations, in this order, lane by lane.
 template <class V, class Add, class Sub>
-QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V zero, V* t, Add add, Sub sub) noexcept {
+QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V* t, Add add, Sub sub) noexcept {
   const V p01 = add(a0, a1), m01 = sub(a0, a1), p23 = add(a2, a3), m23 = sub(a2, a3);
   t[0] = add(p01, p23);
   t[1] = add(m01, p23);
@@ -107,27 +115,28 @@ QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V zero, V* t, Add a
   t[5] = add(m01, m23);
   t[6] = sub(p01, p23);
   t[7] = sub(m01, p23);
-  for (int k = 0; k < 8; ++k) t[8 + k] = sub(zero, t[k]);
 }
 
-/// Y (m x p) = scale · (H · A) for A (m x p), row-major and contiguous; `table` holds 4·m
+/// Y (m x p) = scale · (H · A) for A (m x p), row-major and contiguous; `table` holds 2·m
 /// floats. The scale is one multiply per element after the sum, as store_row applies it
 /// (skipped when 1). Y may be A: a column block is written only after its table is built.
 inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y, std::size_t p, float* table,
                         float scale = 1.0f) noexcept {
-  const std::size_t m = h.m, nc = h.chunks;
   const auto add = [](float x, float z) { return x + z; };
   const auto sub = [](float x, float z) { return x - z; };
   for (std::size_t j = 0; j < p; ++j) {
-    for (std::size_t c = 0; c < nc; ++c) {
+    for (std::size_t c = 0; c < h.chunks; ++c) {
       const float* ac = a + 4 * c * p + j;
-      chunk_sums(ac[0], ac[p], ac[2 * p], ac[3 * p], 0.0f, table + 16 * c, add, sub);
+      chunk_sums(ac[0], ac[p], ac[2 * p], ac[3 * p], table + 8 * c, add, sub);
     }
-    for (std::size_t i = 0; i < m; ++i) {
-      float acc = 0.0f;
-      for (std::size_t c = 0; c < nc; ++c) acc += table[16 * c + h.entry[h.index(i, c)] / 4];
-      if (scale != 1.0f) acc *= scale;
-      y[i * p + j] = acc;
+    for (std::size_t i = 0; i < h.m; ++i) {
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // p0, p1, n0, n1
+      const std::size_t b = h.start[i], mid = b + h.plus[i], e = h.start[i + 1];
+      for (std::size_t t = b; t < mid; ++t) acc[(t - b) % 2] += table[h.term[t] / 8];
+      for (std::size_t t = mid; t < e; ++t) acc[2 + (t - mid) % 2] += table[h.term[t] / 8];
+      float v = (acc[0] + acc[1]) - (acc[2] + acc[3]);
+      if (scale != 1.0f) v *= scale;
+      y[i * p + j] = v;
     }
   }
 }
@@ -161,46 +170,75 @@ QUAROT_TARGET_AVX2 void store_row_avx2(const float* src, T* dst, std::size_t n, 
   store_row(cpu::scalar{}, src + i, dst + i, n - i, scale, signs ? signs + i : nullptr);
 }
 
-/// R output rows of one 8-column block: acc_r += table[entry_rc] over the chunks, R
-/// independent chains. Each term is one byte load and one addition with a memory
-/// operand (base + 8·(4·e)): the loop is bound by loads, not by integer work.
-template <int R>
-QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_rows_avx2(const sign_lut& h, std::size_t i, const float* table,
-                                                            float* y, std::size_t p, float scale) noexcept {
-  __m256 acc[R];
+/// One output row over NB 8-column blocks: the added terms into p0/p1, the subtracted
+/// ones into n0/n1 (alternating), then (p0 + p1) - (n0 + n1). A term is one 16-bit load
+/// shared by the NB blocks, whose table rows are adjacent (32·NB bytes per entry).
+template <int NB>
+QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, std::size_t i, const char* table,
+                                                           float* y, float scale) noexcept {
+  constexpr std::size_t entry_bytes = 32 * NB;
+  const std::size_t b = h.start[i], mid = b + h.plus[i], e = h.start[i + 1];
+  const std::uint16_t* term = h.term.data();
+  auto at = [&](std::size_t t, int k) QUAROT_TARGET_AVX2 {
+    return _mm256_load_ps(reinterpret_cast<const float*>(table + std::size_t{term[t]} * (entry_bytes / 8) + 32 * k));
+  };
+  __m256 acc[4][NB];
   QUAROT_UNROLL
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  const std::uint8_t* e = h.entry.data() + h.index(i, 0);
-  const char* base = reinterpret_cast<const char*>(table);
-  for (std::size_t c = 0; c < h.chunks; ++c, e += R, base += 16 * 32)
+  for (auto& r : acc)
     QUAROT_UNROLL
-    for (int r = 0; r < R; ++r)
-      acc[r] = _mm256_add_ps(acc[r], _mm256_load_ps(reinterpret_cast<const float*>(base + 8 * std::size_t{e[r]})));
+    for (auto& v : r) v = _mm256_setzero_ps();
+  std::size_t t = b;
+  for (; t + 2 <= mid; t += 2)
+    QUAROT_UNROLL
+    for (int k = 0; k < NB; ++k) {
+      acc[0][k] = _mm256_add_ps(acc[0][k], at(t, k));
+      acc[1][k] = _mm256_add_ps(acc[1][k], at(t + 1, k));
+    }
+  if (t < mid)
+    QUAROT_UNROLL
+    for (int k = 0; k < NB; ++k) acc[0][k] = _mm256_add_ps(acc[0][k], at(t, k));
+  for (t = mid; t + 2 <= e; t += 2)
+    QUAROT_UNROLL
+    for (int k = 0; k < NB; ++k) {
+      acc[2][k] = _mm256_add_ps(acc[2][k], at(t, k));
+      acc[3][k] = _mm256_add_ps(acc[3][k], at(t + 1, k));
+    }
+  if (t < e)
+    QUAROT_UNROLL
+    for (int k = 0; k < NB; ++k) acc[2][k] = _mm256_add_ps(acc[2][k], at(t, k));
   QUAROT_UNROLL
-  for (int r = 0; r < R; ++r)
-    _mm256_storeu_ps(y + (i + r) * p, scale != 1.0f ? _mm256_mul_ps(acc[r], _mm256_set1_ps(scale)) : acc[r]);
+  for (int k = 0; k < NB; ++k) {
+    __m256 v = _mm256_sub_ps(_mm256_add_ps(acc[0][k], acc[1][k]), _mm256_add_ps(acc[2][k], acc[3][k]));
+    if (scale != 1.0f) v = _mm256_mul_ps(v, _mm256_set1_ps(scale));
+    _mm256_storeu_ps(y + 8 * k, v);
+  }
 }
 
-/// sign_matmul on 8-column blocks; `table` holds 32·m floats (22 KiB for m = 172: it
-/// stays in L1), 32-byte aligned. The AVX-512 backends use it too: with the table in
-/// 256-bit rows the 16 sums per chunk fit L1, and the loads, not the adds, set the pace.
+/// sign_matmul on pairs of 8-column blocks (one 8-block when p = 8); `table` holds 32·m
+/// floats (16 entries-rows of 32 bytes per chunk: 22 KiB for m = 172, in L1), 32-byte
+/// aligned. The AVX-512 backends use it too: the loads, not the adds, set the pace, and a
+/// pair of 256-bit blocks per term reads what one 512-bit block would.
 QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* a, float* y, std::size_t p,
                                                 float* table, float scale) noexcept {
   if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, p, table, scale);
   const auto add = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_add_ps(x, z); };
   const auto sub = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_sub_ps(x, z); };
-  for (std::size_t j = 0; j < p; j += 8) {
-    for (std::size_t c = 0; c < h.chunks; ++c) {
-      const float* ac = a + 4 * c * p + j;
-      __m256 t[16];
-      chunk_sums(_mm256_loadu_ps(ac), _mm256_loadu_ps(ac + p), _mm256_loadu_ps(ac + 2 * p), _mm256_loadu_ps(ac + 3 * p),
-                 _mm256_setzero_ps(), t, add, sub);
-      QUAROT_UNROLL
-      for (int k = 0; k < 16; ++k) _mm256_store_ps(table + (16 * c + k) * 8, t[k]);
+  const std::size_t nb = p % 16 == 0 ? 2 : 1;
+  for (std::size_t j = 0; j < p; j += 8 * nb) {
+    for (std::size_t c = 0; c < h.chunks; ++c)
+      for (std::size_t k = 0; k < nb; ++k) {
+        const float* ac = a + 4 * c * p + j + 8 * k;
+        __m256 t[8];
+        chunk_sums(_mm256_loadu_ps(ac), _mm256_loadu_ps(ac + p), _mm256_loadu_ps(ac + 2 * p),
+                   _mm256_loadu_ps(ac + 3 * p), t, add, sub);
+        QUAROT_UNROLL
+        for (int q = 0; q < 8; ++q) _mm256_store_ps(table + ((8 * c + q) * nb + k) * 8, t[q]);
+      }
+    const char* tb = reinterpret_cast<const char*>(table);
+    for (std::size_t i = 0; i < h.m; ++i) {
+      if (nb == 2) sign_row_avx2<2>(h, i, tb, y + i * p + j, scale);
+      else sign_row_avx2<1>(h, i, tb, y + i * p + j, scale);
     }
-    std::size_t i = 0;
-    for (; i + 8 <= h.m; i += 8) sign_rows_avx2<8>(h, i, table, y + j, p, scale);
-    for (; i < h.m; i += 4) sign_rows_avx2<4>(h, i, table, y + j, p, scale);
   }
 }
 
