@@ -50,15 +50,31 @@ inline float* scratch(int slot, std::size_t n) {
   return b.data() + ((64 - addr % 64) % 64) / sizeof(float);
 }
 
+/// Whether the plan reads its input once, at the start (no reordering, no signs after
+/// the ±1 product): then a row goes from src to an fp32 dst with no work buffer.
+inline bool reads_input_once(const row_plan& pl) noexcept {
+  return pl.in_perm == nullptr && pl.out_perm == nullptr && (pl.m == 1 || pl.post_signs == nullptr);
+}
+
+/// The transform of the fp32 row src written to dst (src unchanged; dst may be src): the
+/// same operations and bits as transforming a copy in place. When the plan reads its input
+/// once, each block's first FWHT pass reads src (random signs included: fwht_row's v·s is
+/// load_row's) and the ±1 product writes its scaled result in place (the scale multiply is
+/// store_row's): no copy, sign, product-output or scale pass of their own.
+template <class B>
+void transform_row_to(B tag, const row_plan& pl, const float* src, float* dst);
+
 template <class B, class T>
 void transform_row(B tag, const row_plan& pl, T* row) {
   const std::size_t n = pl.n;
   constexpr bool is_f32 = std::is_same_v<T, float>;
+  if constexpr (is_f32) {
+    if (reads_input_once(pl)) return transform_row_to(tag, pl, row, row);
+  }
   if (pl.m == 1 && pl.in_perm == nullptr && pl.out_perm == nullptr) {
-    // Plain (randomized) Walsh-Hadamard: one fused kernel reads the row in its storage
-    // type, transforms, scales and writes it back; fp32 rows need no work buffer.
-    float* work = is_f32 ? reinterpret_cast<float*>(row) : scratch(0, n);
-    fwht_row(tag, row, row, work, pl.log2p, pl.scale, pl.pre_signs, pl.post_signs);
+    // Plain (randomized) Walsh-Hadamard of a 16-bit row: one fused kernel reads the row in
+    // its storage type, transforms, scales and writes it back.
+    fwht_row(tag, row, row, scratch(0, n), pl.log2p, pl.scale, pl.pre_signs, pl.post_signs);
     return;
   }
   // fp32 rows with no input reordering are transformed in place.
@@ -68,28 +84,14 @@ void transform_row(B tag, const row_plan& pl, T* row) {
     float* tmp = scratch(2, n);
     load_row(tag, row, tmp, n, pl.pre_signs);
     for (std::size_t k = 0; k < n; ++k) buf[pl.in_perm[k]] = tmp[k];
-  } else if (!in_place || (pl.pre_signs && pl.m == 1)) {
+  } else if (!in_place || pl.pre_signs) {
     load_row(tag, row, buf, n, pl.pre_signs);
   }
   float* result = buf;
   if (pl.m == 1) {
     fwht_f32(tag, buf, pl.log2p, 1.0f);
   } else {
-    // An in-place fp32 row with signs takes them in each block's first FWHT pass
-    // (fwht_row: the same v·s, bit-exact with load_row + fwht_f32) instead of a pass of
-    // its own.
-    const float* pre = in_place ? pl.pre_signs : nullptr;
-    for (std::size_t i = 0; i < pl.m; ++i) {
-      float* block = buf + i * pl.p;
-      if (pre) fwht_row(tag, block, block, block, pl.log2p, 1.0f, pre + i * pl.p, nullptr);
-      else fwht_f32(tag, block, pl.log2p, 1.0f);
-    }
-    if (in_place && pl.out_perm == nullptr && pl.post_signs == nullptr) {
-      // The product writes the scaled result straight back into the fp32 row (the scale
-      // multiply is store_row's, so the bits are the same): one pass less over the row.
-      sign_matmul(tag, *pl.h, buf, buf, pl.p, scratch(3, 32 * pl.m), pl.scale);
-      return;
-    }
+    for (std::size_t i = 0; i < pl.m; ++i) fwht_f32(tag, buf + i * pl.p, pl.log2p, 1.0f);
     result = scratch(1, n);
     sign_matmul(tag, *pl.h, buf, result, pl.p, scratch(3, 32 * pl.m));
   }
@@ -101,26 +103,21 @@ void transform_row(B tag, const row_plan& pl, T* row) {
   store_row(tag, result, row, n, pl.scale, pl.post_signs);
 }
 
-/// The transform of the fp32 row src written to dst (src unchanged): the same operations
-/// and bits as copying src to dst and transforming in place, without the copy when the
-/// plan reads its input once at the start (no reordering; any signs go into the first
-/// FWHT pass of each block).
 template <class B>
 void transform_row_to(B tag, const row_plan& pl, const float* src, float* dst) {
-  const std::size_t n = pl.n;
-  if (pl.m == 1 && pl.in_perm == nullptr && pl.out_perm == nullptr) {
+  if (!reads_input_once(pl)) {
+    if (src != dst) std::copy_n(src, pl.n, dst);
+    transform_row(tag, pl, dst);
+    return;
+  }
+  if (pl.m == 1) {
     fwht_row(tag, src, dst, dst, pl.log2p, pl.scale, pl.pre_signs, pl.post_signs);
     return;
   }
-  if (pl.m > 1 && pl.in_perm == nullptr && pl.out_perm == nullptr && pl.post_signs == nullptr) {
-    for (std::size_t i = 0; i < pl.m; ++i)
-      fwht_row(tag, src + i * pl.p, dst + i * pl.p, dst + i * pl.p, pl.log2p, 1.0f,
-               pl.pre_signs ? pl.pre_signs + i * pl.p : nullptr, nullptr);
-    sign_matmul(tag, *pl.h, dst, dst, pl.p, scratch(3, 32 * pl.m), pl.scale);
-    return;
-  }
-  std::copy_n(src, n, dst);
-  transform_row(tag, pl, dst);
+  for (std::size_t i = 0; i < pl.m; ++i)
+    fwht_row(tag, src + i * pl.p, dst + i * pl.p, dst + i * pl.p, pl.log2p, 1.0f,
+             pl.pre_signs ? pl.pre_signs + i * pl.p : nullptr, nullptr);
+  sign_matmul(tag, *pl.h, dst, dst, pl.p, scratch(3, 32 * pl.m), pl.scale);
 }
 
 inline void prefetch_l2(const void* p, std::size_t bytes) noexcept {
