@@ -5,8 +5,8 @@
 //
 // Internal header: use the quarot/transform/ headers. As in fwht_kernels.hpp, each
 // SIMD kernel performs the reference's operations in the reference's order (the sign
-// product x·s and the scale product are exact or rounded once; the ±1 products
-// σ·t are exact, so fma(σ, t, acc) equals acc + σ·t), so results are bit-identical.
+// product x·s is exact, the scale product rounded once; the ±1 product's table sums and
+// their accumulation follow one fixed order), so results are bit-identical.
 #pragma once
 
 #include <cstddef>
@@ -187,25 +187,21 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, st
   for (auto& r : acc)
     QUAROT_UNROLL
     for (auto& v : r) v = _mm256_setzero_ps();
-  std::size_t t = b;
-  for (; t + 2 <= mid; t += 2)
-    QUAROT_UNROLL
-    for (int k = 0; k < NB; ++k) {
-      acc[0][k] = _mm256_add_ps(acc[0][k], at(t, k));
-      acc[1][k] = _mm256_add_ps(acc[1][k], at(t + 1, k));
-    }
-  if (t < mid)
-    QUAROT_UNROLL
-    for (int k = 0; k < NB; ++k) acc[0][k] = _mm256_add_ps(acc[0][k], at(t, k));
-  for (t = mid; t + 2 <= e; t += 2)
-    QUAROT_UNROLL
-    for (int k = 0; k < NB; ++k) {
-      acc[2][k] = _mm256_add_ps(acc[2][k], at(t, k));
-      acc[3][k] = _mm256_add_ps(acc[3][k], at(t + 1, k));
-    }
-  if (t < e)
-    QUAROT_UNROLL
-    for (int k = 0; k < NB; ++k) acc[2][k] = _mm256_add_ps(acc[2][k], at(t, k));
+  // Terms [from, to) into acc[s] and acc[s + 1], alternating, as the scalar kernel does.
+  const auto sum_list = [&](std::size_t from, std::size_t to, int s) QUAROT_TARGET_AVX2 {
+    std::size_t t = from;
+    for (; t + 2 <= to; t += 2)
+      QUAROT_UNROLL
+      for (int k = 0; k < NB; ++k) {
+        acc[s][k] = _mm256_add_ps(acc[s][k], at(t, k));
+        acc[s + 1][k] = _mm256_add_ps(acc[s + 1][k], at(t + 1, k));
+      }
+    if (t < to)
+      QUAROT_UNROLL
+      for (int k = 0; k < NB; ++k) acc[s][k] = _mm256_add_ps(acc[s][k], at(t, k));
+  };
+  sum_list(b, mid, 0);
+  sum_list(mid, e, 2);
   QUAROT_UNROLL
   for (int k = 0; k < NB; ++k) {
     __m256 v = _mm256_sub_ps(_mm256_add_ps(acc[0][k], acc[1][k]), _mm256_add_ps(acc[2][k], acc[3][k]));
@@ -215,8 +211,8 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, st
 }
 
 /// sign_matmul on pairs of 8-column blocks (one 8-block when p = 8); `table` holds 32·m
-/// floats (16 entries-rows of 32 bytes per chunk: 22 KiB for m = 172, in L1), 32-byte
-/// aligned. The AVX-512 backends use it too: the loads, not the adds, set the pace, and a
+/// floats (per chunk 8 entries x 2 blocks of 32 bytes: 22 KiB for m = 172, in L1),
+/// 32-byte aligned. The AVX-512 backends use it too: the loads, not the adds, set the pace, and a
 /// pair of 256-bit blocks per term reads what one 512-bit block would.
 QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* a, float* y, std::size_t p,
                                                 float* table, float scale) noexcept {
