@@ -24,6 +24,16 @@ namespace quarot {
 constexpr std::size_t int4_packed_size(std::size_t n) noexcept { return (n + 1) / 2; }
 
 namespace detail {
+/// Signed element i of a plain-layout int4 array (sign-extended).
+inline int int4_at(const std::uint8_t* packed, std::size_t i) noexcept {
+  const std::uint8_t nib = (i % 2) ? (packed[i / 2] >> 4) : (packed[i / 2] & 0x0f);
+  return (nib ^ 8) - 8;
+}
+/// Element i of a row of signed levels held as plain-layout int4 (packed4) or as int8.
+inline int level_at(const std::uint8_t* row, bool packed4, std::size_t i) noexcept {
+  return packed4 ? int4_at(row, i) : static_cast<std::int8_t>(row[i]);
+}
+
 template <bool Signed, class In>
 void pack_nibbles(std::span<const In> values, std::span<std::uint8_t> out) {
   require(out.size() >= int4_packed_size(values.size()), "int4 pack: output of ", out.size(),
@@ -54,10 +64,7 @@ inline void pack_uint4(std::span<const std::uint8_t> values, std::span<std::uint
 inline void unpack_int4(std::span<const std::uint8_t> packed, std::span<std::int8_t> out) {
   detail::require(packed.size() >= int4_packed_size(out.size()), "int4 unpack: ", packed.size(),
                   " bytes hold fewer than ", out.size(), " values");
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const std::uint8_t nib = (i % 2) ? (packed[i / 2] >> 4) : (packed[i / 2] & 0x0f);
-    out[i] = static_cast<std::int8_t>(static_cast<std::int8_t>(nib << 4) >> 4);
-  }
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::int8_t>(detail::int4_at(packed.data(), i));
 }
 /// Unpacks n unsigned 4-bit values.
 inline void unpack_uint4(std::span<const std::uint8_t> packed, std::span<std::uint8_t> out) {

@@ -29,10 +29,7 @@ struct quantized_activations {
   [[nodiscard]] bool packed() const noexcept { return bits <= 4; }
   /// The signed level of element (r, c).
   [[nodiscard]] int value(std::size_t r, std::size_t c) const noexcept {
-    const std::uint8_t* row = data.data() + r * row_bytes;
-    if (!packed()) return static_cast<std::int8_t>(row[c]);
-    const std::uint8_t nib = (c % 2) ? (row[c / 2] >> 4) : (row[c / 2] & 0x0f);
-    return static_cast<std::int8_t>(static_cast<std::uint8_t>(nib << 4)) >> 4;
+    return detail::level_at(data.data() + r * row_bytes, packed(), c);
   }
 };
 

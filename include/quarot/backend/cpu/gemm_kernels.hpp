@@ -17,6 +17,7 @@
 
 #include "../../core/backend.hpp"
 #include "../../core/config.hpp"
+#include "../../core/int4.hpp"
 
 #if QUAROT_HAS_X86_SIMD
 #include <immintrin.h>
@@ -86,13 +87,7 @@ inline void prepare_row(cpu::scalar, const std::uint8_t* src, bool packed4, std:
                         std::size_t group_size, std::uint8_t* dst, std::int32_t* rowsum) noexcept {
   for (std::size_t g = 0; g * group_size < cols; ++g) rowsum[g] = 0;
   for (std::size_t k = 0; k < cols; ++k) {
-    int level;
-    if (packed4) {
-      const int nib = (k % 2) ? (src[k / 2] >> 4) : (src[k / 2] & 0x0f);
-      level = (nib ^ 8) - 8;
-    } else {
-      level = static_cast<std::int8_t>(src[k]);
-    }
+    const int level = level_at(src, packed4, k);
     dst[k] = static_cast<std::uint8_t>(level + 128);
     rowsum[k / group_size] += level;
   }
@@ -132,8 +127,7 @@ QUAROT_TARGET_AVX2 inline void prepare_row_avx2(const std::uint8_t* src, bool pa
     const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
     std::int64_t total = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1) - 128 * static_cast<std::int64_t>(k - k0);
     for (; k < g_end; ++k) {  // the row's tail (only the last group can have one)
-      const int level = packed4 ? ((((k % 2) ? (src[k / 2] >> 4) : (src[k / 2] & 0x0f)) ^ 8) - 8)
-                                : static_cast<std::int8_t>(src[k]);
+      const int level = level_at(src, packed4, k);
       dst[k] = static_cast<std::uint8_t>(level + 128);
       total += level;
     }
