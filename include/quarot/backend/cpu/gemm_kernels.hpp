@@ -373,31 +373,38 @@ QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0,
   }
 }
 
+/// Rows 1..4 of one panel (4-bit weights); 1..2 (8-bit weights, whose pair accumulators
+/// take 4 registers per row).
 template <int Bits>
 QUAROT_TARGET_AVX2 void gemm_panel_avx2_rows(const gemm_operands& op, std::size_t m0, std::size_t rows,
                                              std::size_t col0, const float* bias16, float* c, float* out) noexcept {
-  switch (rows) {
-    case 1: return gemm_panel_avx2<1, Bits>(op, m0, col0, bias16, c, out);
-    case 2: return gemm_panel_avx2<2, Bits>(op, m0, col0, bias16, c, out);
-    case 3: return gemm_panel_avx2<3, Bits>(op, m0, col0, bias16, c, out);
-    default: return gemm_panel_avx2<4, Bits>(op, m0, col0, bias16, c, out);
+  if constexpr (Bits == 8) {
+    if (rows == 1) gemm_panel_avx2<1, 8>(op, m0, col0, bias16, c, out);
+    else gemm_panel_avx2<2, 8>(op, m0, col0, bias16, c, out);
+  } else {
+    switch (rows) {
+      case 1: return gemm_panel_avx2<1, Bits>(op, m0, col0, bias16, c, out);
+      case 2: return gemm_panel_avx2<2, Bits>(op, m0, col0, bias16, c, out);
+      case 3: return gemm_panel_avx2<3, Bits>(op, m0, col0, bias16, c, out);
+      default: return gemm_panel_avx2<4, Bits>(op, m0, col0, bias16, c, out);
+    }
   }
 }
 
-/// AVX2 backend: panels of 16 columns, up to 4 rows (4-bit weights) or 2 (8-bit weights,
-/// whose pair accumulators take 4 registers per row).
+/// AVX2 backend: panels of 16 columns, each over the tile's rows in steps of 4 (4-bit
+/// weights) or 2 (8-bit weights).
 inline void gemm_tile(cpu::avx2_backend, const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
                       std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
   const std::size_t row_step = op.bits == 8 ? 2 : 4;
   alignas(32) float panel[4 * 16];
-  for (std::size_t r0 = 0; r0 < rows; r0 += row_step) {
-    const std::size_t mr = std::min(row_step, rows - r0);
-    for (std::size_t j0 = 0; j0 < cols; j0 += 16) {
-      const std::size_t w = std::min<std::size_t>(16, cols - j0);
-      alignas(32) float bias16[16] = {};  // the bias has N entries: a partial panel's tail is 0
-      if (op.bias)
-        for (std::size_t j = 0; j < w; ++j) bias16[j] = op.bias[n0 + j0 + j];
-      const float* b = op.bias ? bias16 : nullptr;
+  for (std::size_t j0 = 0; j0 < cols; j0 += 16) {
+    const std::size_t w = std::min<std::size_t>(16, cols - j0);
+    alignas(32) float bias16[16] = {};  // the bias has N entries: a partial panel's tail is 0
+    if (op.bias)
+      for (std::size_t j = 0; j < w; ++j) bias16[j] = op.bias[n0 + j0 + j];
+    const float* b = op.bias ? bias16 : nullptr;
+    for (std::size_t r0 = 0; r0 < rows; r0 += row_step) {
+      const std::size_t mr = std::min(row_step, rows - r0);
       if (op.bits == 8) gemm_panel_avx2_rows<8>(op, m0 + r0, mr, n0 + j0, b, c, panel);
       else gemm_panel_avx2_rows<4>(op, m0 + r0, mr, n0 + j0, b, c, panel);
       for (std::size_t r = 0; r < mr; ++r)
