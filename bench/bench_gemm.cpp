@@ -111,24 +111,42 @@ void BM_openblas_sgemm(benchmark::State& state) {
   set_counters(state, double(m), double(n), double(k), 4.0 * double(n) * double(k));
 }
 
-// down_proj of Llama-2-7B: M = 2048 tokens, K = 11008 = 172·64, N = 4096. The layer's
-// forward (fp32 activations in): with online Hadamard (arg 1) or without (arg 0), against
-// BM_quarot<w4a4>/2048/4096/11008, the GEMM alone on already-quantized activations.
+// down_proj of Llama-2-7B: M = 2048 tokens, K = 11008 = 172·64, N = 4096, W4A4 with
+// groups of 128; the weights optionally carry the randomized Hadamard that the layer then
+// applies online.
+struct down_proj_case {
+  static constexpr std::size_t m = 2048, n = 4096, k = 11008;
+  std::vector<float> x = bench::random_buffer<float>(m * k, 2);
+  quarot::randomized_hadamard q{k, 3};
+  quarot::gemm::packed_weights packed;
+
+  explicit down_proj_case(bool rotate) {
+    auto w = bench::random_buffer<float>(n * k, 1);
+    if (rotate) quarot::fuse_input_rotation(quarot::make_matrix_view(w, n, k), q);
+    packed = quarot::gemm::pack_weights(
+        quarot::rtn_quantizer({.bits = 4, .gran = quarot::granularity::per_group, .group_size = 128})
+            .quantize(quarot::make_matrix_view(std::as_const(w), n, k)),
+        4);
+  }
+  [[nodiscard]] quarot::linear<quarot::gemm::w4a4_policy<>> layer(bool rotate) const {
+    quarot::linear<quarot::gemm::w4a4_policy<>> l(packed, {}, 4);
+    if (rotate) l.with_online_rotation(q);
+    return l;
+  }
+};
+
+// The layer's forward (fp32 activations in): with online Hadamard (arg 1) or without (arg
+// 0), against BM_quarot<w4a4>/2048/4096/11008/128, the GEMM alone on already-quantized
+// activations.
 void BM_linear_down_proj(benchmark::State& state) {
-  const std::size_t m = 2048, n = 4096, k = 11008;
   const bool rotate = state.range(0) != 0;
-  auto w = bench::random_buffer<float>(n * k, 1);
-  const auto x = bench::random_buffer<float>(m * k, 2);
-  const quarot::randomized_hadamard q(k, 3);
-  if (rotate) quarot::fuse_input_rotation(quarot::make_matrix_view(w, n, k), q);
-  const auto wq = quarot::rtn_quantizer({.bits = 4, .gran = quarot::granularity::per_group, .group_size = 128})
-                      .quantize(quarot::make_matrix_view(std::as_const(w), n, k));
-  quarot::linear<quarot::gemm::w4a4_policy<>> layer(quarot::gemm::pack_weights(wq, 4), {}, 4);
-  if (rotate) layer.with_online_rotation(q);
+  const down_proj_case d(rotate);
+  const auto layer = d.layer(rotate);
+  const std::size_t m = d.m, n = d.n, k = d.k;
   std::vector<float> y(m * n);
   quarot::thread_pool pool(2);
   for (auto _ : state) {
-    layer.forward(quarot::make_matrix_view(x, m, k), quarot::make_matrix_view(y, m, n), &pool);
+    layer.forward(quarot::make_matrix_view(d.x, m, k), quarot::make_matrix_view(y, m, n), &pool);
     benchmark::DoNotOptimize(y.data());
   }
   set_counters(state, double(m), double(n), double(k), double(n * k / 2));
@@ -139,20 +157,12 @@ void BM_linear_down_proj(benchmark::State& state) {
 // (online H_172 ⊗ H_64 + per-token int4 quantization + W4A4 GEMM) from fp32; counters:
 // median ms of each and the median per-iteration ratio fused / GEMM (target ≤ 1.10).
 void BM_down_proj_overhead(benchmark::State& state) {
-  const std::size_t m = 2048, n = 4096, k = 11008;
-  auto w = bench::random_buffer<float>(n * k, 1);
-  const auto x = bench::random_buffer<float>(m * k, 2);
-  const quarot::randomized_hadamard q(k, 3);
-  quarot::fuse_input_rotation(quarot::make_matrix_view(w, n, k), q);
-  const auto packed = quarot::gemm::pack_weights(
-      quarot::rtn_quantizer({.bits = 4, .gran = quarot::granularity::per_group, .group_size = 128})
-          .quantize(quarot::make_matrix_view(std::as_const(w), n, k)),
-      4);
-  quarot::linear<quarot::gemm::w4a4_policy<>> layer(packed, {}, 4);
-  layer.with_online_rotation(q);
-  const quarot::gemm::integer_gemm<quarot::gemm::w4a4_policy<>> gemm(packed);
+  const down_proj_case d(true);
+  const auto layer = d.layer(true);
+  const std::size_t m = d.m, n = d.n, k = d.k;
+  const quarot::gemm::integer_gemm<quarot::gemm::w4a4_policy<>> gemm(d.packed);
   quarot::quantized_activations xa;
-  quarot::quantize_activations(quarot::make_matrix_view(x, m, k), 4, 1.0f, xa);
+  quarot::quantize_activations(quarot::make_matrix_view(d.x, m, k), 4, 1.0f, xa);
   std::vector<float> y(m * n);
   quarot::thread_pool pool(2);
   std::vector<double> tg, tf, ratio;
@@ -163,7 +173,8 @@ void BM_down_proj_overhead(benchmark::State& state) {
   };
   for (auto _ : state) {
     const double a = seconds([&] { gemm(xa, quarot::make_matrix_view(y, m, n), {}, &pool); });
-    const double b = seconds([&] { layer.forward(quarot::make_matrix_view(x, m, k), quarot::make_matrix_view(y, m, n), &pool); });
+    const double b =
+        seconds([&] { layer.forward(quarot::make_matrix_view(d.x, m, k), quarot::make_matrix_view(y, m, n), &pool); });
     benchmark::DoNotOptimize(y.data());
     tg.push_back(a);
     tf.push_back(b);
