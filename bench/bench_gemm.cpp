@@ -6,6 +6,7 @@
 //   BM_onednn_u8s8s32/M/N/K        oneDNN matmul, u8 x s8 -> s32, weights pre-reordered
 //   BM_openblas_sgemm/M/N/K        cblas_sgemm (M = 1: cblas_sgemv) in fp32
 //   BM_weight_only<policy>/M/N/K   W4A16 / W8A16: fp32 x, packed int4/int8 W dequantized in registers
+//   BM_linear<policy>/M/N/K/G      a quarot::linear forward from fp32 x (quantize + GEMM): W4A16i, W4A8
 // Counters: ops/s = 2·M·N·K per second; weight_bytes/s = packed weight bytes per second
 // (the decode figure to hold against memcpy bandwidth). Run with OMP_NUM_THREADS=2 and
 // OPENBLAS_NUM_THREADS=2 for the baselines; quarot uses a 2-thread pool.
@@ -48,6 +49,30 @@ void BM_quarot(benchmark::State& state) {
   quarot::thread_pool pool(2);
   for (auto _ : state) {
     op(xa, quarot::make_matrix_view(y, m, n), {}, &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(m), double(n), double(k), double(packed.data.size()));
+}
+
+// A quarot::linear layer's forward from fp32 activations: per-token quantization (int16
+// for the W4A16i policy), activation preparation and the GEMM — what a decode step pays,
+// to hold against BM_weight_only (which also starts from fp32 activations).
+template <class Policy>
+void BM_linear(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto group = std::size_t(state.range(3));
+  const auto w = bench::random_buffer<float>(n * k, 1);
+  const auto x = bench::random_buffer<float>(m * k, 2);
+  const quarot::quant_params wp{.bits = Policy::weight_bits, .symmetric = true,
+                                .gran = group ? quarot::granularity::per_group : quarot::granularity::per_channel,
+                                .group_size = group};
+  const auto packed =
+      quarot::gemm::pack_weights(quarot::rtn_quantizer(wp).quantize(quarot::make_matrix_view(w, n, k)), Policy::weight_bits);
+  const quarot::linear<Policy> layer(packed);
+  std::vector<float> y(m * n);
+  quarot::thread_pool pool(2);
+  for (auto _ : state) {
+    layer.forward(quarot::make_matrix_view(x, m, k), quarot::make_matrix_view(y, m, n), &pool);
     benchmark::DoNotOptimize(y.data());
   }
   set_counters(state, double(m), double(n), double(k), double(packed.data.size()));
@@ -204,6 +229,13 @@ void grouped_shapes(benchmark::internal::Benchmark* b) {
         b->Args({m, nk.first, nk.second, group});
 }
 
+void grouped_decode_shapes(benchmark::internal::Benchmark* b) {
+  for (long group : {0L, 128L})
+    for (long m : {1L, 16L})
+      for (auto nk : {std::pair{4096L, 4096L}, std::pair{11008L, 4096L}, std::pair{4096L, 11008L}})
+        b->Args({m, nk.first, nk.second, group});
+}
+
 void memcpy_weights(benchmark::State& state) {
   bench::memcpy_baseline(state, std::size_t(state.range(0)), 2);
 }
@@ -214,6 +246,9 @@ BENCHMARK(memcpy_weights)->Name("BM_memcpy")->Arg(4096L * 11008 / 2)->Arg(4096L 
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a8_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a16i_policy<>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_linear, quarot::gemm::w4a16i_policy<>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_linear, quarot::gemm::w4a8_policy<>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w4a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_weight_only, quarot::gemm::w8a16_policy<>)->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_down_proj)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -303,8 +303,8 @@ int main(int argc, char** argv) try {
     std::printf("  QuaRot W4A4 forward (integer kernels):         %8.1f tokens/s (%.2fx)\n", int_speed,
                 int_speed / fp32_speed);
     std::printf("  QuaRot-RTN W4A4 perplexity: simulated %.3f, integer kernels %.3f\n", sim, kern);
-    // Decode (M = 1): fp32 against W4A16 on the weight-only kernels (int4 weights
-    // dequantized in registers) and W4A4 on the integer kernels. The fp32 head (vocab x
+    // Decode (M = 1): fp32 against W4A16 (int4 weights, activations as per-token int16
+    // levels split into two int8 halves) and W4A4, both on the integer kernels. The fp32 head (vocab x
     // hidden) is read every token in all three.
     qm::llama_model w4a16 = rotated;
     qm::quantize_weights_rtn(w4a16, {.bits = 4, .clip_search = false}, &pool);
@@ -312,7 +312,7 @@ int main(int argc, char** argv) try {
     const double d_fp32 = decode_speed(base), d_w4a16 = decode_speed(w4a16), d_w4a4 = decode_speed(w4);
     std::printf("\nspeed (decode, one token at a time after a 32-token prompt, %u threads):\n", o.threads);
     std::printf("  FP32:                                           %8.1f tokens/s\n", d_fp32);
-    std::printf("  QuaRot W4A16 (weight-only kernels):             %8.1f tokens/s (%.2fx)\n", d_w4a16, d_w4a16 / d_fp32);
+    std::printf("  QuaRot W4A16 (integer kernels, int16 acts):    %8.1f tokens/s (%.2fx)\n", d_w4a16, d_w4a16 / d_fp32);
     std::printf("  QuaRot W4A4 (integer kernels):                  %8.1f tokens/s (%.2fx)\n", d_w4a4, d_w4a4 / d_fp32);
   }
   return 0;

@@ -18,6 +18,8 @@ using test_util::random_matrix;
 namespace {
 // y from the quantized operands by the definition, independent of the packing and kernels:
 // exact int32 group dot products of levels, then the epilogue's operations in order.
+// 16-bit levels L are split as the GEMM defines it, L = 256·hi + lo with hi = (L + 128) >> 8:
+// each half's result is formed like an 8-bit row's (scale 256·s and s), then the two added.
 std::vector<float> reference(const quantized_activations& xa, const quantized_matrix& wq, const std::vector<float>& bias) {
   const std::size_t m = xa.rows, n = wq.rows, k = wq.cols, groups = wq.groups_per_row;
   std::vector<float> y(m * n);
@@ -25,18 +27,29 @@ std::vector<float> reference(const quantized_activations& xa, const quantized_ma
     for (std::size_t c = 0; c < n; ++c) {
       // Exact integer sums per group (act-order: a group's columns are wherever g_idx
       // puts them), folded in group order.
-      std::vector<std::int64_t> acc(groups, 0);
-      for (std::size_t i = 0; i < k; ++i) {
-        const std::size_t slot = wq.group_of(c, i);
-        const int zero = wq.params.symmetric ? 0 : int(wq.zeros[slot]);
-        acc[slot - c * groups] += std::int64_t(xa.value(r, i)) * (wq.value(c, i) - zero);
+      const auto fold = [&](auto level) {
+        std::vector<std::int64_t> acc(groups, 0);
+        for (std::size_t i = 0; i < k; ++i) {
+          const std::size_t slot = wq.group_of(c, i);
+          const int zero = wq.params.symmetric ? 0 : int(wq.zeros[slot]);
+          acc[slot - c * groups] += std::int64_t(level(i)) * (wq.value(c, i) - zero);
+        }
+        float acc_f = 0.0f;
+        for (std::size_t g = 0; g < groups; ++g) {
+          REQUIRE(acc[g] == std::int64_t(std::int32_t(acc[g])));
+          acc_f = std::fma(wq.scales[c * groups + g], static_cast<float>(acc[g]), acc_f);
+        }
+        return acc_f;
+      };
+      const float b = bias.empty() ? 0.0f : bias[c];
+      if (xa.bits == 16) {
+        const auto hi = [&](std::size_t i) { return (xa.value(r, i) + 128) >> 8; };
+        const auto lo = [&](std::size_t i) { return xa.value(r, i) - 256 * hi(i); };
+        const float v = std::fma(256.0f * xa.scales[r], fold(hi), 0.0f) + std::fma(xa.scales[r], fold(lo), 0.0f);
+        y[r * n + c] = bias.empty() ? v : v + b;
+      } else {
+        y[r * n + c] = std::fma(xa.scales[r], fold([&](std::size_t i) { return xa.value(r, i); }), b);
       }
-      float acc_f = 0.0f;
-      for (std::size_t g = 0; g < groups; ++g) {
-        REQUIRE(acc[g] == std::int64_t(std::int32_t(acc[g])));
-        acc_f = std::fma(wq.scales[c * groups + g], static_cast<float>(acc[g]), acc_f);
-      }
-      y[r * n + c] = std::fma(xa.scales[r], acc_f, bias.empty() ? 0.0f : bias[c]);
     }
   return y;
 }
@@ -83,6 +96,61 @@ void check_policy(std::size_t m, std::size_t n, std::size_t k, bool sym, std::si
 }
 }  // namespace
 
+TEST_CASE("16-bit activations: int16 levels within ±32639, scalar = SIMD, split rows = scalar") {
+  for (std::size_t cols : {1u, 15u, 16u, 17u, 31u, 32u, 33u, 64u, 100u, 4097u}) {
+    INFO("cols " << cols);
+    auto x = random_matrix(3, cols, cols + 16);
+    x[0] = -50.0f;  // row 0's largest magnitude is negative: its level is -32639
+    quantized_activations ref;
+    quantize_activations(cpu::scalar{}, make_matrix_view(x, 3, cols), 16, 1.0f, ref);
+    REQUIRE(ref.row_bytes == 2 * cols);
+    REQUIRE(ref.value(0, 0) == -detail::int16_split_max);
+    for (std::size_t r = 0; r < 3; ++r)
+      for (std::size_t c = 0; c < cols; ++c) {
+        REQUIRE(std::abs(ref.value(r, c)) <= detail::int16_split_max);
+        // within half a step (plus the float rounding of x / s and of L·s)
+        REQUIRE(std::fabs(ref.value(r, c) * ref.scales[r] - x[r * cols + c]) <=
+                0.5f * ref.scales[r] + 4e-7f * std::fabs(x[r * cols + c]));
+      }
+    for (auto isa : machine_isas()) {
+      INFO("isa " << cpu::to_string(isa));
+      quantized_activations got;
+      cpu::dispatch(isa, [&](auto tag) { quantize_activations(tag, make_matrix_view(x, 3, cols), 16, 1.0f, got); });
+      REQUIRE(got.data == ref.data);
+      REQUIRE(got.scales == ref.scales);
+    }
+    // The split: L = 256·hi + lo, both halves in [-128, 127] as u8 = level + 128.
+    for (std::size_t group : {std::size_t{0}, std::size_t{32}, std::size_t{20}}) {
+      const std::size_t gs = group == 0 ? cols : group;
+      if (cols % gs != 0) continue;
+      const std::size_t k_padded = (cols + 3) / 4 * 4 + 4, groups = cols / gs;
+      for (auto isa : machine_isas()) {
+        INFO("isa " << cpu::to_string(isa) << " group " << gs);
+        for (std::size_t r = 0; r < 3; ++r) {
+          std::vector<std::uint8_t> hi(k_padded, 7), lo(k_padded, 7);
+          std::vector<std::int32_t> hs(groups, -1), ls(groups, -1);
+          cpu::dispatch(isa, [&](auto tag) {
+            detail::prepare_row_int16(tag, ref.data.data() + r * ref.row_bytes, cols, k_padded, gs, hi.data(),
+                                      lo.data(), hs.data(), ls.data());
+          });
+          std::vector<std::int32_t> ehs(groups, 0), els(groups, 0);
+          for (std::size_t k = 0; k < cols; ++k) {
+            const int h = int(hi[k]) - 128, l = int(lo[k]) - 128;
+            REQUIRE(256 * h + l == ref.value(r, k));
+            REQUIRE(h >= -127);
+            REQUIRE(h <= 127);
+            ehs[k / gs] += h;
+            els[k / gs] += l;
+          }
+          for (std::size_t k = cols; k < k_padded; ++k) REQUIRE((hi[k] == 128 && lo[k] == 128));
+          REQUIRE(hs == ehs);
+          REQUIRE(ls == els);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("prepared activations: u8 = level + 128, padded K, group level sums; SIMD = scalar") {
   for (int bits : {3, 4, 8})
     for (std::size_t cols : {1u, 31u, 32u, 33u, 64u, 100u, 4097u})
@@ -119,7 +187,9 @@ TEST_CASE_TEMPLATE("integer GEMM policies equal the integer reference bit for bi
                    gemm::w8a8_policy<cpu::scalar>, gemm::w4a8_policy<cpu::scalar>, gemm::w4a4_policy<cpu::scalar>,
                    gemm::w8a8_policy<>, gemm::w4a8_policy<>, gemm::w4a4_policy<>,
                    gemm::w8a8_policy<cpu::avx2_backend>, gemm::w4a8_policy<cpu::avx2_backend>,
-                   gemm::w4a4_policy<cpu::avx2_backend>) {
+                   gemm::w4a4_policy<cpu::avx2_backend>, gemm::w4a16i_policy<cpu::scalar>, gemm::w8a16i_policy<>,
+                   gemm::w4a16i_policy<>, gemm::w4a16i_policy<cpu::avx2_backend>,
+                   gemm::w8a16i_policy<cpu::avx2_backend>) {
   if constexpr (std::is_same_v<typename Policy::backend, cpu::avx512vnni_backend>) {
     if (!cpu::supports(cpu::isa::avx512vnni)) {
       MESSAGE("skipping: this CPU has no AVX-512 VNNI");
@@ -164,6 +234,17 @@ TEST_CASE("GEMM: mismatched shapes, packing and bits are clear errors") {
   CHECK_THROWS_WITH_AS(op(xa, make_matrix_view(y, 3, 32), bias), doctest::Contains("bias has 7"), error);
   const auto wt = rtn_quantizer({.bits = 8, .gran = granularity::per_tensor}).quantize(make_matrix_view(w, 32, 64));
   CHECK_THROWS_AS(gemm::pack_weights(wt, 8), error);
+  // Activation widths: 16-bit levels need a 16-bit policy, and only 2..8 and 16 exist.
+  quantized_activations x16;
+  quantize_activations(make_matrix_view(x64, 3, 64), 16, 1.0f, x16);
+  CHECK_THROWS_WITH_AS(op(x16, make_matrix_view(y, 3, 32)), doctest::Contains("takes 8-bit activations, got 16-bit"), error);
+  CHECK_THROWS_WITH_AS(quantize_activations(make_matrix_view(x64, 3, 64), 12, 1.0f, x16),
+                       doctest::Contains("activation bits 12"), error);
+  const gemm::integer_gemm<gemm::w8a16i_policy<cpu::scalar>> op16(packed);
+  gemm::prepared_activations prepared;
+  gemm::prepare_activations(xa, packed, prepared);  // 8-bit levels, called as 16-bit
+  CHECK_THROWS_WITH_AS(op16.run(prepared, 16, make_matrix_view(y, 3, 32)), doctest::Contains("prepared as at most 8-bit"),
+                       error);
 }
 
 TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and weight-only GEMMs match the references") {
@@ -211,6 +292,19 @@ TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and wei
       else continue;
       REQUIRE(std::memcmp(y.data(), expect.data(), y.size() * 4) == 0);
     }
+    // 16-bit activations gather their int16 levels in the packed order too.
+    quantized_activations x16;
+    quantize_activations(cpu::scalar{}, make_matrix_view(x, m, k), 16, 1.0f, x16);
+    const auto expect16 = reference(x16, wq, bias);
+    for (auto isa : machine_isas()) {
+      INFO("isa " << cpu::to_string(isa) << " 16-bit");
+      std::vector<float> y(m * n);
+      if (isa == cpu::isa::avx512vnni) gemm::integer_gemm<gemm::w4a16i_policy<>>{packed}(x16, make_matrix_view(y, m, n), bias, &pool);
+      else if (isa == cpu::isa::avx2) gemm::integer_gemm<gemm::w4a16i_policy<cpu::avx2_backend>>{packed}(x16, make_matrix_view(y, m, n), bias, &pool);
+      else if (isa == cpu::isa::scalar) gemm::integer_gemm<gemm::w4a16i_policy<cpu::scalar>>{packed}(x16, make_matrix_view(y, m, n), bias, &pool);
+      else continue;
+      REQUIRE(std::memcmp(y.data(), expect16.data(), y.size() * 4) == 0);
+    }
     // Weight-only: against the dequantized act-order weights in double.
     std::vector<float> y(m * n);
     gemm::weight_only_gemm<gemm::w4a32_policy<cpu::scalar>>{packed}(make_matrix_view(x, m, k), make_matrix_view(y, m, n), bias);
@@ -232,8 +326,12 @@ TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and wei
   CHECK_THROWS_WITH_AS(gemm::pack_weights(bad, 4), doctest::Contains("columns, expected 32"), error);
 }
 
-TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals the separate steps") {
+TEST_CASE_TEMPLATE("linear: fused online rotation + per-token quantization + GEMM equals the separate steps", policy,
+                   gemm::w4a8_policy<cpu::scalar>, gemm::w4a16i_policy<cpu::scalar>, gemm::w4a16i_policy<cpu::avx2_backend>) {
+  if (!cpu::supports(cpu::isa::avx2) && !std::is_same_v<typename policy::backend, cpu::scalar>) return;
+  constexpr int bits = policy::activation_bits;
   for (std::size_t k : {96u, 256u}) {  // 96 = 12·8 (Kronecker), 256 = 2^8
+    INFO("K " << k << " activation bits " << bits);
     const std::size_t m = 19, n = 48;
     const auto x = random_matrix(m, k, 40 + k);
     auto w = random_matrix(n, k, 41 + k, 0.05f);
@@ -241,8 +339,7 @@ TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals 
     const randomized_hadamard q(k, 7);
     fuse_input_rotation(make_matrix_view(w, n, k), q);  // W <- W·Qᵀ offline
     const auto wq = rtn_quantizer({.bits = 4, .gran = granularity::per_group, .group_size = 32}).quantize(make_matrix_view(std::as_const(w), n, k));
-    using policy = gemm::w4a8_policy<cpu::scalar>;
-    linear<policy> layer(gemm::pack_weights(wq, 4), bias, 8, 0.95f);
+    linear<policy> layer(gemm::pack_weights(wq, 4), bias, bits, 0.95f);
     layer.with_online_rotation(q);
     std::vector<float> y(m * n);
     thread_pool pool(2);
@@ -252,7 +349,7 @@ TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals 
     auto xr = x;
     q.apply(make_matrix_view(xr, m, k));
     quantized_activations xa;
-    quantize_activations(make_matrix_view(std::as_const(xr), m, k), 8, 0.95f, xa);
+    quantize_activations(make_matrix_view(std::as_const(xr), m, k), bits, 0.95f, xa);
     std::vector<float> y2(m * n);
     gemm::integer_gemm<policy>(gemm::pack_weights(wq, 4))(xa, make_matrix_view(y2, m, n), bias);
     CHECK(layer.last_activations().data == xa.data);
@@ -270,6 +367,9 @@ TEST_CASE("linear: fused online rotation + per-token quantization + GEMM equals 
       }
     CHECK(std::sqrt(err / ref) < 0.15);
   }
+}
+
+TEST_CASE("linear: bad rotation size, input width and bias are clear errors") {
   const auto wq = rtn_quantizer({.bits = 8}).quantize(make_matrix_view(random_matrix(8, 64, 1), 8, 64));
   linear<gemm::w8a8_policy<cpu::scalar>> layer(gemm::pack_weights(wq, 8));
   CHECK_THROWS_WITH_AS(layer.with_online_rotation(randomized_hadamard(32, 1)), doctest::Contains("size 32"), error);

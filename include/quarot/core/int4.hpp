@@ -33,6 +33,13 @@ inline int int4_at(const std::uint8_t* packed, std::size_t i) noexcept {
 inline int level_at(const std::uint8_t* row, bool packed4, std::size_t i) noexcept {
   return packed4 ? int4_at(row, i) : static_cast<std::int8_t>(row[i]);
 }
+/// Largest 16-bit activation level: levels in [-32640, 32639] split into two int8 halves
+/// (quantize/activation.hpp).
+inline constexpr int int16_split_max = 32639;
+/// Element i of a row of little-endian int16 levels.
+inline int int16_level_at(const std::uint8_t* row, std::size_t i) noexcept {
+  return static_cast<std::int16_t>(static_cast<std::uint16_t>(row[2 * i] | (row[2 * i + 1] << 8)));
+}
 
 template <bool Signed, class In>
 void pack_nibbles(std::span<const In> values, std::span<std::uint8_t> out) {

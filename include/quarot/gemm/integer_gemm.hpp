@@ -5,7 +5,8 @@
 //   y[m, n] = s_a[m] · Σ_g s_w[n, g] · Σ_{k ∈ g} q_a[m, k] · (w[n, k] - z[n, g]) + bias[n]
 //
 // with exact int32 group sums (the products of 8-bit levels over K ≤ 2^16 cannot
-// overflow). Work is split over 64-column tiles of W on the thread pool, so decode
+// overflow). 16-bit activation levels (W4A16 / W8A16 on the integer kernels) are split
+// into two int8 halves, L = 256·hi + lo, run as two kernel rows and added in fp32. Work is split over 64-column tiles of W on the thread pool, so decode
 // (M = 1) uses every thread too.
 #pragma once
 
@@ -29,41 +30,68 @@
 namespace quarot::gemm {
 
 /// Activations in the kernels' form: u8 = level + 128 with K padded by level 0, and the
-/// level sums of each weight group.
+/// level sums of each weight group. 16-bit activations are `split`: token row m becomes
+/// the kernel rows 2m (hi, scale 256·s) and 2m + 1 (lo, scale s) of L = 256·hi + lo, and
+/// the GEMM adds the two rows' results.
 struct prepared_activations {
-  std::size_t rows = 0, lda = 0, groups = 1;
+  std::size_t rows = 0, lda = 0, groups = 1;  ///< rows: tokens
+  bool split = false;
   std::vector<std::uint8_t> a;
   std::vector<std::int32_t> rowsum;
-  std::vector<float> scales;
+  std::vector<float> scales;  ///< per kernel row
+
+  [[nodiscard]] std::size_t kernel_rows() const noexcept { return split ? 2 * rows : rows; }
 };
 
 inline void prepare_activations(const quantized_activations& x, const packed_weights& w, prepared_activations& out,
                                 thread_pool* pool = nullptr) {
   detail::require(x.cols == w.k, "GEMM: activations have K = ", x.cols, " but the weights have K = ", w.k);
   out.rows = x.rows;
+  out.split = x.bits == 16;
   // Rows 64 bytes longer than K: a 6-row tile's rows then do not share one L1 set when K
   // is a multiple of 4096. (The extra bytes are never read.)
   out.lda = w.k_padded + 64;
   out.groups = w.groups;
-  out.a.resize(x.rows * out.lda);
-  out.rowsum.resize(x.rows * w.groups);
-  out.scales = x.scales;
+  out.a.resize(out.kernel_rows() * out.lda);
+  out.rowsum.resize(out.kernel_rows() * w.groups);
+  if (out.split) {
+    out.scales.resize(2 * x.rows);
+    for (std::size_t r = 0; r < x.rows; ++r) {
+      out.scales[2 * r] = 256.0f * x.scales[r];  // exact: a power of two
+      out.scales[2 * r + 1] = x.scales[r];
+    }
+  } else {
+    out.scales = x.scales;
+  }
+  const std::size_t elem_bytes = out.split ? 2 : 1;
   cpu::dispatch(cpu::default_isa(), [&](auto tag) {
     detail::parallel_for(
         pool, x.rows,
         [&](std::size_t b, std::size_t e) {
-          std::vector<std::uint8_t> gathered(w.k_order.empty() ? 0 : x.cols);
+          std::vector<std::uint8_t> gathered(w.k_order.empty() ? 0 : x.cols * elem_bytes);
           for (std::size_t r = b; r < e; ++r) {
             const std::uint8_t* src = x.data.data() + r * x.row_bytes;
             bool packed4 = x.packed();
             if (!w.k_order.empty()) {  // act-order weights: the row's levels in packed K order
-              for (std::size_t kk = 0; kk < x.cols; ++kk)
-                gathered[kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(x.value(r, w.k_order[kk])));
+              for (std::size_t kk = 0; kk < x.cols; ++kk) {
+                if (out.split) {
+                  std::copy_n(src + 2 * w.k_order[kk], 2, gathered.data() + 2 * kk);
+                } else {
+                  gathered[kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(x.value(r, w.k_order[kk])));
+                }
+              }
               src = gathered.data();
               packed4 = false;
             }
-            quarot::detail::prepare_row(tag, src, packed4, x.cols, w.k_padded, w.group_size, out.a.data() + r * out.lda,
-                                        out.rowsum.data() + r * w.groups);
+            if (out.split) {
+              quarot::detail::prepare_row_int16(tag, src, x.cols, w.k_padded, w.group_size,
+                                                out.a.data() + 2 * r * out.lda, out.a.data() + (2 * r + 1) * out.lda,
+                                                out.rowsum.data() + 2 * r * w.groups,
+                                                out.rowsum.data() + (2 * r + 1) * w.groups);
+            } else {
+              quarot::detail::prepare_row(tag, src, packed4, x.cols, w.k_padded, w.group_size,
+                                          out.a.data() + r * out.lda, out.rowsum.data() + r * w.groups);
+            }
           }
         },
         std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, x.cols)));
@@ -80,22 +108,32 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
                                          w.data.data(),    w.quads(),       group_quads,      w.groups,
                                          w.n_padded,       w.block_bytes(), w.bits,           w.scales.data(),
                                          w.zeros.data(),   w.colsums.data(), w.uniform_zero,  w.zero0,
-                                         bias.empty() ? nullptr : bias.data()};
+                                         bias.empty() || xa.split ? nullptr : bias.data()};
   // Work items: (64-column weight tile, block of up to 96 rows), tile-major, so that each
   // thread's contiguous range of items reuses a tile's weights (128-256 KiB for K = 4096,
   // held in L2) across its row blocks. Each kernel call covers all of K for up to six rows:
   // the int32 group sums stay in registers and only fp32 results leave the kernel.
+  // Split (16-bit) activations: mr and rows_per_item are even, so a token's two kernel rows
+  // meet in one call, which adds them (and the bias) on the way out.
   constexpr std::size_t mr = 6, rows_per_item = 16 * mr;
-  const std::size_t tiles = (w.n + 63) / 64, row_blocks = (xa.rows + rows_per_item - 1) / rows_per_item;
+  const std::size_t krows = xa.kernel_rows();
+  const std::size_t tiles = (w.n + 63) / 64, row_blocks = (krows + rows_per_item - 1) / rows_per_item;
   quarot::detail::parallel_for(pool, tiles * row_blocks, [&](std::size_t ib, std::size_t ie) {
     float c[mr * 64], staging[mr * 64];
     for (std::size_t item = ib; item < ie; ++item) {
       const std::size_t t = item / row_blocks, rb = item % row_blocks;
       const std::size_t n0 = t * 64, cols = std::min<std::size_t>(64, w.n - n0);
-      const std::size_t m_end = std::min(xa.rows, (rb + 1) * rows_per_item);
+      const std::size_t m_end = std::min(krows, (rb + 1) * rows_per_item);
       for (std::size_t m0 = rb * rows_per_item; m0 < m_end; m0 += mr) {
         const std::size_t rows = std::min(mr, m_end - m0);
-        if constexpr (std::is_same_v<Out, float>) {
+        if (xa.split) {
+          quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, staging, 64);
+          for (std::size_t r = 0; r < rows; r += 2)
+            for (std::size_t j = 0; j < cols; ++j) {
+              const float v = staging[r * 64 + j] + staging[(r + 1) * 64 + j];
+              y((m0 + r) / 2, n0 + j) = gemm::to_output<Out>(bias.empty() ? v : v + bias[n0 + j]);
+            }
+        } else if constexpr (std::is_same_v<Out, float>) {
           quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, &y(m0, n0), y.stride);
         } else {
           quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, staging, 64);
@@ -147,11 +185,14 @@ class integer_gemm {
            thread_pool* pool = nullptr) const {
     quarot::detail::require(activation_bits <= Policy::activation_bits, "GEMM policy takes ",
                             Policy::activation_bits, "-bit activations, got ", activation_bits, "-bit");
+    quarot::detail::require(xa.split == (activation_bits == 16), "GEMM: activations were prepared as ",
+                            xa.split ? "16" : "at most 8", "-bit levels, but the call says ", activation_bits, "-bit");
     quarot::detail::require(y.rows == xa.rows && y.cols == w_.n, "GEMM: output is ", y.rows, "x", y.cols,
                             ", expected ", xa.rows, "x", w_.n);
     quarot::detail::require(bias.empty() || bias.size() == w_.n, "GEMM: bias has ", bias.size(), " entries for N = ",
                             w_.n);
-    quarot::detail::require(xa.lda == w_.k_padded + 64 && xa.groups == w_.groups,
+    quarot::detail::require(xa.lda == w_.k_padded + 64 && xa.groups == w_.groups &&
+                                xa.rowsum.size() == xa.kernel_rows() * w_.groups,
                             "GEMM: activations were prepared for other weights");
     detail::run_integer_gemm(typename Policy::backend{}, xa, w_, bias, y, pool);
   }

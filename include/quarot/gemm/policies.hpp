@@ -18,15 +18,16 @@
 namespace quarot::gemm {
 
 /// Integer GEMM policy. Weights of `WeightBits` (4 or 8) bits, activations of
-/// `ActivationBits` (2..8) bits held as int8 levels; tile_m x tile_n output tile,
-/// tile_k = 4 (one vpdpbusd step).
+/// `ActivationBits` bits: 2..8 held as int8 levels, or 16 (int16 levels, each split into
+/// two int8 halves that the same kernels multiply: the integer W4A16 / W8A16); tile_m x
+/// tile_n output tile (in kernel rows), tile_k = 4 (one vpdpbusd step).
 template <class Backend, int WeightBits, int ActivationBits>
 struct integer_policy {
   static_assert(WeightBits == 4 || WeightBits == 8, "weights are 4- or 8-bit");
-  static_assert(ActivationBits >= 2 && ActivationBits <= 8, "activations are 2..8-bit");
+  static_assert((ActivationBits >= 2 && ActivationBits <= 8) || ActivationBits == 16, "activations are 2..8- or 16-bit");
   using backend = Backend;
   using weight_element = std::conditional_t<WeightBits == 4, std::uint8_t, std::int8_t>;  // 4-bit: two per byte
-  using activation_element = std::int8_t;
+  using activation_element = std::conditional_t<ActivationBits == 16, std::int16_t, std::int8_t>;
   using accumulator = std::int32_t;
   static constexpr int weight_bits = WeightBits;
   static constexpr int activation_bits = ActivationBits;
@@ -41,6 +42,14 @@ template <class Backend = cpu::avx512vnni_backend>
 using w4a8_policy = integer_policy<Backend, 4, 8>;
 template <class Backend = cpu::avx512vnni_backend>
 using w4a4_policy = integer_policy<Backend, 4, 4>;
+/// Integer W4A16 / W8A16: per-token int16 activations (levels within ±32639: rounding error at most
+/// 2^-16 of the row's largest magnitude) on the int8 kernels, two kernel rows per token. The
+/// fast decode path: it streams the weights at the W4A8 kernel's rate (docs/PERFORMANCE.md).
+/// weight_only_gemm (w4a16_policy) keeps bf16 / fp32 activations instead.
+template <class Backend = cpu::avx512vnni_backend>
+using w4a16i_policy = integer_policy<Backend, 4, 16>;
+template <class Backend = cpu::avx512vnni_backend>
+using w8a16i_policy = integer_policy<Backend, 8, 16>;
 
 /// Output element types of the GEMM epilogues: fp32, or bf16 (rounded to nearest even
 /// from the fp32 result).

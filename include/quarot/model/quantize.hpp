@@ -19,7 +19,6 @@
 #include "../core/error.hpp"
 #include "../gemm/linear.hpp"
 #include "../gemm/packing.hpp"
-#include "../gemm/weight_only_gemm.hpp"
 #include "../quantize/gptq.hpp"
 #include "../quantize/rtn.hpp"
 #include "../transform/kronecker.hpp"
@@ -177,32 +176,18 @@ inline void set_activation_quantization(llama_model& m, int act_bits, float act_
 namespace detail {
 template <class Policy>
 void attach_integer_kernel(linear_layer& l) {
+  // 16-bit activations stand for unquantized ones: full range (no clipping), int16 levels.
+  const float clip = l.act_bits == 16 ? 1.0f : l.act_clip;
   auto lin = std::make_shared<quarot::linear<Policy>>(gemm::pack_weights(*l.qw, Policy::weight_bits), l.b, l.act_bits,
-                                                      l.act_clip);
+                                                      clip);
   if (l.online) lin->with_online_rotation(hadamard_transform(l.online_size));
   l.kernel = [lin](matrix_view<const float> x, matrix_view<float> y, thread_pool* pool) { lin->forward(x, y, pool); };
-}
-/// Weight-only (W4A16 / W8A16): the online rotation on a copy, then the fp32 x int GEMM.
-template <class Policy>
-void attach_weight_only_kernel(linear_layer& l) {
-  auto op = std::make_shared<const gemm::weight_only_gemm<Policy>>(gemm::pack_weights(*l.qw, Policy::weight_bits));
-  l.kernel = [op, online = l.online, bias = l.b](matrix_view<const float> x, matrix_view<float> y, thread_pool* pool) {
-    if (!online) {
-      (*op)(x, y, bias, pool);
-      return;
-    }
-    std::vector<float> buf(x.rows * x.cols);
-    for (std::size_t r = 0; r < x.rows; ++r) std::copy_n(x.row(r), x.cols, buf.data() + r * x.cols);
-    online(matrix_view<float>(buf.data(), x.rows, x.cols, x.cols), pool);
-    (*op)(matrix_view<const float>(buf.data(), x.rows, x.cols, x.cols), y, bias, pool);
-  };
 }
 template <class Backend>
 void attach_integer_kernel(linear_layer& l, int wbits) {
   if (l.act_bits == 16) {
-    using B = std::conditional_t<std::is_same_v<Backend, cpu::scalar>, cpu::scalar, cpu::avx512_backend>;
-    if (wbits <= 4) attach_weight_only_kernel<gemm::w4a16_policy<B>>(l);
-    else attach_weight_only_kernel<gemm::w8a16_policy<B>>(l);
+    if (wbits <= 4) attach_integer_kernel<gemm::w4a16i_policy<Backend>>(l);
+    else attach_integer_kernel<gemm::w8a16i_policy<Backend>>(l);
   } else if (wbits <= 4 && l.act_bits <= 4) attach_integer_kernel<gemm::w4a4_policy<Backend>>(l);
   else if (wbits <= 4) attach_integer_kernel<gemm::w4a8_policy<Backend>>(l);
   else attach_integer_kernel<gemm::w8a8_policy<Backend>>(l);
@@ -210,28 +195,24 @@ void attach_integer_kernel(linear_layer& l, int wbits) {
 }  // namespace detail
 
 /// Runs every quantized linear on the quantized kernels instead of the fp32 simulation:
-/// activations of at most 8 bits on the integer GEMM (pre-packed weights, fused online
-/// Hadamard + per-token quantization), unquantized activations (16) on the weight-only
-/// GEMM (W4A16 / W8A16, the decode path). Online rotations must be Hadamard transforms (as
-/// apply_quarot makes them). The outputs equal the simulation's up to fp32 rounding of the
-/// accumulation order.
+/// the integer GEMM with pre-packed weights and the fused online Hadamard + per-token
+/// quantization. Unquantized activations (16) become per-token int16 levels (W4A16i /
+/// W8A16i: rounding error at most 2^-16 of a token's largest magnitude, the decode path).
+/// Online rotations must be Hadamard transforms (as apply_quarot makes them). The outputs
+/// equal the simulation's up to fp32 rounding (and, at 16 bits, that int16 rounding).
 inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
   // The ISA the default-dispatched code uses (QUAROT_CPU_ISA can lower it for testing).
   const cpu::isa isa = cpu::default_isa();
-  const bool vnni = isa >= cpu::isa::avx512vnni, avx512 = isa >= cpu::isa::avx512, avx2 = isa >= cpu::isa::avx2;
   for (auto* l : layers) {
-    {
-      quarot::detail::require(l->qw != nullptr, "use_integer_kernels: a linear layer has no quantized weights");
-      quarot::detail::require(l->act_bits <= 8 || l->act_bits == 16, "use_integer_kernels: ", l->act_bits,
-                              "-bit activations");
-      const int wbits = l->qw->params.bits;
-      quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
-      // The best kernel this CPU has: VNNI, else AVX2, else scalar.
-      if (l->act_bits == 16 ? avx512 : vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
-      else if (l->act_bits != 16 && avx2)
-        detail::attach_integer_kernel<cpu::avx2_backend>(*l, wbits);
-      else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
-    }
+    quarot::detail::require(l->qw != nullptr, "use_integer_kernels: a linear layer has no quantized weights");
+    quarot::detail::require(l->act_bits <= 8 || l->act_bits == 16, "use_integer_kernels: ", l->act_bits,
+                            "-bit activations");
+    const int wbits = l->qw->params.bits;
+    quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
+    // The best kernel this CPU has: VNNI, else AVX2, else scalar.
+    if (isa >= cpu::isa::avx512vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
+    else if (isa >= cpu::isa::avx2) detail::attach_integer_kernel<cpu::avx2_backend>(*l, wbits);
+    else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
   }
 }
 /// Every linear of the decoder except the head.

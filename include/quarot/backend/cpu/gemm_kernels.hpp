@@ -94,7 +94,86 @@ inline void prepare_row(cpu::scalar, const std::uint8_t* src, bool packed4, std:
   for (std::size_t k = cols; k < k_padded; ++k) dst[k] = 128;
 }
 
+/// One row of int16 levels (little endian, within ±int16_split_max) as two kernel rows:
+/// L = 256·hi + lo with hi = (L + 128) >> 8, lo = L - 256·hi, both in [-128, 127], each as
+/// u8 = level + 128 with its group sums (K padded with level 0).
+inline void prepare_row_int16(cpu::scalar, const std::uint8_t* src, std::size_t cols, std::size_t k_padded,
+                              std::size_t group_size, std::uint8_t* hi, std::uint8_t* lo, std::int32_t* hi_sum,
+                              std::int32_t* lo_sum) noexcept {
+  for (std::size_t g = 0; g * group_size < cols; ++g) hi_sum[g] = lo_sum[g] = 0;
+  for (std::size_t k = 0; k < cols; ++k) {
+    const int level = int16_level_at(src, k);
+    const int h = (level + 128) >> 8, l = level - 256 * h;
+    hi[k] = static_cast<std::uint8_t>(h + 128);
+    lo[k] = static_cast<std::uint8_t>(l + 128);
+    hi_sum[k / group_size] += h;
+    lo_sum[k / group_size] += l;
+  }
+  for (std::size_t k = cols; k < k_padded; ++k) hi[k] = lo[k] = 128;
+}
+
 #if QUAROT_HAS_X86_SIMD
+
+/// The total of four int64 lanes (vpsadbw sums).
+QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE std::int64_t horizontal_sum_epi64(__m256i sums) noexcept {
+  const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+  return _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1);
+}
+
+/// prepare_row_int16 with AVX2: 32 columns per step (the same group rule as prepare_row_avx2).
+QUAROT_TARGET_AVX2 inline void prepare_row_int16_avx2(const std::uint8_t* src, std::size_t cols, std::size_t k_padded,
+                                                      std::size_t group_size, std::uint8_t* hi, std::uint8_t* lo,
+                                                      std::int32_t* hi_sum, std::int32_t* lo_sum) noexcept {
+  if (group_size % 32 != 0 && group_size < cols) {
+    prepare_row_int16(cpu::scalar{}, src, cols, k_padded, group_size, hi, lo, hi_sum, lo_sum);
+    return;
+  }
+  const __m256i bias = _mm256_set1_epi16(128), flip = _mm256_set1_epi8(-128);
+  // 32 int16 levels -> 32 hi and 32 lo bytes (+128); the saturating packs are exact (the
+  // halves are within int8) and interleave 128-bit lanes, which the permute undoes.
+  const auto split = [&](std::size_t k, __m256i& h, __m256i& l) QUAROT_TARGET_AVX2 {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * k));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * k + 32));
+    const __m256i ha = _mm256_srai_epi16(_mm256_add_epi16(a, bias), 8), hb = _mm256_srai_epi16(_mm256_add_epi16(b, bias), 8);
+    const __m256i la = _mm256_sub_epi16(a, _mm256_slli_epi16(ha, 8)), lb = _mm256_sub_epi16(b, _mm256_slli_epi16(hb, 8));
+    h = _mm256_xor_si256(_mm256_permute4x64_epi64(_mm256_packs_epi16(ha, hb), 0xd8), flip);
+    l = _mm256_xor_si256(_mm256_permute4x64_epi64(_mm256_packs_epi16(la, lb), 0xd8), flip);
+  };
+  std::size_t k = 0;
+  for (std::size_t g = 0; k < cols; ++g) {
+    const std::size_t g_end = std::min(cols, (g + 1) * group_size);
+    __m256i hs = _mm256_setzero_si256(), ls = _mm256_setzero_si256();
+    const std::size_t k0 = k;
+    for (; k + 32 <= g_end; k += 32) {
+      __m256i h, l;
+      split(k, h, l);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + k), h);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + k), l);
+      hs = _mm256_add_epi64(hs, _mm256_sad_epu8(h, _mm256_setzero_si256()));
+      ls = _mm256_add_epi64(ls, _mm256_sad_epu8(l, _mm256_setzero_si256()));
+    }
+    const std::int64_t bias_sum = 128 * static_cast<std::int64_t>(k - k0);
+    std::int64_t htotal = horizontal_sum_epi64(hs) - bias_sum, ltotal = horizontal_sum_epi64(ls) - bias_sum;
+    for (; k < g_end; ++k) {  // the row's tail (only the last group can have one)
+      const int level = int16_level_at(src, k);
+      const int h = (level + 128) >> 8, l = level - 256 * h;
+      hi[k] = static_cast<std::uint8_t>(h + 128);
+      lo[k] = static_cast<std::uint8_t>(l + 128);
+      htotal += h;
+      ltotal += l;
+    }
+    hi_sum[g] = static_cast<std::int32_t>(htotal);
+    lo_sum[g] = static_cast<std::int32_t>(ltotal);
+  }
+  for (; k < k_padded; ++k) hi[k] = lo[k] = 128;
+}
+
+template <class Arch>
+void prepare_row_int16(cpu::simd<Arch>, const std::uint8_t* src, std::size_t cols, std::size_t k_padded,
+                       std::size_t group_size, std::uint8_t* hi, std::uint8_t* lo, std::int32_t* hi_sum,
+                       std::int32_t* lo_sum) noexcept {
+  prepare_row_int16_avx2(src, cols, k_padded, group_size, hi, lo, hi_sum, lo_sum);
+}
 
 /// prepare_row with AVX2: 32 columns per step; sums by vpsadbw of the u8 values (minus
 /// 128 per column). Groups that are not whole steps fall back to the scalar row.
@@ -124,8 +203,7 @@ QUAROT_TARGET_AVX2 inline void prepare_row_avx2(const std::uint8_t* src, bool pa
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), u);
       sums = _mm256_add_epi64(sums, _mm256_sad_epu8(u, _mm256_setzero_si256()));
     }
-    const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-    std::int64_t total = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1) - 128 * static_cast<std::int64_t>(k - k0);
+    std::int64_t total = horizontal_sum_epi64(sums) - 128 * static_cast<std::int64_t>(k - k0);
     for (; k < g_end; ++k) {  // the row's tail (only the last group can have one)
       const int level = level_at(src, packed4, k);
       dst[k] = static_cast<std::uint8_t>(level + 128);

@@ -59,6 +59,15 @@ inline void quantize_levels(cpu::scalar, const float* x, std::size_t n, const gr
   for (std::size_t i = 0; i < n; ++i) q[i] = static_cast<std::int8_t>(static_cast<std::uint8_t>(quant_level(x[i], g)));
 }
 
+/// Levels as little-endian int16 (2 bytes each).
+inline void quantize_levels_int16(cpu::scalar, const float* x, std::size_t n, const grid& g, std::uint8_t* q) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto v = static_cast<std::uint16_t>(quant_level(x[i], g));
+    q[2 * i] = static_cast<std::uint8_t>(v & 0xff);
+    q[2 * i + 1] = static_cast<std::uint8_t>(v >> 8);
+  }
+}
+
 /// out[i] = scale · (level(x[i]) - zero).
 inline void fake_quantize_run(cpu::scalar, const float* x, std::size_t n, const grid& g, float* out) noexcept {
   for (std::size_t i = 0; i < n; ++i) out[i] = g.scale * (static_cast<float>(quant_level(x[i], g)) - g.zero);
@@ -109,6 +118,17 @@ QUAROT_TARGET_AVX512 inline void quantize_levels_avx512(const float* x, std::siz
   for (; i + 16 <= n; i += 16)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(levels16(_mm512_loadu_ps(x + i), s, z, lo, hi)));
   quantize_levels(cpu::scalar{}, x + i, n - i, g, q + i);
+}
+
+QUAROT_TARGET_AVX512 inline void quantize_levels_int16_avx512(const float* x, std::size_t n, const grid& g,
+                                                              std::uint8_t* q) noexcept {
+  const __m512 s = _mm512_set1_ps(g.scale), z = _mm512_set1_ps(g.zero), lo = _mm512_set1_ps(float(g.qmin)),
+               hi = _mm512_set1_ps(float(g.qmax));
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 2 * i),
+                        _mm512_cvtepi32_epi16(levels16(_mm512_loadu_ps(x + i), s, z, lo, hi)));
+  quantize_levels_int16(cpu::scalar{}, x + i, n - i, g, q + 2 * i);
 }
 
 QUAROT_TARGET_AVX512 inline void fake_quantize_run_avx512(const float* x, std::size_t n, const grid& g,
@@ -199,6 +219,20 @@ QUAROT_TARGET_AVX2 inline void fake_quantize_run_avx2(const float* x, std::size_
   fake_quantize_run(cpu::scalar{}, x + i, n - i, g, out + i);
 }
 
+QUAROT_TARGET_AVX2 inline void quantize_levels_int16_avx2(const float* x, std::size_t n, const grid& g,
+                                                          std::uint8_t* q) noexcept {
+  const __m256 s = _mm256_set1_ps(g.scale), z = _mm256_set1_ps(g.zero), lo = _mm256_set1_ps(float(g.qmin)),
+               hi = _mm256_set1_ps(float(g.qmax));
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    // Levels are within int16, so the saturating pack is exact; it interleaves 128-bit lanes.
+    const __m256i words = _mm256_packs_epi32(levels8(_mm256_loadu_ps(x + i), s, z, lo, hi),
+                                             levels8(_mm256_loadu_ps(x + i + 8), s, z, lo, hi));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 2 * i), _mm256_permute4x64_epi64(words, 0xd8));
+  }
+  quantize_levels_int16(cpu::scalar{}, x + i, n - i, g, q + 2 * i);
+}
+
 QUAROT_TARGET_AVX2 inline void quantize_pack_int4_avx2(const float* x, std::size_t n, const grid& g,
                                                        std::uint8_t* out) noexcept {
   const __m256 s = _mm256_set1_ps(g.scale), z = _mm256_set1_ps(g.zero), lo = _mm256_set1_ps(float(g.qmin)),
@@ -227,6 +261,14 @@ inline void quantize_levels_arch(const xsimd::avx512bw&, const float* x, std::si
                                  std::int8_t* q) noexcept {
   quantize_levels_avx512(x, n, g, q);
 }
+inline void quantize_levels_int16_arch(const xsimd::avx2&, const float* x, std::size_t n, const grid& g,
+                                       std::uint8_t* q) noexcept {
+  quantize_levels_int16_avx2(x, n, g, q);
+}
+inline void quantize_levels_int16_arch(const xsimd::avx512bw&, const float* x, std::size_t n, const grid& g,
+                                       std::uint8_t* q) noexcept {
+  quantize_levels_int16_avx512(x, n, g, q);
+}
 inline void fake_quantize_run_arch(const xsimd::avx2&, const float* x, std::size_t n, const grid& g, float* o) noexcept {
   fake_quantize_run_avx2(x, n, g, o);
 }
@@ -250,6 +292,10 @@ range_result value_range(cpu::simd<Arch>, const float* x, std::size_t n) noexcep
 template <class Arch>
 void quantize_levels(cpu::simd<Arch>, const float* x, std::size_t n, const grid& g, std::int8_t* q) noexcept {
   quantize_levels_arch(Arch{}, x, n, g, q);
+}
+template <class Arch>
+void quantize_levels_int16(cpu::simd<Arch>, const float* x, std::size_t n, const grid& g, std::uint8_t* q) noexcept {
+  quantize_levels_int16_arch(Arch{}, x, n, g, q);
 }
 template <class Arch>
 void fake_quantize_run(cpu::simd<Arch>, const float* x, std::size_t n, const grid& g, float* o) noexcept {
