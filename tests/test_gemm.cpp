@@ -71,7 +71,7 @@ void check_policy(std::size_t m, std::size_t n, std::size_t k, bool sym, std::si
   // Every stored raw value decodes back to its level.
   for (std::size_t c = 0; c < n; c += 7)
     for (std::size_t i = 0; i < k; i += 5) {
-      const int zero = packed.zeros[(i / packed.group_size) * packed.n_padded + c];
+      const int zero = packed.zeros[packed.group_index(i / packed.group_size, c)];
       const std::size_t slot = wq.group_of(c, i);
       REQUIRE(packed.raw(c, i) - zero == wq.value(c, i) - (sym ? 0 : int(wq.zeros[slot])));
     }
@@ -272,7 +272,7 @@ TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and wei
       for (std::size_t kk = 0; kk < k; ++kk) {
         const std::size_t col = packed.k_order[kk];
         REQUIRE(wq.g_idx[col] == kk / 32);
-        const int zero = packed.zeros[(kk / 32) * packed.n_padded + c];
+        const int zero = packed.zeros[packed.group_index(kk / 32, c)];
         REQUIRE(packed.raw(c, kk) - zero == wq.value(c, col) - (sym ? 0 : int(wq.zeros[wq.group_of(c, col)])));
       }
     const auto x = random_matrix(m, k, 73);

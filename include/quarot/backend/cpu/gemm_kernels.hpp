@@ -33,6 +33,13 @@
 
 namespace quarot::detail {
 
+/// Index of (group g, column col) in the packed per-group arrays (scales, zeros, colsums):
+/// tile-major — per 64-column tile its groups in order, 64 values each — so a kernel
+/// reads its tile's group data as one contiguous stream (gemm/packing.hpp).
+constexpr std::size_t group_data_index(std::size_t groups, std::size_t g, std::size_t col) noexcept {
+  return ((col / 64) * groups + g) * 64 + col % 64;
+}
+
 struct gemm_operands {
   const std::uint8_t* a;       // M x k_padded, u8 = level + 128 (row stride lda)
   std::size_t lda;
@@ -41,9 +48,9 @@ struct gemm_operands {
   const std::uint8_t* w;       // packed weights
   std::size_t quads, group_quads, groups, n_padded, block_bytes;
   int bits;
-  const float* scales;         // groups x n_padded
-  const std::int32_t* zeros;   // groups x n_padded
-  const std::int32_t* colsums; // groups x n_padded
+  const float* scales;         // per (group, column) at group_data_index
+  const std::int32_t* zeros;   // ditto
+  const std::int32_t* colsums; // ditto
   bool uniform_zero;           // every zero equals zero0 (symmetric weights): no per-column multiply
   std::int32_t zero0;
   const float* bias;           // N values, or null
@@ -72,7 +79,7 @@ inline void gemm_tile(cpu::scalar, const gemm_operands& op, std::size_t m0, std:
         std::int32_t a = 0;
         for (std::size_t k = g * op.group_quads * 4; k < q_end * 4; ++k)
           a += static_cast<std::int32_t>(op.a[(m0 + r) * op.lda + k]) * packed_raw(op, col, k);
-        const std::size_t gi = g * op.n_padded + col;
+        const std::size_t gi = group_data_index(op.groups, g, col);
         a -= 128 * op.colsums[gi] + op.zeros[gi] * op.rowsum[(m0 + r) * op.groups + g];
         c = std::fma(op.scales[gi], static_cast<float>(a), c);
       }
@@ -245,7 +252,7 @@ QUAROT_TARGET_AVX512VNNI __attribute__((noinline)) void last_group_vnni(const ge
                                                                           float* out, std::size_t ldo) noexcept {
   QUAROT_UNROLL
   for (int v = 0; v < NV; ++v) {
-    const __m512 scale = _mm512_loadu_ps(op.scales + g * op.n_padded + n0 + 16 * v);
+    const __m512 scale = _mm512_loadu_ps(op.scales + group_data_index(op.groups, g, n0) + 16 * v);
     const int left = static_cast<int>(cols) - 16 * v;
     const __mmask16 mask = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
     const __m512 bias = op.bias ? _mm512_maskz_loadu_ps(mask, op.bias + n0 + 16 * v) : _mm512_setzero_ps();
@@ -273,7 +280,7 @@ QUAROT_TARGET_AVX512VNNI void gemm_tile_vnni(const gemm_operands& op, std::size_
   const std::uint8_t* a0 = op.a + m0 * op.lda;
   for (std::size_t g = 0; g < op.groups; ++g) {
     const std::size_t q_begin = g * op.group_quads, q_end = std::min(op.quads, q_begin + op.group_quads);
-    const std::size_t gi = g * op.n_padded + n0;
+    const std::size_t gi = group_data_index(op.groups, g, n0);
     __m512i acc[MR][NV];
     QUAROT_UNROLL
     for (int v = 0; v < NV; ++v) {
@@ -383,7 +390,7 @@ QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0,
   const std::uint8_t* a0 = op.a + m0 * op.lda;
   for (std::size_t g = 0; g < op.groups; ++g) {
     const std::size_t q_begin = g * op.group_quads, q_end = std::min(op.quads, q_begin + op.group_quads);
-    const std::size_t gi = g * op.n_padded + col0;
+    const std::size_t gi = group_data_index(op.groups, g, col0);
     const std::uint8_t* wp = wq + q_begin * quad_bytes;
     const std::uint8_t* arow = a0 + q_begin * 4;
     __m256i acc[MR][2];

@@ -25,6 +25,7 @@
 
 #include "../../core/backend.hpp"
 #include "../../core/config.hpp"
+#include "gemm_kernels.hpp"
 
 #if QUAROT_HAS_X86_SIMD
 #include <immintrin.h>
@@ -45,8 +46,8 @@ struct weight_only_operands {
   const std::uint8_t* w;     ///< packed weights
   std::size_t quads, group_quads, groups, n_padded, block_bytes;
   int bits;
-  const float* scales;       ///< groups x n_padded
-  const std::int32_t* zeros; ///< groups x n_padded
+  const float* scales;       ///< per (group, column) at group_data_index (gemm_kernels.hpp)
+  const std::int32_t* zeros; ///< ditto
 };
 
 inline int weight_only_raw(const weight_only_operands& op, std::size_t col, std::size_t k) noexcept {
@@ -72,9 +73,10 @@ inline void weight_only_tile(cpu::scalar, const weight_only_operands& op, std::s
             chain = std::fma(static_cast<float>(weight_only_raw(op, col, 4 * q + kk)), x[4 * q + kk], chain);
           }
         const float acc = a + b;
-        const float z = static_cast<float>(op.zeros[g * op.n_padded + col]);
+        const std::size_t gi = group_data_index(op.groups, g, col);
+        const float z = static_cast<float>(op.zeros[gi]);
         const float t = std::fma(-z, op.xsum[(m0 + r) * op.groups + g], acc);
-        total = std::fma(op.scales[g * op.n_padded + col], t, total);
+        total = std::fma(op.scales[gi], t, total);
       }
       c[r * 64 + j] = total;
     }
@@ -177,7 +179,7 @@ QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE void weight_only_group_epilogue(const 
                                                                          __m512 (&total)[MR][4]) noexcept {
   QUAROT_UNROLL
   for (int p = 0; p < 4; ++p) {
-    const std::size_t at = g * op.n_padded + n0 + 16 * std::size_t(p);
+    const std::size_t at = group_data_index(op.groups, g, n0) + 16 * std::size_t(p);
     const __m512 s = _mm512_loadu_ps(op.scales + at);
     const __m512 z = _mm512_cvtepi32_ps(_mm512_loadu_si512(op.zeros + at));
     QUAROT_UNROLL
