@@ -43,56 +43,60 @@ struct prepared_activations {
   [[nodiscard]] std::size_t kernel_rows() const noexcept { return split ? 2 * rows : rows; }
 };
 
-inline void prepare_activations(const quantized_activations& x, const packed_weights& w, prepared_activations& out,
-                                thread_pool* pool = nullptr) {
-  detail::require(x.cols == w.k, "GEMM: activations have K = ", x.cols, " but the weights have K = ", w.k);
-  out.rows = x.rows;
-  out.split = x.bits == 16;
+namespace detail {
+/// Sizes `out` for `rows` tokens of `bits`-bit levels against the weights w.
+inline void shape_prepared(prepared_activations& out, std::size_t rows, int bits, const packed_weights& w) {
+  out.rows = rows;
+  out.split = bits == 16;
   // Rows 64 bytes longer than K: a 6-row tile's rows then do not share one L1 set when K
   // is a multiple of 4096. (The extra bytes are never read.)
   out.lda = w.k_padded + 64;
   out.groups = w.groups;
   out.a.resize(out.kernel_rows() * out.lda);
   out.rowsum.resize(out.kernel_rows() * w.groups);
-  if (out.split) {
-    out.scales.resize(2 * x.rows);
-    for (std::size_t r = 0; r < x.rows; ++r) {
-      out.scales[2 * r] = 256.0f * x.scales[r];  // exact: a power of two
-      out.scales[2 * r + 1] = x.scales[r];
+  out.scales.resize(out.kernel_rows());
+}
+
+/// Token r of x (levels and scale) into its kernel row(s) of `out` (shaped by
+/// shape_prepared); `gathered` is scratch for act-order weights.
+template <class Tag>
+void prepare_activation_row(Tag tag, const quantized_activations& x, std::size_t r, const packed_weights& w,
+                            prepared_activations& out, std::vector<std::uint8_t>& gathered) {
+  const std::uint8_t* src = x.data.data() + r * x.row_bytes;
+  bool packed4 = x.packed();
+  if (!w.k_order.empty()) {  // act-order weights: the row's levels in packed K order
+    gathered.resize(x.cols * (out.split ? 2 : 1));
+    for (std::size_t kk = 0; kk < x.cols; ++kk) {
+      if (out.split) std::copy_n(src + 2 * w.k_order[kk], 2, gathered.data() + 2 * kk);
+      else gathered[kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(x.value(r, w.k_order[kk])));
     }
-  } else {
-    out.scales = x.scales;
+    src = gathered.data();
+    packed4 = false;
   }
-  const std::size_t elem_bytes = out.split ? 2 : 1;
+  if (out.split) {
+    out.scales[2 * r] = 256.0f * x.scales[r];  // exact: a power of two
+    out.scales[2 * r + 1] = x.scales[r];
+    quarot::detail::prepare_row_int16(tag, src, x.cols, w.k_padded, w.group_size, out.a.data() + 2 * r * out.lda,
+                                      out.a.data() + (2 * r + 1) * out.lda, out.rowsum.data() + 2 * r * w.groups,
+                                      out.rowsum.data() + (2 * r + 1) * w.groups);
+  } else {
+    out.scales[r] = x.scales[r];
+    quarot::detail::prepare_row(tag, src, packed4, x.cols, w.k_padded, w.group_size, out.a.data() + r * out.lda,
+                                out.rowsum.data() + r * w.groups);
+  }
+}
+}  // namespace detail
+
+inline void prepare_activations(const quantized_activations& x, const packed_weights& w, prepared_activations& out,
+                                thread_pool* pool = nullptr) {
+  quarot::detail::require(x.cols == w.k, "GEMM: activations have K = ", x.cols, " but the weights have K = ", w.k);
+  detail::shape_prepared(out, x.rows, x.bits, w);
   cpu::dispatch(cpu::default_isa(), [&](auto tag) {
-    detail::parallel_for(
+    quarot::detail::parallel_for(
         pool, x.rows,
         [&](std::size_t b, std::size_t e) {
-          std::vector<std::uint8_t> gathered(w.k_order.empty() ? 0 : x.cols * elem_bytes);
-          for (std::size_t r = b; r < e; ++r) {
-            const std::uint8_t* src = x.data.data() + r * x.row_bytes;
-            bool packed4 = x.packed();
-            if (!w.k_order.empty()) {  // act-order weights: the row's levels in packed K order
-              for (std::size_t kk = 0; kk < x.cols; ++kk) {
-                if (out.split) {
-                  std::copy_n(src + 2 * w.k_order[kk], 2, gathered.data() + 2 * kk);
-                } else {
-                  gathered[kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(x.value(r, w.k_order[kk])));
-                }
-              }
-              src = gathered.data();
-              packed4 = false;
-            }
-            if (out.split) {
-              quarot::detail::prepare_row_int16(tag, src, x.cols, w.k_padded, w.group_size,
-                                                out.a.data() + 2 * r * out.lda, out.a.data() + (2 * r + 1) * out.lda,
-                                                out.rowsum.data() + 2 * r * w.groups,
-                                                out.rowsum.data() + (2 * r + 1) * w.groups);
-            } else {
-              quarot::detail::prepare_row(tag, src, packed4, x.cols, w.k_padded, w.group_size,
-                                          out.a.data() + r * out.lda, out.rowsum.data() + r * w.groups);
-            }
-          }
+          std::vector<std::uint8_t> gathered;
+          for (std::size_t r = b; r < e; ++r) detail::prepare_activation_row(tag, x, r, w, out, gathered);
         },
         std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, x.cols)));
   });

@@ -3,9 +3,10 @@
 // Hadamard before down_proj, any size the transform planner supports) and per-token
 // quantization on the way in.
 //
-// The front end is fused per block of rows: each thread copies a few rows into a buffer
-// that stays in its cache, rotates them there, and quantizes them straight into the
-// GEMM's activation operand, so rotated fp32 activations are never written to memory.
+// The front end is fused per block of rows: each thread rotates a few rows into a buffer
+// that stays in its cache, quantizes them, and prepares the GEMM's activation operand from
+// each row's levels while they are in L1, so rotated fp32 activations are never written to
+// memory and the levels are not read back.
 #pragma once
 
 #include <algorithm>
@@ -63,7 +64,6 @@ class linear {
   void forward(matrix_view<const float> x, matrix_view<Out> y, thread_pool* pool = nullptr) const {
     detail::require(x.cols == in_features(), "linear: input has ", x.cols, " features, expected ", in_features());
     quantize_input(x, pool);
-    gemm::prepare_activations(qa_, gemm_.weights(), prepared_, pool);
     gemm_.run(prepared_, bits_, y, bias_, pool);
   }
 
@@ -73,11 +73,13 @@ class linear {
  private:
   void quantize_input(matrix_view<const float> x, thread_pool* pool) const {
     detail::shape_activations(qa_, x.rows, x.cols, bits_);
+    gemm::detail::shape_prepared(prepared_, x.rows, bits_, gemm_.weights());
     constexpr std::size_t block_rows = 8;
     const std::size_t blocks = (x.rows + block_rows - 1) / block_rows;
     cpu::dispatch(cpu::default_isa(), [&](auto tag) {
       detail::parallel_for(pool, blocks, [&](std::size_t b, std::size_t e) {
         std::vector<float> buf(rotate_ ? block_rows * x.cols : 0);
+        std::vector<std::uint8_t> gathered;
         for (std::size_t blk = b; blk < e; ++blk) {
           const std::size_t r0 = blk * block_rows, rows = std::min(block_rows, x.rows - r0);
           if (rotate_into_) {
@@ -90,6 +92,8 @@ class linear {
             const float* src = rotate_ ? buf.data() + r * x.cols : x.row(r0 + r);
             detail::quantize_token(tag, src, x.cols, bits_, clip_, qa_.data.data() + (r0 + r) * qa_.row_bytes,
                                    &qa_.scales[r0 + r], r0 + r);
+            // The GEMM operand from the row's levels while they are in L1.
+            gemm::detail::prepare_activation_row(tag, qa_, r0 + r, gemm_.weights(), prepared_, gathered);
           }
         }
       });
