@@ -179,9 +179,10 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, st
   constexpr std::size_t entry_bytes = 32 * NB;
   const std::size_t b = h.start[i], mid = b + h.plus[i], e = h.start[i + 1];
   const std::uint16_t* term = h.term.data();
-  auto at = [&](std::size_t t, int k) QUAROT_TARGET_AVX2 {
-    return _mm256_load_ps(reinterpret_cast<const float*>(table + std::size_t{term[t]} * (entry_bytes / 8) + 32 * k));
+  auto entry = [&](std::size_t offset, int k) QUAROT_TARGET_AVX2 {
+    return _mm256_load_ps(reinterpret_cast<const float*>(table + offset * (entry_bytes / 8) + 32 * k));
   };
+  auto at = [&](std::size_t t, int k) QUAROT_TARGET_AVX2 { return entry(term[t], k); };
   __m256 acc[4][NB];
   QUAROT_UNROLL
   for (auto& r : acc)
@@ -190,6 +191,22 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, st
   // Terms [from, to) into acc[s] and acc[s + 1], alternating, as the scalar kernel does.
   const auto sum_list = [&](std::size_t from, std::size_t to, int s) QUAROT_TARGET_AVX2 {
     std::size_t t = from;
+    // Four terms per 64-bit load: the table reads alone fill the core's load slots.
+    for (; t + 4 <= to; t += 4) {
+      std::uint64_t four;
+      __builtin_memcpy(&four, term + t, sizeof four);
+      const std::size_t o0 = four & 0xffff, o1 = (four >> 16) & 0xffff, o2 = (four >> 32) & 0xffff, o3 = four >> 48;
+      QUAROT_UNROLL
+      for (int k = 0; k < NB; ++k) {
+        acc[s][k] = _mm256_add_ps(acc[s][k], entry(o0, k));
+        acc[s + 1][k] = _mm256_add_ps(acc[s + 1][k], entry(o1, k));
+      }
+      QUAROT_UNROLL
+      for (int k = 0; k < NB; ++k) {
+        acc[s][k] = _mm256_add_ps(acc[s][k], entry(o2, k));
+        acc[s + 1][k] = _mm256_add_ps(acc[s + 1][k], entry(o3, k));
+      }
+    }
     for (; t + 2 <= to; t += 2)
       QUAROT_UNROLL
       for (int k = 0; k < NB; ++k) {
