@@ -31,17 +31,23 @@ void set_counters(benchmark::State& state, double m, double n, double k, double 
   state.counters["weight_bytes/s"] = benchmark::Counter(weight_bytes, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Random N x K weights, RTN-quantized (symmetric; per channel when group = 0) and packed
+// for the policy.
 template <class Policy>
-void BM_quarot(benchmark::State& state) {
-  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  const auto group = std::size_t(state.range(3));
+quarot::gemm::packed_weights random_packed_weights(std::size_t n, std::size_t k, std::size_t group) {
   const auto w = bench::random_buffer<float>(n * k, 1);
-  const auto x = bench::random_buffer<float>(m * k, 2);
   const quarot::quant_params wp{.bits = Policy::weight_bits, .symmetric = true,
                                 .gran = group ? quarot::granularity::per_group : quarot::granularity::per_channel,
                                 .group_size = group};
-  const auto packed = quarot::gemm::pack_weights(quarot::rtn_quantizer(wp).quantize(quarot::make_matrix_view(w, n, k)),
-                                                 Policy::weight_bits);
+  return quarot::gemm::pack_weights(quarot::rtn_quantizer(wp).quantize(quarot::make_matrix_view(w, n, k)),
+                                    Policy::weight_bits);
+}
+
+template <class Policy>
+void BM_quarot(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto x = bench::random_buffer<float>(m * k, 2);
+  const auto packed = random_packed_weights<Policy>(n, k, std::size_t(state.range(3)));
   const quarot::gemm::integer_gemm<Policy> op(packed);
   quarot::quantized_activations xa;
   quarot::quantize_activations(quarot::make_matrix_view(x, m, k), Policy::activation_bits, 1.0f, xa);
@@ -60,14 +66,8 @@ void BM_quarot(benchmark::State& state) {
 template <class Policy>
 void BM_linear(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  const auto group = std::size_t(state.range(3));
-  const auto w = bench::random_buffer<float>(n * k, 1);
   const auto x = bench::random_buffer<float>(m * k, 2);
-  const quarot::quant_params wp{.bits = Policy::weight_bits, .symmetric = true,
-                                .gran = group ? quarot::granularity::per_group : quarot::granularity::per_channel,
-                                .group_size = group};
-  const auto packed =
-      quarot::gemm::pack_weights(quarot::rtn_quantizer(wp).quantize(quarot::make_matrix_view(w, n, k)), Policy::weight_bits);
+  const auto packed = random_packed_weights<Policy>(n, k, std::size_t(state.range(3)));
   const quarot::linear<Policy> layer(packed);
   std::vector<float> y(m * n);
   quarot::thread_pool pool(2);

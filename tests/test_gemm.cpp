@@ -247,6 +247,24 @@ TEST_CASE("GEMM: mismatched shapes, packing and bits are clear errors") {
                        error);
 }
 
+namespace {
+// The integer GEMM of Policy<backend> on every ISA this machine has equals `expect` bit for bit.
+template <template <class> class Policy>
+void check_every_isa(const gemm::packed_weights& packed, const quantized_activations& xa, const std::vector<float>& bias,
+                     const std::vector<float>& expect, thread_pool& pool) {
+  for (auto isa : machine_isas()) {
+    INFO("isa " << cpu::to_string(isa) << ", " << xa.bits << "-bit activations");
+    std::vector<float> y(xa.rows * packed.n);
+    const auto out = make_matrix_view(y, xa.rows, packed.n);
+    if (isa == cpu::isa::avx512vnni) gemm::integer_gemm<Policy<cpu::avx512vnni_backend>>{packed}(xa, out, bias, &pool);
+    else if (isa == cpu::isa::avx2) gemm::integer_gemm<Policy<cpu::avx2_backend>>{packed}(xa, out, bias, &pool);
+    else if (isa == cpu::isa::scalar) gemm::integer_gemm<Policy<cpu::scalar>>{packed}(xa, out, bias, &pool);
+    else continue;
+    REQUIRE(std::memcmp(y.data(), expect.data(), y.size() * 4) == 0);
+  }
+}
+}  // namespace
+
 TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and weight-only GEMMs match the references") {
   const std::size_t n = 40, k = 256, m = 5;
   const auto w = random_matrix(n, k, 71, 0.05f);
@@ -283,28 +301,11 @@ TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and wei
     // of the group, which is the order of increasing column index.
     const auto expect = reference(xa, wq, bias);
     thread_pool pool(2);
-    for (auto isa : machine_isas()) {
-      INFO("isa " << cpu::to_string(isa));
-      std::vector<float> y(m * n);
-      if (isa == cpu::isa::avx512vnni) gemm::integer_gemm<gemm::w4a4_policy<>>{packed}(xa, make_matrix_view(y, m, n), bias, &pool);
-      else if (isa == cpu::isa::avx2) gemm::integer_gemm<gemm::w4a4_policy<cpu::avx2_backend>>{packed}(xa, make_matrix_view(y, m, n), bias, &pool);
-      else if (isa == cpu::isa::scalar) gemm::integer_gemm<gemm::w4a4_policy<cpu::scalar>>{packed}(xa, make_matrix_view(y, m, n), bias, &pool);
-      else continue;
-      REQUIRE(std::memcmp(y.data(), expect.data(), y.size() * 4) == 0);
-    }
+    check_every_isa<gemm::w4a4_policy>(packed, xa, bias, expect, pool);
     // 16-bit activations gather their int16 levels in the packed order too.
     quantized_activations x16;
     quantize_activations(cpu::scalar{}, make_matrix_view(x, m, k), 16, 1.0f, x16);
-    const auto expect16 = reference(x16, wq, bias);
-    for (auto isa : machine_isas()) {
-      INFO("isa " << cpu::to_string(isa) << " 16-bit");
-      std::vector<float> y(m * n);
-      if (isa == cpu::isa::avx512vnni) gemm::integer_gemm<gemm::w4a16i_policy<>>{packed}(x16, make_matrix_view(y, m, n), bias, &pool);
-      else if (isa == cpu::isa::avx2) gemm::integer_gemm<gemm::w4a16i_policy<cpu::avx2_backend>>{packed}(x16, make_matrix_view(y, m, n), bias, &pool);
-      else if (isa == cpu::isa::scalar) gemm::integer_gemm<gemm::w4a16i_policy<cpu::scalar>>{packed}(x16, make_matrix_view(y, m, n), bias, &pool);
-      else continue;
-      REQUIRE(std::memcmp(y.data(), expect16.data(), y.size() * 4) == 0);
-    }
+    check_every_isa<gemm::w4a16i_policy>(packed, x16, bias, reference(x16, wq, bias), pool);
     // Weight-only: against the dequantized act-order weights in double.
     std::vector<float> y(m * n);
     gemm::weight_only_gemm<gemm::w4a32_policy<cpu::scalar>>{packed}(make_matrix_view(x, m, k), make_matrix_view(y, m, n), bias);

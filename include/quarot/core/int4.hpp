@@ -33,6 +33,7 @@ inline int int4_at(const std::uint8_t* packed, std::size_t i) noexcept {
 inline int level_at(const std::uint8_t* row, bool packed4, std::size_t i) noexcept {
   return packed4 ? int4_at(row, i) : static_cast<std::int8_t>(row[i]);
 }
+// Decoding 16-bit activation levels (kept beside level_at, which decodes the 4- and 8-bit ones).
 /// Largest 16-bit activation level: levels in [-32640, 32639] split into two int8 halves
 /// (quantize/activation.hpp).
 inline constexpr int int16_split_max = 32639;

@@ -6,8 +6,9 @@
 //
 // with exact int32 group sums (the products of 8-bit levels over K ≤ 2^16 cannot
 // overflow). 16-bit activation levels (W4A16 / W8A16 on the integer kernels) are split
-// into two int8 halves, L = 256·hi + lo, run as two kernel rows and added in fp32. Work is split over 64-column tiles of W on the thread pool, so decode
-// (M = 1) uses every thread too.
+// into two int8 halves, L = 256·hi + lo, run as two kernel rows and added in fp32. Work
+// is split over 64-column tiles of W on the thread pool, so decode (M = 1) uses every
+// thread too.
 #pragma once
 
 #include <algorithm>
