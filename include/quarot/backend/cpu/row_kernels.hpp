@@ -182,12 +182,19 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, st
   auto entry = [&](std::size_t offset, int k) QUAROT_TARGET_AVX2 {
     return _mm256_load_ps(reinterpret_cast<const float*>(table + offset * (entry_bytes / 8) + 32 * k));
   };
-  auto at = [&](std::size_t t, int k) QUAROT_TARGET_AVX2 { return entry(term[t], k); };
   __m256 acc[4][NB];
   QUAROT_UNROLL
   for (auto& r : acc)
     QUAROT_UNROLL
     for (auto& v : r) v = _mm256_setzero_ps();
+  // Entries at offsets oa and ob into acc[s] and acc[s + 1].
+  const auto add_pair = [&](int s, std::size_t oa, std::size_t ob) QUAROT_TARGET_AVX2 {
+    QUAROT_UNROLL
+    for (int k = 0; k < NB; ++k) {
+      acc[s][k] = _mm256_add_ps(acc[s][k], entry(oa, k));
+      acc[s + 1][k] = _mm256_add_ps(acc[s + 1][k], entry(ob, k));
+    }
+  };
   // Terms [from, to) into acc[s] and acc[s + 1], alternating, as the scalar kernel does.
   const auto sum_list = [&](std::size_t from, std::size_t to, int s) QUAROT_TARGET_AVX2 {
     std::size_t t = from;
@@ -195,27 +202,13 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, st
     for (; t + 4 <= to; t += 4) {
       std::uint64_t four;
       __builtin_memcpy(&four, term + t, sizeof four);
-      const std::size_t o0 = four & 0xffff, o1 = (four >> 16) & 0xffff, o2 = (four >> 32) & 0xffff, o3 = four >> 48;
-      QUAROT_UNROLL
-      for (int k = 0; k < NB; ++k) {
-        acc[s][k] = _mm256_add_ps(acc[s][k], entry(o0, k));
-        acc[s + 1][k] = _mm256_add_ps(acc[s + 1][k], entry(o1, k));
-      }
-      QUAROT_UNROLL
-      for (int k = 0; k < NB; ++k) {
-        acc[s][k] = _mm256_add_ps(acc[s][k], entry(o2, k));
-        acc[s + 1][k] = _mm256_add_ps(acc[s + 1][k], entry(o3, k));
-      }
+      add_pair(s, four & 0xffff, (four >> 16) & 0xffff);
+      add_pair(s, (four >> 32) & 0xffff, four >> 48);
     }
-    for (; t + 2 <= to; t += 2)
-      QUAROT_UNROLL
-      for (int k = 0; k < NB; ++k) {
-        acc[s][k] = _mm256_add_ps(acc[s][k], at(t, k));
-        acc[s + 1][k] = _mm256_add_ps(acc[s + 1][k], at(t + 1, k));
-      }
+    for (; t + 2 <= to; t += 2) add_pair(s, term[t], term[t + 1]);
     if (t < to)
       QUAROT_UNROLL
-      for (int k = 0; k < NB; ++k) acc[s][k] = _mm256_add_ps(acc[s][k], at(t, k));
+      for (int k = 0; k < NB; ++k) acc[s][k] = _mm256_add_ps(acc[s][k], entry(term[t], k));
   };
   sum_list(b, mid, 0);
   sum_list(mid, e, 2);
