@@ -43,11 +43,25 @@ quarot::gemm::packed_weights random_packed_weights(std::size_t n, std::size_t k,
                                     Policy::weight_bits);
 }
 
+// Whether the integer GEMM's backend B has its instructions on this CPU.
+template <class B>
+bool runs_here() {
+  if constexpr (std::is_same_v<B, quarot::cpu::avx_vnni_backend>) return quarot::cpu::supports_avx_vnni_backend();
+  else if constexpr (std::is_same_v<B, quarot::cpu::avx2_backend>) return quarot::cpu::supports(quarot::cpu::isa::avx2);
+  else if constexpr (std::is_same_v<B, quarot::cpu::avx512vnni_backend>)
+    return quarot::cpu::supports(quarot::cpu::isa::avx512vnni);
+  else return true;
+}
+
 template <class Policy>
 void BM_quarot(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
   const auto x = bench::random_buffer<float>(m * k, 2);
   const auto packed = random_packed_weights<Policy>(n, k, std::size_t(state.range(3)));
+  if (!runs_here<typename Policy::backend>()) {
+    state.SkipWithError("this CPU lacks the policy's instructions");
+    return;
+  }
   const quarot::gemm::integer_gemm<Policy> op(packed);
   quarot::quantized_activations xa;
   quarot::quantize_activations(quarot::make_matrix_view(x, m, k), Policy::activation_bits, 1.0f, xa);
@@ -246,6 +260,12 @@ BENCHMARK(memcpy_weights)->Name("BM_memcpy")->Arg(4096L * 11008 / 2)->Arg(4096L 
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a8_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+// The 256-bit kernels (AVX-VNNI, or its EVEX form where AVX-512 VNNI exists; plain AVX2) on
+// the same shapes: what CPUs without AVX-512 get.
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<quarot::cpu::avx_vnni_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<quarot::cpu::avx_vnni_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<quarot::cpu::avx2_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<quarot::cpu::avx2_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a16i_policy<>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_linear, quarot::gemm::w4a16i_policy<>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_linear, quarot::gemm::w4a8_policy<>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -189,7 +189,15 @@ TEST_CASE_TEMPLATE("integer GEMM policies equal the integer reference bit for bi
                    gemm::w8a8_policy<cpu::avx2_backend>, gemm::w4a8_policy<cpu::avx2_backend>,
                    gemm::w4a4_policy<cpu::avx2_backend>, gemm::w4a16i_policy<cpu::scalar>, gemm::w8a16i_policy<>,
                    gemm::w4a16i_policy<>, gemm::w4a16i_policy<cpu::avx2_backend>,
-                   gemm::w8a16i_policy<cpu::avx2_backend>) {
+                   gemm::w8a16i_policy<cpu::avx2_backend>, gemm::w8a8_policy<cpu::avx_vnni_backend>,
+                   gemm::w4a4_policy<cpu::avx_vnni_backend>, gemm::w4a16i_policy<cpu::avx_vnni_backend>) {
+  if constexpr (std::is_same_v<typename Policy::backend, cpu::avx_vnni_backend>) {
+    if (!cpu::supports_avx_vnni_backend()) {
+      MESSAGE("skipping: this CPU has neither AVX-VNNI nor AVX-512 VNNI");
+      return;
+    }
+    MESSAGE("avx_vnni backend runs vpdpbusd's ", cpu::has_avx_vnni() ? "VEX" : "EVEX", " form here");
+  }
   if constexpr (std::is_same_v<typename Policy::backend, cpu::avx512vnni_backend>) {
     if (!cpu::supports(cpu::isa::avx512vnni)) {
       MESSAGE("skipping: this CPU has no AVX-512 VNNI");
@@ -262,8 +270,61 @@ void check_every_isa(const gemm::packed_weights& packed, const quantized_activat
     else continue;
     REQUIRE(std::memcmp(y.data(), expect.data(), y.size() * 4) == 0);
   }
+  if (cpu::supports_avx_vnni_backend()) {
+    INFO("avx_vnni backend, " << xa.bits << "-bit activations");
+    std::vector<float> y(xa.rows * packed.n);
+    gemm::integer_gemm<Policy<cpu::avx_vnni_backend>>{packed}(xa, make_matrix_view(y, xa.rows, packed.n), bias, &pool);
+    REQUIRE(std::memcmp(y.data(), expect.data(), y.size() * 4) == 0);
+  }
 }
 }  // namespace
+
+TEST_CASE("256-bit vpdpbusd kernel: each encoding this CPU has (VEX: AVX-VNNI, EVEX: AVX-512 VNNI) = scalar") {
+  using detail::vnni_encoding;
+  std::vector<vnni_encoding> encodings;
+  if (cpu::has_avx_vnni()) encodings.push_back(vnni_encoding::vex);
+  if (cpu::supports(cpu::isa::avx512vnni)) encodings.push_back(vnni_encoding::evex);
+  if (encodings.empty()) {
+    MESSAGE("skipping: this CPU has neither AVX-VNNI nor AVX-512 VNNI");
+    return;
+  }
+  if (!cpu::has_avx_vnni()) MESSAGE("no AVX-VNNI here: the VEX form is not run (the EVEX form runs the same kernel)");
+  thread_pool pool(2);
+  for (int wbits : {4, 8})
+    for (int abits : {4, 8, 16})
+      for (std::size_t group : {std::size_t{0}, std::size_t{32}})
+        for (bool sym : {true, false}) {
+          const std::size_t m = 13, n = 72, k = 160;  // 13 rows: 6 + 6 + 1 (2·13 split rows: 6·4 + 2)
+          INFO("W" << wbits << "A" << abits << " group " << group << std::string(sym ? " sym" : " asym"));
+          const auto w = random_matrix(n, k, 91 + group, 0.05f);
+          const auto wq = rtn_quantizer({.bits = wbits, .symmetric = sym,
+                                         .gran = group ? granularity::per_group : granularity::per_channel,
+                                         .group_size = group},
+                                        cpu::isa::scalar)
+                              .quantize(make_matrix_view(w, n, k));
+          const auto packed = gemm::pack_weights(wq, wbits);
+          const auto x = random_matrix(m, k, 92 + abits);
+          quantized_activations xa;
+          quantize_activations(cpu::scalar{}, make_matrix_view(x, m, k), abits, 1.0f, xa);
+          const auto bias = random_matrix(1, n, 93);
+          gemm::prepared_activations prepared;
+          gemm::prepare_activations(xa, packed, prepared);
+          std::vector<float> expect(m * n), y(m * n);
+          gemm::detail::run_integer_gemm(cpu::scalar{}, prepared, packed, bias, make_matrix_view(expect, m, n), &pool);
+          REQUIRE(expect == reference(xa, wq, bias));
+          for (auto e : encodings) {
+            INFO(std::string(e == vnni_encoding::vex ? "VEX" : "EVEX"));
+            std::fill(y.begin(), y.end(), -1.0f);
+            if (e == vnni_encoding::vex)
+              gemm::detail::run_integer_gemm(detail::vnni256_encoding_backend<vnni_encoding::vex>{}, prepared, packed,
+                                             bias, make_matrix_view(y, m, n), &pool);
+            else
+              gemm::detail::run_integer_gemm(detail::vnni256_encoding_backend<vnni_encoding::evex>{}, prepared, packed,
+                                             bias, make_matrix_view(y, m, n), &pool);
+            REQUIRE(std::memcmp(y.data(), expect.data(), y.size() * 4) == 0);
+          }
+        }
+}
 
 TEST_CASE("act-order GPTQ weights (g_idx) pack with K reordered; integer and weight-only GEMMs match the references") {
   const std::size_t n = 40, k = 256, m = 5;

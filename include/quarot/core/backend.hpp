@@ -3,7 +3,8 @@
 // Backends are empty tag types (xsimd's arch tags, CUTLASS's Sm80): algorithms are
 // overloads on them, the most specific one wins and a scalar fallback always exists.
 //   quarot::cpu::scalar            plain C++, the reference every fast path is tested against
-//   quarot::cpu::simd<Arch>        x86 SIMD, Arch an xsimd 8.1 arch tag (or cpu::avx512vnni)
+//   quarot::cpu::simd<Arch>        x86 SIMD, Arch an xsimd 8.1 arch tag (or cpu::avx512vnni,
+//                                  cpu::avx_vnni)
 //   quarot::cuda::device           NVIDIA GPUs (include/quarot/backend/cuda/)
 #pragma once
 
@@ -30,8 +31,17 @@ struct avx512vnni : xsimd::avx512bw {
   static constexpr const char* name() noexcept { return "avx512vnni"; }
 };
 
+/// vpdpbusd on 256-bit registers, for the integer GEMM on AVX2 machines with AVX-VNNI (the
+/// VEX form: Alder Lake, Sapphire Rapids, Zen 5 and later, with or without AVX-512). On
+/// CPUs with AVX-512 VNNI the same kernels run with the instruction's EVEX form, so they
+/// are also tested where AVX-VNNI is absent. Everything else is AVX2, which it extends.
+/// Not an isa level: AVX-VNNI sits beside AVX-512, not above or below it.
+struct avx_vnni : xsimd::avx2 {
+  static constexpr const char* name() noexcept { return "avx_vnni"; }
+};
+
 /// A SIMD backend for one instruction set. Arch is an xsimd arch tag
-/// (xsimd::avx2, xsimd::avx512bw) or cpu::avx512vnni.
+/// (xsimd::avx2, xsimd::avx512bw), cpu::avx512vnni or cpu::avx_vnni.
 template <class Arch>
 struct simd {
   using arch_type = Arch;
@@ -41,6 +51,7 @@ struct simd {
 using avx2_backend = simd<xsimd::avx2>;
 using avx512_backend = simd<xsimd::avx512bw>;
 using avx512vnni_backend = simd<avx512vnni>;
+using avx_vnni_backend = simd<avx_vnni>;
 
 /// The instruction sets quarot has kernels for, in increasing order.
 enum class isa { scalar = 0, avx2 = 1, avx512 = 2, avx512vnni = 3 };
@@ -91,8 +102,22 @@ inline bool has_avx512_bf16() noexcept {
 #endif
 }
 
+/// AVX-VNNI (VEX-encoded vpdpbusd on 128/256-bit registers; CPUID.(EAX=7, ECX=1):EAX[4]).
+inline bool has_avx_vnni() noexcept {
+#if QUAROT_HAS_X86_SIMD
+  __builtin_cpu_init();
+  return detected_isa() >= isa::avx2 && __builtin_cpu_supports("avxvnni");
+#else
+  return false;
+#endif
+}
+
 /// Whether this machine can run kernels for `i`.
 inline bool supports(isa i) noexcept { return static_cast<int>(i) <= static_cast<int>(detected_isa()); }
+
+/// Whether the cpu::avx_vnni_backend kernels run here: with AVX-VNNI, or with AVX-512 VNNI
+/// (the instruction's EVEX form).
+inline bool supports_avx_vnni_backend() noexcept { return has_avx_vnni() || supports(isa::avx512vnni); }
 
 /// The ISA the default-dispatched entry points use: the detected one, or the one named
 /// by the environment variable QUAROT_CPU_ISA (for testing a slower path on a fast

@@ -163,9 +163,14 @@ class integer_gemm {
     quarot::detail::require(w_.k <= 65536, "GEMM: K = ", w_.k, " exceeds 65536 (int32 accumulator bound)");
     using B = typename Policy::backend;
     static_assert(std::is_same_v<B, cpu::scalar> || std::is_same_v<B, cpu::avx2_backend> ||
-                      std::is_same_v<B, cpu::avx512vnni_backend>,
-                  "integer GEMM kernels exist for cpu::scalar, cpu::avx2_backend and cpu::avx512vnni_backend");
-    if constexpr (!std::is_same_v<B, cpu::scalar>) {
+                      std::is_same_v<B, cpu::avx_vnni_backend> || std::is_same_v<B, cpu::avx512vnni_backend>,
+                  "integer GEMM kernels exist for cpu::scalar, cpu::avx2_backend, cpu::avx_vnni_backend and "
+                  "cpu::avx512vnni_backend");
+    if constexpr (std::is_same_v<B, cpu::avx_vnni_backend>) {
+      if (!cpu::supports_avx_vnni_backend())
+        quarot::detail::fail(errc::unsupported, "GEMM policy needs AVX-VNNI or AVX-512 VNNI, this CPU has ",
+                             cpu::to_string(cpu::detected_isa()), " without AVX-VNNI (use cpu::avx2_backend)");
+    } else if constexpr (!std::is_same_v<B, cpu::scalar>) {
       const auto need = std::is_same_v<B, cpu::avx2_backend> ? cpu::isa::avx2 : cpu::isa::avx512vnni;
       if (!cpu::supports(need))
         quarot::detail::fail(errc::unsupported, "GEMM policy needs ", cpu::to_string(need), ", this CPU has ",

@@ -209,8 +209,9 @@ inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
                             "-bit activations");
     const int wbits = l->qw->params.bits;
     quarot::detail::require(wbits <= 8, "use_integer_kernels: ", wbits, "-bit weights");
-    // The best kernel this CPU has: VNNI, else AVX2, else scalar.
+    // The best kernel this CPU has: AVX-512 VNNI, else AVX-VNNI, else AVX2, else scalar.
     if (isa >= cpu::isa::avx512vnni) detail::attach_integer_kernel<cpu::avx512vnni_backend>(*l, wbits);
+    else if (isa >= cpu::isa::avx2 && cpu::has_avx_vnni()) detail::attach_integer_kernel<cpu::avx_vnni_backend>(*l, wbits);
     else if (isa >= cpu::isa::avx2) detail::attach_integer_kernel<cpu::avx2_backend>(*l, wbits);
     else detail::attach_integer_kernel<cpu::scalar>(*l, wbits);
   }

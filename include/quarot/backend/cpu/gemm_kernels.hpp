@@ -380,6 +380,29 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256i neg_correction_avx2(const gemm_o
   return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(colsum128, zr));
 }
 
+/// Group g's corrected sums acc (MR rows x 16·NP columns at gi) into the panel: c =
+/// fma(scale, float(acc), c) (c: MR x 16·NP scratch, row stride 16·NP), and after the last
+/// group out = fma(row scale, c, bias) (out: the same shape; bias null or 16·NP values).
+template <int MR, int NP = 1>
+QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void fold_panel_avx2(const gemm_operands& op, std::size_t m0, std::size_t g,
+                                                             std::size_t gi, const __m256i (&acc)[MR][2 * NP],
+                                                             const float* bias16, float* c, float* out) noexcept {
+  constexpr int stride = 16 * NP;
+  const bool first = g == 0, last = g + 1 == op.groups;
+  QUAROT_UNROLL
+  for (int v = 0; v < 2 * NP; ++v) {
+    const __m256 scale = _mm256_loadu_ps(op.scales + gi + 8 * v);
+    const __m256 bias = bias16 && last ? _mm256_loadu_ps(bias16 + 8 * v) : _mm256_setzero_ps();
+    QUAROT_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      float* cp = c + r * stride + 8 * v;
+      const __m256 cv = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(acc[r][v]), first ? _mm256_setzero_ps() : _mm256_loadu_ps(cp));
+      if (!last) _mm256_storeu_ps(cp, cv);
+      else _mm256_storeu_ps(out + r * stride + 8 * v, _mm256_fmadd_ps(_mm256_set1_ps(op.row_scales[m0 + r]), cv, bias));
+    }
+  }
+}
+
 template <int MR, int Bits>
 QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0, std::size_t col0, const float* bias16,
                                         float* c, float* out) noexcept {
@@ -442,19 +465,7 @@ QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0,
           acc[r][v] = _mm256_add_epi32(neg_correction_avx2(op, m0 + r, g, gi + 8 * v), sums);
         }
     }
-    const bool first = g == 0, last = g + 1 == op.groups;
-    QUAROT_UNROLL
-    for (int v = 0; v < 2; ++v) {
-      const __m256 scale = _mm256_loadu_ps(op.scales + gi + 8 * v);
-      const __m256 bias = bias16 && last ? _mm256_loadu_ps(bias16 + 8 * v) : _mm256_setzero_ps();
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        float* cp = c + r * 16 + 8 * v;
-        const __m256 cv = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(acc[r][v]), first ? _mm256_setzero_ps() : _mm256_loadu_ps(cp));
-        if (!last) _mm256_storeu_ps(cp, cv);
-        else _mm256_storeu_ps(out + r * 16 + 8 * v, _mm256_fmadd_ps(_mm256_set1_ps(op.row_scales[m0 + r]), cv, bias));
-      }
-    }
+    fold_panel_avx2<MR>(op, m0, g, gi, acc, bias16, c, out);
   }
 }
 
@@ -476,26 +487,188 @@ QUAROT_TARGET_AVX2 void gemm_panel_avx2_rows(const gemm_operands& op, std::size_
   }
 }
 
+/// A tile as panels of `width` columns (16, 32 or 64), each over the tile's rows in steps
+/// of row_step, width · row_step <= 96: panel(m, mr, col0, bias, c, buf) computes mr rows
+/// x width columns into buf (row stride width). Columns past N (up to the 64-column tile)
+/// are computed on the zero padding and not stored.
+template <class Panel>
+inline void gemm_tile_panels(const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
+                             std::size_t cols, std::size_t row_step, std::size_t width, float* c, float* out,
+                             std::size_t ldo, Panel panel) noexcept {
+  alignas(32) float buf[96];
+  for (std::size_t j0 = 0; j0 < cols; j0 += width) {
+    const std::size_t w = std::min(width, cols - j0);
+    alignas(32) float bias[64] = {};  // the bias has N entries: a partial panel's tail is 0
+    if (op.bias)
+      for (std::size_t j = 0; j < w; ++j) bias[j] = op.bias[n0 + j0 + j];
+    const float* b = op.bias ? bias : nullptr;
+    for (std::size_t r0 = 0; r0 < rows; r0 += row_step) {
+      const std::size_t mr = std::min(row_step, rows - r0);
+      panel(m0 + r0, mr, n0 + j0, b, c, buf);
+      for (std::size_t r = 0; r < mr; ++r)
+        for (std::size_t j = 0; j < w; ++j) out[(r0 + r) * ldo + j0 + j] = buf[r * width + j];
+    }
+  }
+}
+
 /// AVX2 backend: panels of 16 columns, each over the tile's rows in steps of 4 (4-bit
 /// weights) or 2 (8-bit weights).
 inline void gemm_tile(cpu::avx2_backend, const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
                       std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
-  const std::size_t row_step = op.bits == 8 ? 2 : 4;
-  alignas(32) float panel[4 * 16];
-  for (std::size_t j0 = 0; j0 < cols; j0 += 16) {
-    const std::size_t w = std::min<std::size_t>(16, cols - j0);
-    alignas(32) float bias16[16] = {};  // the bias has N entries: a partial panel's tail is 0
-    if (op.bias)
-      for (std::size_t j = 0; j < w; ++j) bias16[j] = op.bias[n0 + j0 + j];
-    const float* b = op.bias ? bias16 : nullptr;
-    for (std::size_t r0 = 0; r0 < rows; r0 += row_step) {
-      const std::size_t mr = std::min(row_step, rows - r0);
-      if (op.bits == 8) gemm_panel_avx2_rows<8>(op, m0 + r0, mr, n0 + j0, b, c, panel);
-      else gemm_panel_avx2_rows<4>(op, m0 + r0, mr, n0 + j0, b, c, panel);
-      for (std::size_t r = 0; r < mr; ++r)
-        for (std::size_t j = 0; j < w; ++j) out[(r0 + r) * ldo + j0 + j] = panel[r * 16 + j];
-    }
+  gemm_tile_panels(op, m0, rows, n0, cols, op.bits == 8 ? 2 : 4, 16, c, out, ldo,
+                   [&](std::size_t m, std::size_t mr, std::size_t col0, const float* bias16, float* cs, float* o) {
+                     if (op.bits == 8) gemm_panel_avx2_rows<8>(op, m, mr, col0, bias16, cs, o);
+                     else gemm_panel_avx2_rows<4>(op, m, mr, col0, bias16, cs, o);
+                   });
+}
+
+// ------------------------------------------------------------------------ AVX-VNNI
+// vpdpbusd on ymm registers (cpu::avx_vnni_backend): the AVX2 kernel's 16-column panels
+// with the four-product sum in one instruction, so 8-bit weights need no widening and a
+// panel takes six rows (12 accumulators + 2 weight vectors + the broadcast activations
+// fill the 16 ymm registers).
+
+/// The two encodings of vpdpbusd ymm: VEX (AVX-VNNI) and EVEX (AVX512-VNNI + VL).
+enum class vnni_encoding { vex, evex };
+
+/// acc + the four-byte dot products of u8 a and s8 b, in the encoding E. Inline assembly:
+/// with the intrinsics the kernel would have to be compiled for AVX-VNNI or for AVX512VL,
+/// and code compiled for AVX512VL may use EVEX instructions an AVX-VNNI-only CPU lacks;
+/// this way the kernel is AVX2 code around one instruction, the same for both encodings.
+template <vnni_encoding E>
+QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256i dpbusd_ymm(__m256i acc, __m256i a, __m256i b) noexcept {
+  // AT&T: dst += src1 (u8) · src2 (s8), operands reversed; "%{" is a literal brace.
+  if constexpr (E == vnni_encoding::vex)
+    __asm__("%{vex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(a), "x"(b));
+  else
+    __asm__("%{evex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(a), "x"(b));
+  return acc;
+}
+
+/// MR rows x 16·NP columns. vpdpbusd's latency is several cycles and each accumulator is
+/// one dependency chain, so few rows take several panels at once (NP, the panels' blocks
+/// of a quad are adjacent) or split the quads over KU accumulator sets whose int32 sums
+/// are added exactly at the end of the group: every shape keeps 8-12 chains in flight.
+template <int MR, int NP, int KU, int Bits, vnni_encoding E>
+QUAROT_TARGET_AVX2 void gemm_panel_vnni256(const gemm_operands& op, std::size_t m0, std::size_t col0,
+                                           const float* bias, float* c, float* out) noexcept {
+  // col0 a multiple of 16·NP; out and c MR x 16·NP (row stride 16·NP).
+  const std::size_t quad_bytes = 4 * op.block_bytes;
+  const std::uint8_t* wq = op.w + (col0 / 64) * op.quads * quad_bytes + ((col0 / 16) % 4) * op.block_bytes;
+  const std::uint8_t* a0 = op.a + m0 * op.lda;
+  const __m256i mask = _mm256_set1_epi8(0x0f);
+  for (std::size_t g = 0; g < op.groups; ++g) {
+    const std::size_t q_begin = g * op.group_quads, q_end = std::min(op.quads, q_begin + op.group_quads);
+    const std::size_t gi = group_data_index(op.groups, g, col0);
+    const std::uint8_t* wp = wq + q_begin * quad_bytes;
+    const std::uint8_t* arow = a0 + q_begin * 4;
+    __m256i acc[KU][MR][2 * NP];
+    QUAROT_UNROLL
+    for (int r = 0; r < MR; ++r)
+      QUAROT_UNROLL
+      for (int v = 0; v < 2 * NP; ++v) {
+        acc[0][r][v] = neg_correction_avx2(op, m0 + r, g, gi + 8 * v);
+        QUAROT_UNROLL
+        for (int u = 1; u < KU; ++u) acc[u][r][v] = _mm256_setzero_si256();
+      }
+    // One quad into accumulator set u. Per panel, columns 0-7 and 8-15 of its block: a
+    // 4-bit block's low and high nibbles, an 8-bit block's two halves.
+    const auto broadcast = [&](const std::uint8_t* a, int r) QUAROT_TARGET_AVX2 {
+      std::int32_t a4;
+      __builtin_memcpy(&a4, a + r * op.lda, 4);
+      return _mm256_set1_epi32(a4);
+    };
+    const auto quad = [&](int u, const std::uint8_t* w, const std::uint8_t* a) QUAROT_TARGET_AVX2 {
+      // Several panels reuse each row's broadcast (MR <= 2); one panel broadcasts row by
+      // row, which keeps six rows' worth of registers free for accumulators.
+      __m256i av[MR];
+      if constexpr (NP > 1)
+        QUAROT_UNROLL
+        for (int r = 0; r < MR; ++r) av[r] = broadcast(a, r);
+      QUAROT_UNROLL
+      for (int p = 0; p < NP; ++p) {
+        const std::uint8_t* blk = w + p * op.block_bytes;
+        __m256i b[2];
+        if constexpr (Bits == 4) {
+          const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+          b[0] = _mm256_and_si256(packed, mask);
+          b[1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+        } else {
+          b[0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+          b[1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32));
+        }
+        QUAROT_UNROLL
+        for (int r = 0; r < MR; ++r) {
+          if constexpr (NP == 1) av[r] = broadcast(a, r);
+          QUAROT_UNROLL
+          for (int v = 0; v < 2; ++v) acc[u][r][2 * p + v] = dpbusd_ymm<E>(acc[u][r][2 * p + v], av[r], b[v]);
+        }
+      }
+    };
+    std::size_t q = q_begin;
+    for (; q + KU <= q_end; q += KU, wp += KU * quad_bytes, arow += 4 * KU)
+      QUAROT_UNROLL
+      for (int u = 0; u < KU; ++u) quad(u, wp + u * quad_bytes, arow + 4 * u);
+    for (; q < q_end; ++q, wp += quad_bytes, arow += 4) quad(0, wp, arow);
+    QUAROT_UNROLL
+    for (int u = 1; u < KU; ++u)
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r)
+        QUAROT_UNROLL
+        for (int v = 0; v < 2 * NP; ++v) acc[0][r][v] = _mm256_add_epi32(acc[0][r][v], acc[u][r][v]);
+    fold_panel_avx2<MR, NP>(op, m0, g, gi, acc[0], bias, c, out);
   }
+}
+
+/// A tile (rows <= 6) on 256-bit vpdpbusd in the encoding E. Accumulators per shape
+/// (16 ymm registers): 1 row x 64 columns (8), 2 x 32 (8), 3 x 16 with two quad sets
+/// (12), 4..6 x 16 (8-12).
+template <vnni_encoding E>
+void gemm_tile_vnni256(const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0, std::size_t cols,
+                       float* c, float* out, std::size_t ldo) noexcept {
+  const auto panel = [&]<int Bits>(std::size_t m, std::size_t mr, std::size_t col0, const float* bias, float* cs,
+                                   float* o) {
+    switch (mr) {
+      case 1: return gemm_panel_vnni256<1, 4, 1, Bits, E>(op, m, col0, bias, cs, o);
+      case 2: return gemm_panel_vnni256<2, 2, 1, Bits, E>(op, m, col0, bias, cs, o);
+      case 3: return gemm_panel_vnni256<3, 1, 2, Bits, E>(op, m, col0, bias, cs, o);
+      case 4: return gemm_panel_vnni256<4, 1, 1, Bits, E>(op, m, col0, bias, cs, o);
+      case 5: return gemm_panel_vnni256<5, 1, 1, Bits, E>(op, m, col0, bias, cs, o);
+      default: return gemm_panel_vnni256<6, 1, 1, Bits, E>(op, m, col0, bias, cs, o);
+    }
+  };
+  const std::size_t width = rows == 1 ? 64 : rows == 2 ? 32 : 16;
+  gemm_tile_panels(op, m0, rows, n0, cols, 6, width, c, out, ldo,
+                   [&](std::size_t m, std::size_t mr, std::size_t col0, const float* bias, float* cs, float* o) {
+                     if (op.bits == 8) panel.template operator()<8>(m, mr, col0, bias, cs, o);
+                     else panel.template operator()<4>(m, mr, col0, bias, cs, o);
+                   });
+}
+
+/// The encoding of 256-bit vpdpbusd that cpu::avx_vnni_backend uses here: VEX where the
+/// CPU has AVX-VNNI, else EVEX (the backend's constructors check that one of them exists).
+inline vnni_encoding avx_vnni_encoding() noexcept {
+  static const vnni_encoding e = cpu::has_avx_vnni() ? vnni_encoding::vex : vnni_encoding::evex;
+  return e;
+}
+
+/// A backend tag that pins the encoding (tests run each one the machine has).
+template <vnni_encoding E>
+struct vnni256_encoding_backend {
+  static constexpr const char* name() noexcept { return E == vnni_encoding::vex ? "avx_vnni(vex)" : "avx_vnni(evex)"; }
+};
+
+template <vnni_encoding E>
+inline void gemm_tile(vnni256_encoding_backend<E>, const gemm_operands& op, std::size_t m0, std::size_t rows,
+                      std::size_t n0, std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
+  gemm_tile_vnni256<E>(op, m0, rows, n0, cols, c, out, ldo);
+}
+
+/// AVX-VNNI backend: 256-bit vpdpbusd, VEX-encoded where the CPU has AVX-VNNI, else EVEX.
+inline void gemm_tile(cpu::avx_vnni_backend, const gemm_operands& op, std::size_t m0, std::size_t rows,
+                      std::size_t n0, std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
+  if (avx_vnni_encoding() == vnni_encoding::vex) gemm_tile_vnni256<vnni_encoding::vex>(op, m0, rows, n0, cols, c, out, ldo);
+  else gemm_tile_vnni256<vnni_encoding::evex>(op, m0, rows, n0, cols, c, out, ldo);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD
