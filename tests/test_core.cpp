@@ -6,6 +6,7 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <quarot/core.hpp>
@@ -81,6 +82,25 @@ TEST_CASE("thread pool covers the range once, propagates exceptions, nests seria
   });
   CHECK(inner.load() == 6);  // two outer chunks, each running the inner loop serially
   CHECK_THROWS_AS(thread_pool(0), error);
+}
+
+TEST_CASE("thread pool spin window: 0 always blocks, any window covers the range; bad windows are errors") {
+  using std::chrono::microseconds;
+  for (auto spin : {microseconds{0}, microseconds{1}, thread_pool::default_spin_window, microseconds{20000}}) {
+    INFO("spin " << spin.count() << " us");
+    thread_pool pool(3, spin);
+    CHECK(pool.spin_window() == spin);
+    for (int call = 0; call < 200; ++call) {  // back-to-back calls: workers both asleep and spinning
+      std::vector<std::atomic<int>> hits(37);
+      pool.parallel_for(hits.size(), [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) hits[i]++;
+      });
+      for (auto& h : hits) REQUIRE(h.load() == 1);
+      if (call % 50 == 49) std::this_thread::sleep_for(microseconds{300});  // past short windows: workers block
+    }
+  }
+  CHECK_THROWS_WITH_AS(thread_pool(2, microseconds{-5}), doctest::Contains("got -5 us"), error);
+  CHECK_THROWS_WITH_AS(thread_pool(2, std::chrono::seconds{2}), doctest::Contains("got 2000000 us"), error);
 }
 
 TEST_CASE("xoshiro256** golden values (independent implementation) and signs") {

@@ -8,6 +8,8 @@
 // hundred times per token with microseconds of work each; blocking on a condition variable
 // every time cost a futex wake-up and a context switch per call (a fifth of a SmolLM2
 // decode step's samples were the scheduler's). Threads that sleep are woken as before.
+// The window is a constructor argument: 0 always blocks (cores shared with other work,
+// e.g. a server's request threads), longer keeps threads hot across gaps between calls.
 #pragma once
 
 #include <algorithm>
@@ -27,9 +29,16 @@ namespace quarot {
 
 class thread_pool {
  public:
-  /// `threads` is the number of threads that work on a call, the caller included.
-  explicit thread_pool(unsigned threads = std::max(1u, std::thread::hardware_concurrency())) : size_(threads) {
+  static constexpr std::chrono::microseconds default_spin_window{100};
+
+  /// `threads` is the number of threads that work on a call, the caller included;
+  /// `spin_window` how long a waiting thread polls before it blocks (0 .. 1 s).
+  explicit thread_pool(unsigned threads = std::max(1u, std::thread::hardware_concurrency()),
+                       std::chrono::microseconds spin_window = default_spin_window)
+      : size_(threads), spin_window_(spin_window) {
     detail::require(threads >= 1 && threads <= 1024, "thread_pool needs 1..1024 threads, got ", threads);
+    detail::require(spin_window.count() >= 0 && spin_window <= std::chrono::seconds(1),
+                    "thread_pool spin window must be 0 .. 1000000 us, got ", spin_window.count(), " us");
     workers_.reserve(threads - 1);
     for (unsigned t = 1; t < threads; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
   }
@@ -45,6 +54,7 @@ class thread_pool {
   }
 
   [[nodiscard]] unsigned size() const noexcept { return size_; }
+  [[nodiscard]] std::chrono::microseconds spin_window() const noexcept { return spin_window_; }
 
   /// Runs f(begin, end) over [0, n) split into at most size() contiguous chunks of at
   /// least `grain` items. A call made from inside a task runs serially (no deadlock).
@@ -99,12 +109,11 @@ class thread_pool {
     return flag;
   }
 
-  static constexpr std::chrono::microseconds spin_window{100};
-
-  /// Polls `ready` for up to spin_window; whether it became true.
+  /// Polls `ready` for up to spin_window_; whether it became true.
   template <class Ready>
-  static bool spin_until(Ready&& ready) {
-    const auto until = std::chrono::steady_clock::now() + spin_window;
+  bool spin_until(Ready&& ready) const {
+    if (spin_window_.count() == 0) return ready();
+    const auto until = std::chrono::steady_clock::now() + spin_window_;
     for (unsigned i = 1;; ++i) {
       if (ready()) return true;
 #if defined(__x86_64__) || defined(__i386__)
@@ -139,6 +148,7 @@ class thread_pool {
   }
 
   unsigned size_;
+  std::chrono::microseconds spin_window_;
   std::vector<std::thread> workers_;
   std::mutex mutex_, call_mutex_;
   std::condition_variable wake_, done_;
