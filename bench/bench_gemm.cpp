@@ -264,6 +264,7 @@ BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<>)->Apply(grouped_shapes
 // the same shapes: what CPUs without AVX-512 get.
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<quarot::cpu::avx_vnni_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<quarot::cpu::avx_vnni_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a16i_policy<quarot::cpu::avx_vnni_backend>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w8a8_policy<quarot::cpu::avx2_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a4_policy<quarot::cpu::avx2_backend>)->Apply(grouped_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_quarot, quarot::gemm::w4a16i_policy<>)->Apply(grouped_decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);

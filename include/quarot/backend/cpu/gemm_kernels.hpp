@@ -403,11 +403,12 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void fold_panel_avx2(const gemm_operands
   }
 }
 
-template <int MR, int Bits>
-QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0, std::size_t col0, const float* bias16,
-                                        float* c, float* out) noexcept {
-  // col0 is a multiple of 16; bias16 is the panel's 16 bias values or null; out and c
-  // are MR x 16 (row stride 16).
+/// 8-bit weights on AVX2: MR rows x 16 columns (col0 a multiple of 16; out and c MR x 16,
+/// row stride 16). The weights are widened to int16 for vpmaddwd (4 columns x 2 k-pairs
+/// per register), the k-pairs added horizontally at the end of each group.
+template <int MR>
+QUAROT_TARGET_AVX2 void gemm_panel_avx2_w8(const gemm_operands& op, std::size_t m0, std::size_t col0,
+                                           const float* bias16, float* c, float* out) noexcept {
   const std::size_t quad_bytes = 4 * op.block_bytes;
   const std::uint8_t* wq = op.w + (col0 / 64) * op.quads * quad_bytes + ((col0 / 16) % 4) * op.block_bytes;
   const std::uint8_t* a0 = op.a + m0 * op.lda;
@@ -417,73 +418,34 @@ QUAROT_TARGET_AVX2 void gemm_panel_avx2(const gemm_operands& op, std::size_t m0,
     const std::uint8_t* wp = wq + q_begin * quad_bytes;
     const std::uint8_t* arow = a0 + q_begin * 4;
     __m256i acc[MR][2];
-    if constexpr (Bits == 4) {
-      const __m256i mask = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256i pair[MR][4];  // columns 4t..4t+3, two k-pair sums each
+    QUAROT_UNROLL
+    for (int r = 0; r < MR; ++r)
       QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r)
+      for (int t = 0; t < 4; ++t) pair[r][t] = _mm256_setzero_si256();
+    for (std::size_t q = q_begin; q < q_end; ++q, wp += quad_bytes, arow += 4) {
+      __m256i b[4];
+      QUAROT_UNROLL
+      for (int t = 0; t < 4; ++t)
+        b[t] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp + 16 * t)));
+      QUAROT_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        std::int32_t a4;
+        __builtin_memcpy(&a4, arow + r * op.lda, 4);
+        const __m256i av = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(a4)));
         QUAROT_UNROLL
-        for (int v = 0; v < 2; ++v) acc[r][v] = neg_correction_avx2(op, m0 + r, g, gi + 8 * v);
-      for (std::size_t q = q_begin; q < q_end; ++q, wp += quad_bytes, arow += 4) {
-        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
-        const __m256i b[2] = {_mm256_and_si256(packed, mask), _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask)};
-        QUAROT_UNROLL
-        for (int r = 0; r < MR; ++r) {
-          std::int32_t a4;
-          __builtin_memcpy(&a4, arow + r * op.lda, 4);
-          const __m256i av = _mm256_set1_epi32(a4);
-          QUAROT_UNROLL
-          for (int v = 0; v < 2; ++v)
-            acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b[v]), ones));
-        }
+        for (int t = 0; t < 4; ++t) pair[r][t] = _mm256_add_epi32(pair[r][t], _mm256_madd_epi16(av, b[t]));
       }
-    } else {
-      __m256i pair[MR][4];  // columns 4t..4t+3, two k-pair sums each
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r)
-        QUAROT_UNROLL
-        for (int t = 0; t < 4; ++t) pair[r][t] = _mm256_setzero_si256();
-      for (std::size_t q = q_begin; q < q_end; ++q, wp += quad_bytes, arow += 4) {
-        __m256i b[4];
-        QUAROT_UNROLL
-        for (int t = 0; t < 4; ++t)
-          b[t] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp + 16 * t)));
-        QUAROT_UNROLL
-        for (int r = 0; r < MR; ++r) {
-          std::int32_t a4;
-          __builtin_memcpy(&a4, arow + r * op.lda, 4);
-          const __m256i av = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(a4)));
-          QUAROT_UNROLL
-          for (int t = 0; t < 4; ++t) pair[r][t] = _mm256_add_epi32(pair[r][t], _mm256_madd_epi16(av, b[t]));
-        }
-      }
-      QUAROT_UNROLL
-      for (int r = 0; r < MR; ++r)
-        QUAROT_UNROLL
-        for (int v = 0; v < 2; ++v) {
-          // hadd gives columns (0,1 | 4,5 | 2,3 | 6,7) of the two registers as 64-bit pairs.
-          const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(pair[r][2 * v], pair[r][2 * v + 1]), 0xd8);
-          acc[r][v] = _mm256_add_epi32(neg_correction_avx2(op, m0 + r, g, gi + 8 * v), sums);
-        }
     }
+    QUAROT_UNROLL
+    for (int r = 0; r < MR; ++r)
+      QUAROT_UNROLL
+      for (int v = 0; v < 2; ++v) {
+        // hadd gives columns (0,1 | 4,5 | 2,3 | 6,7) of the two registers as 64-bit pairs.
+        const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(pair[r][2 * v], pair[r][2 * v + 1]), 0xd8);
+        acc[r][v] = _mm256_add_epi32(neg_correction_avx2(op, m0 + r, g, gi + 8 * v), sums);
+      }
     fold_panel_avx2<MR>(op, m0, g, gi, acc, bias16, c, out);
-  }
-}
-
-/// Rows 1..4 of one panel (4-bit weights); 1..2 (8-bit weights, whose pair accumulators
-/// take 4 registers per row).
-template <int Bits>
-QUAROT_TARGET_AVX2 void gemm_panel_avx2_rows(const gemm_operands& op, std::size_t m0, std::size_t rows,
-                                             std::size_t col0, const float* bias16, float* c, float* out) noexcept {
-  if constexpr (Bits == 8) {
-    if (rows == 1) gemm_panel_avx2<1, 8>(op, m0, col0, bias16, c, out);
-    else gemm_panel_avx2<2, 8>(op, m0, col0, bias16, c, out);
-  } else {
-    switch (rows) {
-      case 1: return gemm_panel_avx2<1, Bits>(op, m0, col0, bias16, c, out);
-      case 2: return gemm_panel_avx2<2, Bits>(op, m0, col0, bias16, c, out);
-      case 3: return gemm_panel_avx2<3, Bits>(op, m0, col0, bias16, c, out);
-      default: return gemm_panel_avx2<4, Bits>(op, m0, col0, bias16, c, out);
-    }
   }
 }
 
@@ -511,22 +473,13 @@ inline void gemm_tile_panels(const gemm_operands& op, std::size_t m0, std::size_
   }
 }
 
-/// AVX2 backend: panels of 16 columns, each over the tile's rows in steps of 4 (4-bit
-/// weights) or 2 (8-bit weights).
-inline void gemm_tile(cpu::avx2_backend, const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
-                      std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
-  gemm_tile_panels(op, m0, rows, n0, cols, op.bits == 8 ? 2 : 4, 16, c, out, ldo,
-                   [&](std::size_t m, std::size_t mr, std::size_t col0, const float* bias16, float* cs, float* o) {
-                     if (op.bits == 8) gemm_panel_avx2_rows<8>(op, m, mr, col0, bias16, cs, o);
-                     else gemm_panel_avx2_rows<4>(op, m, mr, col0, bias16, cs, o);
-                   });
-}
-
-// ------------------------------------------------------------------------ AVX-VNNI
-// vpdpbusd on ymm registers (cpu::avx_vnni_backend): the AVX2 kernel's 16-column panels
-// with the four-product sum in one instruction, so 8-bit weights need no widening and a
-// panel takes six rows (12 accumulators + 2 weight vectors + the broadcast activations
-// fill the 16 ymm registers).
+// ---------------------------------------------------- 256-bit four-product kernels
+// One panel kernel for the AVX2 backend's 4-bit weights and for vpdpbusd on ymm registers
+// (cpu::avx_vnni_backend), parameterized by the four-product dot step:
+//   maddubs_dot          vpmaddubsw + vpmaddwd by ones + vpaddd (AVX2; exact for 4-bit
+//                        weights only: no pair sum of u8 x raw 0..15 saturates int16)
+//   dpbusd_dot<E>        vpdpbusd, VEX (AVX-VNNI) or EVEX (AVX512-VNNI + VL) encoded; any
+//                        weights, so 8-bit ones need no widening
 
 /// The two encodings of vpdpbusd ymm: VEX (AVX-VNNI) and EVEX (AVX512-VNNI + VL).
 enum class vnni_encoding { vex, evex };
@@ -545,12 +498,30 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256i dpbusd_ymm(__m256i acc, __m256i 
   return acc;
 }
 
-/// MR rows x 16·NP columns. vpdpbusd's latency is several cycles and each accumulator is
-/// one dependency chain, so few rows take several panels at once (NP, the panels' blocks
-/// of a quad are adjacent) or split the quads over KU accumulator sets whose int32 sums
-/// are added exactly at the end of the group: every shape keeps 8-12 chains in flight.
-template <int MR, int NP, int KU, int Bits, vnni_encoding E>
-QUAROT_TARGET_AVX2 void gemm_panel_vnni256(const gemm_operands& op, std::size_t m0, std::size_t col0,
+template <vnni_encoding E>
+struct dpbusd_dot {
+  static constexpr bool any_weights = true;     // 8-bit weights too
+  static constexpr bool latency_bound = true;   // the accumulator chain runs through a multiply
+  QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE static __m256i step(__m256i acc, __m256i a, __m256i b) noexcept {
+    return dpbusd_ymm<E>(acc, a, b);
+  }
+};
+
+struct maddubs_dot {
+  static constexpr bool any_weights = false;    // 4-bit weights only
+  static constexpr bool latency_bound = false;  // the chain is one vpaddd
+  QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE static __m256i step(__m256i acc, __m256i a, __m256i b) noexcept {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+  }
+};
+
+/// MR rows x 16·NP columns. A row's few accumulators each carry one dependency chain, so
+/// few rows take several panels at once (NP: the panels' blocks of a quad are adjacent,
+/// and the 4-bit blocks' cache lines are read whole) or, for vpdpbusd, whose latency is
+/// several cycles, split the quads over KU accumulator sets whose int32 sums are added
+/// exactly at the end of the group: 8-12 chains in flight.
+template <int MR, int NP, int KU, int Bits, class Dot>
+QUAROT_TARGET_AVX2 void gemm_panel_256(const gemm_operands& op, std::size_t m0, std::size_t col0,
                                            const float* bias, float* c, float* out) noexcept {
   // col0 a multiple of 16·NP; out and c MR x 16·NP (row stride 16·NP).
   const std::size_t quad_bytes = 4 * op.block_bytes;
@@ -601,7 +572,7 @@ QUAROT_TARGET_AVX2 void gemm_panel_vnni256(const gemm_operands& op, std::size_t 
         for (int r = 0; r < MR; ++r) {
           if constexpr (NP == 1) av[r] = broadcast(a, r);
           QUAROT_UNROLL
-          for (int v = 0; v < 2; ++v) acc[u][r][2 * p + v] = dpbusd_ymm<E>(acc[u][r][2 * p + v], av[r], b[v]);
+          for (int v = 0; v < 2; ++v) acc[u][r][2 * p + v] = Dot::step(acc[u][r][2 * p + v], av[r], b[v]);
         }
       }
     };
@@ -620,28 +591,48 @@ QUAROT_TARGET_AVX2 void gemm_panel_vnni256(const gemm_operands& op, std::size_t 
   }
 }
 
-/// A tile (rows <= 6) on 256-bit vpdpbusd in the encoding E. Accumulators per shape
-/// (16 ymm registers): 1 row x 64 columns (8), 2 x 32 (8), 3 x 16 with two quad sets
-/// (12), 4..6 x 16 (8-12).
-template <vnni_encoding E>
-void gemm_tile_vnni256(const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0, std::size_t cols,
-                       float* c, float* out, std::size_t ldo) noexcept {
+/// A tile on the 256-bit panel kernel with the dot step Dot, rows in steps of row_step.
+/// Register tiles (16 ymm): 1 row x 64 columns (8 accumulators), 2 x 32 (8), 3 x 16 (6;
+/// with vpdpbusd two quad sets, 12), 4..6 x 16 (8-12; maddubs_dot, which needs registers
+/// for its products, goes to 4).
+template <class Dot>
+void gemm_tile_256(const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0, std::size_t cols,
+                   std::size_t row_step, float* c, float* out, std::size_t ldo) noexcept {
+  const std::size_t width = rows == 1 ? 64 : rows == 2 ? 32 : 16;
   const auto panel = [&]<int Bits>(std::size_t m, std::size_t mr, std::size_t col0, const float* bias, float* cs,
                                    float* o) {
+    constexpr int ku3 = Dot::latency_bound ? 2 : 1;
+    if (width == 64) return gemm_panel_256<1, 4, 1, Bits, Dot>(op, m, col0, bias, cs, o);
+    if (width == 32) return gemm_panel_256<2, 2, 1, Bits, Dot>(op, m, col0, bias, cs, o);
     switch (mr) {
-      case 1: return gemm_panel_vnni256<1, 4, 1, Bits, E>(op, m, col0, bias, cs, o);
-      case 2: return gemm_panel_vnni256<2, 2, 1, Bits, E>(op, m, col0, bias, cs, o);
-      case 3: return gemm_panel_vnni256<3, 1, 2, Bits, E>(op, m, col0, bias, cs, o);
-      case 4: return gemm_panel_vnni256<4, 1, 1, Bits, E>(op, m, col0, bias, cs, o);
-      case 5: return gemm_panel_vnni256<5, 1, 1, Bits, E>(op, m, col0, bias, cs, o);
-      default: return gemm_panel_vnni256<6, 1, 1, Bits, E>(op, m, col0, bias, cs, o);
+      case 1: return gemm_panel_256<1, 1, ku3, Bits, Dot>(op, m, col0, bias, cs, o);
+      case 2: return gemm_panel_256<2, 1, ku3, Bits, Dot>(op, m, col0, bias, cs, o);
+      case 3: return gemm_panel_256<3, 1, ku3, Bits, Dot>(op, m, col0, bias, cs, o);
+      case 4: return gemm_panel_256<4, 1, 1, Bits, Dot>(op, m, col0, bias, cs, o);
+      default:  // 5 or 6 rows: vpdpbusd only (maddubs_dot tiles step 4 rows)
+        if constexpr (Dot::latency_bound) {
+          if (mr == 5) return gemm_panel_256<5, 1, 1, Bits, Dot>(op, m, col0, bias, cs, o);
+          return gemm_panel_256<6, 1, 1, Bits, Dot>(op, m, col0, bias, cs, o);
+        }
     }
   };
-  const std::size_t width = rows == 1 ? 64 : rows == 2 ? 32 : 16;
-  gemm_tile_panels(op, m0, rows, n0, cols, 6, width, c, out, ldo,
+  gemm_tile_panels(op, m0, rows, n0, cols, row_step, width, c, out, ldo,
                    [&](std::size_t m, std::size_t mr, std::size_t col0, const float* bias, float* cs, float* o) {
-                     if (op.bits == 8) panel.template operator()<8>(m, mr, col0, bias, cs, o);
-                     else panel.template operator()<4>(m, mr, col0, bias, cs, o);
+                     if constexpr (Dot::any_weights)
+                       if (op.bits == 8) return panel.template operator()<8>(m, mr, col0, bias, cs, o);
+                     panel.template operator()<4>(m, mr, col0, bias, cs, o);
+                   });
+}
+
+/// AVX2 backend: 4-bit weights on the 256-bit panel kernel with vpmaddubsw (rows in steps
+/// of 4); 8-bit weights on 16-column panels of 2 rows, widened to int16.
+inline void gemm_tile(cpu::avx2_backend, const gemm_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
+                      std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
+  if (op.bits == 4) return gemm_tile_256<maddubs_dot>(op, m0, rows, n0, cols, 4, c, out, ldo);
+  gemm_tile_panels(op, m0, rows, n0, cols, 2, 16, c, out, ldo,
+                   [&](std::size_t m, std::size_t mr, std::size_t col0, const float* bias16, float* cs, float* o) {
+                     if (mr == 1) gemm_panel_avx2_w8<1>(op, m, col0, bias16, cs, o);
+                     else gemm_panel_avx2_w8<2>(op, m, col0, bias16, cs, o);
                    });
 }
 
@@ -661,14 +652,16 @@ struct vnni256_encoding_backend {
 template <vnni_encoding E>
 inline void gemm_tile(vnni256_encoding_backend<E>, const gemm_operands& op, std::size_t m0, std::size_t rows,
                       std::size_t n0, std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
-  gemm_tile_vnni256<E>(op, m0, rows, n0, cols, c, out, ldo);
+  gemm_tile_256<dpbusd_dot<E>>(op, m0, rows, n0, cols, 6, c, out, ldo);
 }
 
 /// AVX-VNNI backend: 256-bit vpdpbusd, VEX-encoded where the CPU has AVX-VNNI, else EVEX.
 inline void gemm_tile(cpu::avx_vnni_backend, const gemm_operands& op, std::size_t m0, std::size_t rows,
                       std::size_t n0, std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
-  if (avx_vnni_encoding() == vnni_encoding::vex) gemm_tile_vnni256<vnni_encoding::vex>(op, m0, rows, n0, cols, c, out, ldo);
-  else gemm_tile_vnni256<vnni_encoding::evex>(op, m0, rows, n0, cols, c, out, ldo);
+  if (avx_vnni_encoding() == vnni_encoding::vex)
+    gemm_tile_256<dpbusd_dot<vnni_encoding::vex>>(op, m0, rows, n0, cols, 6, c, out, ldo);
+  else
+    gemm_tile_256<dpbusd_dot<vnni_encoding::evex>>(op, m0, rows, n0, cols, 6, c, out, ldo);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD
