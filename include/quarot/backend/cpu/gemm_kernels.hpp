@@ -359,7 +359,8 @@ inline void gemm_tile(cpu::avx512vnni_backend, const gemm_operands& op, std::siz
 }
 
 // ---------------------------------------------------------------------------- AVX2
-// For CPUs without VNNI, 16-column panels (two ymm of 8 int32 columns).
+// For CPUs without VNNI, panels of 16 columns (two ymm of 8 int32 columns) or, for 4-bit
+// weights and one or two rows, 64 or 32 (the 256-bit panel kernel below).
 // 4-bit weights: vpmaddubsw (u8 x s8 -> pairs summed in saturating int16) then vpmaddwd
 // by ones gives vpdpbusd's sum of four products exactly, since no pair sum exceeds int16
 // (raw 0..15: |pair| <= 2·255·15 = 7650); the block's low nibbles are columns 0-7, its
@@ -521,8 +522,8 @@ struct maddubs_dot {
 /// several cycles, split the quads over KU accumulator sets whose int32 sums are added
 /// exactly at the end of the group: 8-12 chains in flight.
 template <int MR, int NP, int KU, int Bits, class Dot>
-QUAROT_TARGET_AVX2 void gemm_panel_256(const gemm_operands& op, std::size_t m0, std::size_t col0,
-                                           const float* bias, float* c, float* out) noexcept {
+QUAROT_TARGET_AVX2 void gemm_panel_256(const gemm_operands& op, std::size_t m0, std::size_t col0, const float* bias,
+                                       float* c, float* out) noexcept {
   // col0 a multiple of 16·NP; out and c MR x 16·NP (row stride 16·NP).
   const std::size_t quad_bytes = 4 * op.block_bytes;
   const std::uint8_t* wq = op.w + (col0 / 64) * op.quads * quad_bytes + ((col0 / 16) % 4) * op.block_bytes;
@@ -659,9 +660,9 @@ inline void gemm_tile(vnni256_encoding_backend<E>, const gemm_operands& op, std:
 inline void gemm_tile(cpu::avx_vnni_backend, const gemm_operands& op, std::size_t m0, std::size_t rows,
                       std::size_t n0, std::size_t cols, float* c, float* out, std::size_t ldo) noexcept {
   if (avx_vnni_encoding() == vnni_encoding::vex)
-    gemm_tile_256<dpbusd_dot<vnni_encoding::vex>>(op, m0, rows, n0, cols, 6, c, out, ldo);
+    gemm_tile(vnni256_encoding_backend<vnni_encoding::vex>{}, op, m0, rows, n0, cols, c, out, ldo);
   else
-    gemm_tile_256<dpbusd_dot<vnni_encoding::evex>>(op, m0, rows, n0, cols, 6, c, out, ldo);
+    gemm_tile(vnni256_encoding_backend<vnni_encoding::evex>{}, op, m0, rows, n0, cols, c, out, ldo);
 }
 
 #endif  // QUAROT_HAS_X86_SIMD
