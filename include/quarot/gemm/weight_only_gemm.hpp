@@ -86,19 +86,30 @@ class weight_only_gemm {
   template <output_element Out>
   void operator()(matrix_view<const float> x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
-    run(x.rows, x.cols, [&](std::size_t r, std::size_t k) { return x(r, k); }, y, bias, pool);
+    run(x.rows, x.cols, y, bias, pool, [&](std::size_t r, std::vector<float>& buf) -> const float* {
+      if (w_.k_order.empty()) return x.row(r);  // already in packed K order
+      buf.resize(x.cols);
+      for (std::size_t kk = 0; kk < x.cols; ++kk) buf[kk] = x(r, w_.k_order[kk]);
+      return buf.data();
+    });
   }
   /// The same for bf16 activations (widened to fp32 exactly).
   template <output_element Out>
   void operator()(matrix_view<const bfloat16> x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
-    run(x.rows, x.cols, [&](std::size_t r, std::size_t k) { return to_float(x(r, k)); }, y, bias, pool);
+    run(x.rows, x.cols, y, bias, pool, [&](std::size_t r, std::vector<float>& buf) -> const float* {
+      buf.resize(x.cols);
+      for (std::size_t kk = 0; kk < x.cols; ++kk) buf[kk] = to_float(x(r, w_.k_order.empty() ? kk : w_.k_order[kk]));
+      return buf.data();
+    });
   }
 
  private:
-  template <class Get, output_element Out>
-  void run(std::size_t m, std::size_t k, Get&& get, matrix_view<Out> y, std::span<const float> bias,
-           thread_pool* pool) const {
+  /// row_of(r, scratch): row r of the activations in packed K order (act-order weights
+  /// permute K), as fp32.
+  template <output_element Out, class RowOf>
+  void run(std::size_t m, std::size_t k, matrix_view<Out> y, std::span<const float> bias, thread_pool* pool,
+           RowOf&& row_of) const {
     quarot::detail::require(k == w_.k, "weight-only GEMM: activations have K = ", k, " but the weights have K = ", w_.k);
     quarot::detail::require(y.rows == m && y.cols == w_.n, "weight-only GEMM: output is ", y.rows, "x", y.cols,
                             ", expected ", m, "x", w_.n);
@@ -106,29 +117,21 @@ class weight_only_gemm {
                             " entries for N = ", w_.n);
     if (m == 0) return;
     // Activations zero-padded to k_padded (the padded weights are zero too) and their sums
-    // per weight group, shared by every tile.
-    // With bf16 activations each value is rounded to bf16 first (and the sums are of the
-    // rounded values); the bf16 kernel also wants them as k-pairs {x0, x2}, {x1, x3}.
+    // per weight group, shared by every tile. With bf16 activations each value is rounded
+    // to bf16 first (and the sums are of the rounded values); the bf16 kernel also wants
+    // them as k-pairs {x0, x2}, {x1, x3}.
     const std::size_t ldx = w_.k_padded, quads = w_.quads();
-    std::vector<float> xp(m * ldx, 0.0f), xsum(m * w_.groups, 0.0f);
+    std::vector<float> xp(m * ldx), xsum(m * w_.groups), scratch;
     std::vector<std::uint32_t> pairs(bf16_dot_ ? m * quads * 2 : 0);
-    for (std::size_t r = 0; r < m; ++r)
-      for (std::size_t kk = 0; kk < k; ++kk) {  // kk: packed K position (act-order weights reorder K)
-        const std::size_t col = w_.k_order.empty() ? kk : w_.k_order[kk];
-        float v = get(r, col);
-        quarot::detail::require(std::isfinite(v), "weight-only GEMM: non-finite activation ", v, " at row ", r,
-                                ", column ", col);
-        if constexpr (bf16_activations) v = to_float(to_bfloat16(v));
-        xp[r * ldx + kk] = v;
-        xsum[r * w_.groups + kk / w_.group_size] += v;
-      }
-    for (std::size_t r = 0; r < m && bf16_dot_; ++r)
-      for (std::size_t q = 0; q < quads; ++q) {
-        const float* x4 = xp.data() + r * ldx + 4 * q;
-        auto bits = [](float v) { return std::uint32_t(to_bfloat16(v).bits); };
-        pairs[(r * quads + q) * 2] = bits(x4[0]) | bits(x4[2]) << 16;
-        pairs[(r * quads + q) * 2 + 1] = bits(x4[1]) | bits(x4[3]) << 16;
-      }
+    for (std::size_t r = 0; r < m; ++r) {
+      const float* row = row_of(r, scratch);
+      const std::size_t bad = quarot::detail::prepare_weight_only_row(
+          typename Policy::backend{}, row, k, ldx, w_.group_size, bf16_activations, xp.data() + r * ldx,
+          xsum.data() + r * w_.groups, bf16_dot_ ? pairs.data() + r * quads * 2 : nullptr);
+      if (bad < k)
+        quarot::detail::fail(errc::numerical, "weight-only GEMM: non-finite activation ", row[bad], " at row ",
+                             r, ", column ", w_.k_order.empty() ? bad : w_.k_order[bad]);
+    }
     const quarot::detail::weight_only_operands op{xp.data(),       bf16_dot_ ? pairs.data() : nullptr,
                                                   ldx,             xsum.data(),
                                                   w_.data.data(),  quads,

@@ -18,6 +18,7 @@
 // (vdpbf16ps flushes denormals: inputs below 1e-38 are the one exception).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +26,7 @@
 
 #include "../../core/backend.hpp"
 #include "../../core/config.hpp"
+#include "../../core/numeric.hpp"
 #include "gemm_kernels.hpp"
 
 #if QUAROT_HAS_X86_SIMD
@@ -49,6 +51,42 @@ struct weight_only_operands {
   const float* scales;       ///< per (group, column) at group_data_index (gemm_kernels.hpp)
   const std::int32_t* zeros; ///< ditto
 };
+
+/// The fp32 sum of x[0..n) in the order every backend uses: 16 lane sums (lane i % 16),
+/// then lanes j += j + h for h = 8, 4, 2, 1 — what a 16-wide vector accumulation and its
+/// halving reduction compute, so that the scalar and SIMD front ends agree bit for bit.
+inline float lane_order_sum(const float* x, std::size_t n) noexcept {
+  float lanes[16] = {};
+  for (std::size_t i = 0; i < n; ++i) lanes[i % 16] += x[i];
+  for (std::size_t h = 8; h > 0; h /= 2)
+    for (std::size_t j = 0; j < h; ++j) lanes[j] += lanes[j + h];
+  return lanes[0];
+}
+
+/// One activation row (K values in packed K order) as the weight-only kernels' operand:
+/// xp = the row (rounded to bf16 when round_bf16) zero-padded to k_padded, xsum = its sum
+/// over each weight group (lane_order_sum), and, when pairs is not null, the bf16 k-pairs
+/// {x0 | x2 << 16, x1 | x3 << 16} of each quad. Returns the position of the first
+/// non-finite input, or k when there is none (the outputs are then incomplete).
+inline std::size_t prepare_weight_only_row(cpu::scalar, const float* src, std::size_t k, std::size_t k_padded,
+                                           std::size_t group_size, bool round_bf16, float* xp, float* xsum,
+                                           std::uint32_t* pairs) noexcept {
+  for (std::size_t kk = 0; kk < k_padded; ++kk) {
+    float v = kk < k ? src[kk] : 0.0f;
+    if (!std::isfinite(v)) return kk;
+    if (round_bf16) v = to_float(to_bfloat16(v));
+    xp[kk] = v;
+  }
+  if (pairs)
+    for (std::size_t q = 0; q < k_padded / 4; ++q) {
+      auto bits = [&](std::size_t i) { return float_bits(xp[4 * q + i]) >> 16; };
+      pairs[2 * q] = bits(0) | bits(2) << 16;
+      pairs[2 * q + 1] = bits(1) | bits(3) << 16;
+    }
+  for (std::size_t g = 0; g * group_size < k; ++g)
+    xsum[g] = lane_order_sum(xp + g * group_size, std::min(group_size, k - g * group_size));
+  return k;
+}
 
 inline int weight_only_raw(const weight_only_operands& op, std::size_t col, std::size_t k) noexcept {
   const std::size_t panel = col / 16, quad = k / 4, v = (col % 16) * 4 + k % 4;
@@ -84,6 +122,54 @@ inline void weight_only_tile(cpu::scalar, const weight_only_operands& op, std::s
 }
 
 #if QUAROT_HAS_X86_SIMD
+/// The AVX-512 front end: the same values as the scalar one, 16 at a time (a decode step
+/// spends as long here as in a 64-column tile of the kernel when it is done scalar).
+template <class Arch>
+  requires std::is_base_of_v<xsimd::avx512bw, Arch>
+QUAROT_TARGET_AVX512 std::size_t prepare_weight_only_row(cpu::simd<Arch>, const float* src, std::size_t k,
+                                                         std::size_t k_padded, std::size_t group_size, bool round_bf16,
+                                                         float* xp, float* xsum, std::uint32_t* pairs) noexcept {
+  const __m512 inf = _mm512_set1_ps(INFINITY);
+  // Word t of a quad's pair output takes the bf16 (high) word of lane {0, 2, 1, 3}[t % 4].
+  const __m512i pair_index = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                              31, 27, 29, 25, 23, 19, 21, 17, 15, 11, 13, 9, 7, 3, 5, 1);
+  for (std::size_t kk = 0; kk < k_padded; kk += 16) {
+    const std::size_t in = kk < k ? std::min<std::size_t>(16, k - kk) : 0, out = std::min<std::size_t>(16, k_padded - kk);
+    const __mmask16 in_mask = static_cast<__mmask16>((1u << in) - 1u), out_mask = static_cast<__mmask16>((1u << out) - 1u);
+    __m512 v = _mm512_maskz_loadu_ps(in_mask, src + kk);
+    // |v| >= inf, or unordered: Inf or NaN.
+    if (_mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_NLT_UQ))
+      for (std::size_t i = kk;; ++i)
+        if (!std::isfinite(src[i])) return i;
+    if (round_bf16) {  // to_bfloat16's round to nearest even on finite values
+      const __m512i u = _mm512_castps_si512(v);
+      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+      v = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+    }
+    _mm512_mask_storeu_ps(xp + kk, out_mask, v);
+    if (pairs) {  // out is a multiple of 4: one pair of dwords per quad
+      const __m512i words = _mm512_permutexvar_epi16(pair_index, _mm512_castps_si512(v));
+      _mm512_mask_storeu_epi32(pairs + kk / 2, static_cast<__mmask16>((1u << (out / 2)) - 1u), words);
+    }
+  }
+  for (std::size_t g = 0; g * group_size < k; ++g) {
+    const float* x = xp + g * group_size;
+    const std::size_t n = std::min(group_size, k - g * group_size);
+    __m512 acc = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < n; i += 16) {
+      const std::size_t left = std::min<std::size_t>(16, n - i);
+      acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << left) - 1u), x + i));
+    }
+    // lane_order_sum's reduction: j += j + 8, + 4, + 2, + 1.
+    __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+    __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+    __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+    xsum[g] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
+  }
+  return k;
+}
+
 /// Byte kk of every dword of an 8-bit block as 16 floats (signed raw values). (4-bit
 /// blocks are expanded by the table permute in weight_only_fma_quad instead.)
 template <int KK>
