@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -220,6 +221,91 @@ TEST_CASE_TEMPLATE("integer GEMM policies equal the integer reference bit for bi
       }
   check_policy<Policy>(2, 33, 11008, true, 128, true);  // down_proj K
   check_policy<Policy>(5, 20, 11008, false, 0, false);
+}
+
+namespace {
+// A user kernel written from gemm/kernel.hpp's contract alone, in plain loops, with tiles
+// of 4 rows; it records what the driver asks of it.
+struct plain_tile_kernel {
+  static constexpr std::size_t tile_rows = 4;
+  static inline std::atomic<long> calls{0};
+  static inline std::atomic<std::size_t> max_rows{0};
+  static inline std::atomic<bool> contract_broken{false};
+  static void tile(const gemm::kernel_operands& op, std::size_t m0, std::size_t rows, std::size_t n0, std::size_t cols,
+                   float* scratch, float* out, std::size_t ldo) noexcept {
+    ++calls;
+    if (n0 % 64 != 0 || cols == 0 || cols > 64 || rows == 0 || rows > tile_rows || scratch == nullptr)
+      contract_broken = true;
+    std::size_t seen = max_rows;
+    while (rows > seen && !max_rows.compare_exchange_weak(seen, rows)) {
+    }
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t j = 0; j < cols; ++j) {
+        const std::size_t m = m0 + r, n = n0 + j;
+        float c = 0.0f;
+        for (std::size_t g = 0; g < op.groups; ++g) {
+          std::int32_t acc = 0;
+          const std::size_t k_end = 4 * std::min(op.quads, (g + 1) * op.group_quads);
+          for (std::size_t k = 4 * g * op.group_quads; k < k_end; ++k)
+            acc += std::int32_t(op.a[m * op.lda + k]) * gemm::packed_weight_raw(op, n, k);
+          const std::size_t gi = gemm::group_data_index(op.groups, g, n);
+          acc -= 128 * op.colsums[gi] + op.zeros[gi] * op.rowsum[m * op.groups + g];
+          c = std::fma(op.scales[gi], float(acc), c);
+        }
+        out[r * ldo + j] = std::fma(op.row_scales[m], c, op.bias ? op.bias[n] : 0.0f);
+      }
+  }
+};
+// The smallest user kernel: the library's reference tile, default tile rows (6).
+struct forwarding_kernel {
+  static void tile(const gemm::kernel_operands& op, std::size_t m0, std::size_t rows, std::size_t n0, std::size_t cols,
+                   float*, float* out, std::size_t ldo) noexcept {
+    gemm::reference_tile(op, m0, rows, n0, cols, out, ldo);
+  }
+};
+struct unavailable_kernel {
+  static bool available() noexcept { return false; }
+  static void tile(const gemm::kernel_operands&, std::size_t, std::size_t, std::size_t, std::size_t, float*, float*,
+                   std::size_t) noexcept {}
+};
+static_assert(gemm::integer_tile_kernel<plain_tile_kernel> && gemm::integer_tile_kernel<forwarding_kernel>);
+static_assert(!gemm::integer_tile_kernel<cpu::scalar>);
+}  // namespace
+
+TEST_CASE("a user kernel (gemm::integer_tile_kernel) runs behind integer_gemm and linear, bit for bit") {
+  plain_tile_kernel::calls = 0;
+  for (std::size_t m : {1u, 5u, 13u}) {
+    check_policy<gemm::integer_policy<plain_tile_kernel, 4, 8>>(m, 100, 200, false, 40, true);
+    check_policy<gemm::integer_policy<forwarding_kernel, 4, 4>>(m, 70, 130, true, 0, true);
+  }
+  check_policy<gemm::integer_policy<plain_tile_kernel, 8, 8>>(7, 70, 130, true, 0, false);
+  check_policy<gemm::integer_policy<plain_tile_kernel, 4, 16>>(5, 70, 128, false, 32, true);  // two kernel rows a token
+  check_policy<gemm::integer_policy<forwarding_kernel, 8, 16>>(4, 33, 64, true, 0, true);
+  CHECK(plain_tile_kernel::calls > 0);
+  CHECK(plain_tile_kernel::max_rows == 4);
+  CHECK(!plain_tile_kernel::contract_broken);
+
+  // linear: the fused front end feeds a user kernel like the library's.
+  const std::size_t m = 9, n = 80, k = 96;
+  const auto x = random_matrix(m, k, 21);
+  const auto w = random_matrix(n, k, 22, 0.05f);
+  const auto bias = random_matrix(1, n, 23);
+  const auto wq = rtn_quantizer({.bits = 4, .symmetric = false, .gran = granularity::per_group, .group_size = 32})
+                      .quantize(make_matrix_view(w, n, k));
+  const auto packed = gemm::pack_weights(wq, 4);
+  const auto h = randomized_hadamard(k, 5);
+  linear<gemm::integer_policy<plain_tile_kernel, 4, 8>> user(packed, bias, 4);
+  linear<gemm::w4a8_policy<cpu::scalar>> library(packed, bias, 4);
+  user.with_online_rotation(h);
+  library.with_online_rotation(h);
+  std::vector<float> yu(m * n, -1.0f), yl(m * n, -2.0f);
+  thread_pool pool(2);
+  user.forward(make_matrix_view(x, m, k), make_matrix_view(yu, m, n), &pool);
+  library.forward(make_matrix_view(x, m, k), make_matrix_view(yl, m, n), &pool);
+  CHECK(std::memcmp(yu.data(), yl.data(), yu.size() * 4) == 0);
+
+  using unavailable_gemm = gemm::integer_gemm<gemm::integer_policy<unavailable_kernel, 4, 8>>;
+  CHECK_THROWS_WITH_AS(unavailable_gemm{packed}, doctest::Contains("available() is false"), error);
 }
 
 TEST_CASE("GEMM: mismatched shapes, packing and bits are clear errors") {

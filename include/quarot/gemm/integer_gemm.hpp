@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include "../core/matrix_view.hpp"
 #include "../core/thread_pool.hpp"
 #include "../quantize/activation.hpp"
+#include "kernel.hpp"
 #include "packing.hpp"
 #include "policies.hpp"
 
@@ -103,13 +105,42 @@ inline void prepare_activations(const quantized_activations& x, const packed_wei
   });
 }
 
+/// The library's scalar kernel as a reference for user kernels (gemm/kernel.hpp): the
+/// tile's outputs in the built-in kernels' order of operations, so that a kernel keeping
+/// that order can be compared with it bit for bit.
+inline void reference_tile(const kernel_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
+                           std::size_t cols, float* out, std::size_t ldo) noexcept {
+  quarot::detail::gemm_tile(cpu::scalar{}, op, m0, rows, n0, cols, nullptr, out, ldo);
+}
+
 namespace detail {
+/// A tag with a library kernel (quarot::detail::gemm_tile overload), as opposed to a user kernel.
+template <class B>
+concept builtin_integer_backend = requires(const kernel_operands& op, std::size_t i, float* f) {
+  quarot::detail::gemm_tile(B{}, op, i, i, i, i, f, f, i);
+};
+
+/// Kernel rows per tile call: 6 for the library's kernels, K::tile_rows for a user kernel
+/// that names it.
+template <class B>
+constexpr std::size_t kernel_tile_rows() {
+  if constexpr (requires { B::tile_rows; }) return static_cast<std::size_t>(B::tile_rows);
+  else return 6;
+}
+
+template <class B>
+inline void call_tile(B tag, const kernel_operands& op, std::size_t m0, std::size_t rows, std::size_t n0,
+                      std::size_t cols, float* scratch, float* out, std::size_t ldo) {
+  if constexpr (builtin_integer_backend<B>) quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, scratch, out, ldo);
+  else B::tile(op, m0, rows, n0, cols, scratch, out, ldo);
+}
+
 template <class B, output_element Out>
 void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weights& w, std::span<const float> bias,
                       matrix_view<Out> y, thread_pool* pool) {
   // One group per column covers all k-quads, the padded tail of K included.
   const std::size_t group_quads = w.groups == 1 ? w.quads() : w.group_size / 4;
-  const quarot::detail::gemm_operands op{xa.a.data(),      xa.lda,          xa.rowsum.data(), xa.scales.data(),
+  const kernel_operands op{xa.a.data(),      xa.lda,          xa.rowsum.data(), xa.scales.data(),
                                          w.data.data(),    w.quads(),       group_quads,      w.groups,
                                          w.n_padded,       w.block_bytes(), w.bits,           w.scales.data(),
                                          w.zeros.data(),   w.colsums.data(), w.uniform_zero,  w.zero0,
@@ -120,7 +151,8 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
   // the int32 group sums stay in registers and only fp32 results leave the kernel.
   // Split (16-bit) activations: mr and rows_per_item are even, so a token's two kernel rows
   // meet in one call, which adds them (and the bias) on the way out.
-  constexpr std::size_t mr = 6, rows_per_item = 16 * mr;
+  constexpr std::size_t mr = kernel_tile_rows<B>(), rows_per_item = 16 * mr;
+  static_assert(mr % 2 == 0 && mr >= 2 && mr <= 16, "a kernel's tile_rows is even, 2..16");
   const std::size_t krows = xa.kernel_rows();
   const std::size_t tiles = (w.n + 63) / 64, row_blocks = (krows + rows_per_item - 1) / rows_per_item;
   quarot::detail::parallel_for(pool, tiles * row_blocks, [&](std::size_t ib, std::size_t ie) {
@@ -132,16 +164,16 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
       for (std::size_t m0 = rb * rows_per_item; m0 < m_end; m0 += mr) {
         const std::size_t rows = std::min(mr, m_end - m0);
         if (xa.split) {
-          quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, staging, 64);
+          call_tile(tag, op, m0, rows, n0, cols, c, staging, 64);
           for (std::size_t r = 0; r < rows; r += 2)
             for (std::size_t j = 0; j < cols; ++j) {
               const float v = staging[r * 64 + j] + staging[(r + 1) * 64 + j];
               y((m0 + r) / 2, n0 + j) = gemm::to_output<Out>(bias.empty() ? v : v + bias[n0 + j]);
             }
         } else if constexpr (std::is_same_v<Out, float>) {
-          quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, &y(m0, n0), y.stride);
+          call_tile(tag, op, m0, rows, n0, cols, c, &y(m0, n0), y.stride);
         } else {
-          quarot::detail::gemm_tile(tag, op, m0, rows, n0, cols, c, staging, 64);
+          call_tile(tag, op, m0, rows, n0, cols, c, staging, 64);
           for (std::size_t r = 0; r < rows; ++r)
             for (std::size_t j = 0; j < cols; ++j) y(m0 + r, n0 + j) = gemm::to_output<Out>(staging[r * 64 + j]);
         }
@@ -162,14 +194,19 @@ class integer_gemm {
                             "-bit packed weights, got ", w_.bits, "-bit");
     quarot::detail::require(w_.k <= 65536, "GEMM: K = ", w_.k, " exceeds 65536 (int32 accumulator bound)");
     using B = typename Policy::backend;
-    static_assert(std::is_same_v<B, cpu::scalar> || std::is_same_v<B, cpu::avx2_backend> ||
-                      std::is_same_v<B, cpu::avx_vnni_backend> || std::is_same_v<B, cpu::avx512vnni_backend>,
+    static_assert(detail::builtin_integer_backend<B> || integer_tile_kernel<B>,
                   "integer GEMM kernels exist for cpu::scalar, cpu::avx2_backend, cpu::avx_vnni_backend and "
-                  "cpu::avx512vnni_backend");
+                  "cpu::avx512vnni_backend; a user kernel models gemm::integer_tile_kernel (gemm/kernel.hpp)");
     if constexpr (std::is_same_v<B, cpu::avx_vnni_backend>) {
       if (!cpu::supports_avx_vnni_backend())
         quarot::detail::fail(errc::unsupported, "GEMM policy needs AVX-VNNI or AVX-512 VNNI, this CPU has ",
                              cpu::to_string(cpu::detected_isa()), " without AVX-VNNI (use cpu::avx2_backend)");
+    } else if constexpr (!detail::builtin_integer_backend<B>) {
+      if constexpr (requires { { B::available() } -> std::convertible_to<bool>; }) {
+        if (!B::available())
+          quarot::detail::fail(errc::unsupported, "GEMM policy's user kernel reports that it cannot run on this "
+                               "machine (its available() is false)");
+      }
     } else if constexpr (!std::is_same_v<B, cpu::scalar>) {
       const auto need = std::is_same_v<B, cpu::avx2_backend> ? cpu::isa::avx2 : cpu::isa::avx512vnni;
       if (!cpu::supports(need))

@@ -61,7 +61,7 @@ struct packed_weights {
   [[nodiscard]] std::size_t block_bytes() const noexcept { return bits == 4 ? 32 : 64; }
   /// Index of (group g, column col) in scales, zeros and colsums.
   [[nodiscard]] std::size_t group_index(std::size_t g, std::size_t col) const noexcept {
-    return detail::group_data_index(groups, g, col);
+    return group_data_index(groups, g, col);
   }
   [[nodiscard]] std::size_t quads() const noexcept { return k_padded / 4; }
   /// Byte offset of the block of (column col, k-quad quad).

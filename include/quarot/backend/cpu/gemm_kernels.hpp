@@ -18,6 +18,7 @@
 #include "../../core/backend.hpp"
 #include "../../core/config.hpp"
 #include "../../core/int4.hpp"
+#include "../../gemm/kernel.hpp"
 
 #if QUAROT_HAS_X86_SIMD
 #include <immintrin.h>
@@ -33,37 +34,9 @@
 
 namespace quarot::detail {
 
-/// Index of (group g, column col) in the packed per-group arrays (scales, zeros, colsums):
-/// tile-major — per 64-column tile its groups in order, 64 values each — so a kernel
-/// reads its tile's group data as one contiguous stream (gemm/packing.hpp).
-constexpr std::size_t group_data_index(std::size_t groups, std::size_t g, std::size_t col) noexcept {
-  return ((col / 64) * groups + g) * 64 + col % 64;
-}
-
-struct gemm_operands {
-  const std::uint8_t* a;       // M x k_padded, u8 = level + 128 (row stride lda)
-  std::size_t lda;
-  const std::int32_t* rowsum;  // M x groups, Σ_k level over each group
-  const float* row_scales;     // M activation scales
-  const std::uint8_t* w;       // packed weights
-  std::size_t quads, group_quads, groups, n_padded, block_bytes;
-  int bits;
-  const float* scales;         // per (group, column) at group_data_index
-  const std::int32_t* zeros;   // ditto
-  const std::int32_t* colsums; // ditto
-  bool uniform_zero;           // every zero equals zero0 (symmetric weights): no per-column multiply
-  std::int32_t zero0;
-  const float* bias;           // N values, or null
-};
-
-/// The raw weight byte of (column col, k) from the packed layout.
-inline int packed_raw(const gemm_operands& op, std::size_t col, std::size_t k) noexcept {
-  const std::size_t panel = col / 16, v = (col % 16) * 4 + k % 4;
-  const std::uint8_t* blk = op.w + (((panel / 4) * op.quads + k / 4) * 4 + panel % 4) * op.block_bytes;
-  if (op.bits == 8) return static_cast<std::int8_t>(blk[v]);
-  const std::uint8_t b = blk[v % 32];
-  return v < 32 ? (b & 0x0f) : (b >> 4);
-}
+// The operands and their layout are the public kernel interface (gemm/kernel.hpp).
+using gemm_operands = gemm::kernel_operands;
+using gemm::group_data_index;
 
 /// Scalar kernel: out[r·ldo + j] = y(m0 + r, n0 + j) for rows x cols over all of K. Per
 /// group g: the exact int32 sum, corrected, then c = fma(scale, float(acc), c) from c = 0;
@@ -78,7 +51,7 @@ inline void gemm_tile(cpu::scalar, const gemm_operands& op, std::size_t m0, std:
         const std::size_t q_end = std::min(op.quads, (g + 1) * op.group_quads);
         std::int32_t a = 0;
         for (std::size_t k = g * op.group_quads * 4; k < q_end * 4; ++k)
-          a += static_cast<std::int32_t>(op.a[(m0 + r) * op.lda + k]) * packed_raw(op, col, k);
+          a += static_cast<std::int32_t>(op.a[(m0 + r) * op.lda + k]) * gemm::packed_weight_raw(op, col, k);
         const std::size_t gi = group_data_index(op.groups, g, col);
         a -= 128 * op.colsums[gi] + op.zeros[gi] * op.rowsum[(m0 + r) * op.groups + g];
         c = std::fma(op.scales[gi], static_cast<float>(a), c);

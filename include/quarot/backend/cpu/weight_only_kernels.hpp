@@ -48,7 +48,7 @@ struct weight_only_operands {
   const std::uint8_t* w;     ///< packed weights
   std::size_t quads, group_quads, groups, n_padded, block_bytes;
   int bits;
-  const float* scales;       ///< per (group, column) at group_data_index (gemm_kernels.hpp)
+  const float* scales;       ///< per (group, column) at group_data_index (gemm/kernel.hpp)
   const std::int32_t* zeros; ///< ditto
 };
 
