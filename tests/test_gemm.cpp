@@ -268,6 +268,24 @@ struct unavailable_kernel {
   static void tile(const gemm::kernel_operands&, std::size_t, std::size_t, std::size_t, std::size_t, float*, float*,
                    std::size_t) noexcept {}
 };
+// A kernel that runs a GEMM of its own type inside its tile, on the calling thread (once:
+// the nested call's tiles do not nest again): that GEMM must not reuse the activation
+// buffer the outer call is reading.
+struct nesting_kernel {
+  static inline const gemm::integer_gemm<gemm::integer_policy<nesting_kernel, 4, 8>>* inner = nullptr;
+  static inline const quantized_activations* inner_x = nullptr;
+  static inline thread_local bool nested = false;
+  static void tile(const gemm::kernel_operands& op, std::size_t m0, std::size_t rows, std::size_t n0, std::size_t cols,
+                   float*, float* out, std::size_t ldo) {
+    if (!nested) {
+      nested = true;
+      std::vector<float> y(inner_x->rows * inner->weights().n);
+      (*inner)(*inner_x, make_matrix_view(y, inner_x->rows, inner->weights().n));
+      nested = false;
+    }
+    gemm::reference_tile(op, m0, rows, n0, cols, out, ldo);
+  }
+};
 static_assert(gemm::integer_tile_kernel<plain_tile_kernel> && gemm::integer_tile_kernel<forwarding_kernel>);
 static_assert(!gemm::integer_tile_kernel<cpu::scalar>);
 }  // namespace
@@ -303,6 +321,22 @@ TEST_CASE("a user kernel (gemm::integer_tile_kernel) runs behind integer_gemm an
   user.forward(make_matrix_view(x, m, k), make_matrix_view(yu, m, n), &pool);
   library.forward(make_matrix_view(x, m, k), make_matrix_view(yl, m, n), &pool);
   CHECK(std::memcmp(yu.data(), yl.data(), yu.size() * 4) == 0);
+
+  // A GEMM called from inside a tile (same thread) gets its own activation buffer.
+  {
+    quantized_activations xq, small;
+    quantize_activations(make_matrix_view(x, m, k), 8, 1.0f, xq);
+    const auto x2 = random_matrix(2, k, 99);
+    quantize_activations(make_matrix_view(x2, 2, k), 8, 1.0f, small);  // other rows, another size
+    const gemm::integer_gemm<gemm::w4a8_policy<cpu::scalar>> reference_op(packed);
+    const gemm::integer_gemm<gemm::integer_policy<nesting_kernel, 4, 8>> outer(packed), inner(packed);
+    nesting_kernel::inner = &inner;
+    nesting_kernel::inner_x = &small;
+    std::vector<float> yo(m * n, -1.0f), yr(m * n, -2.0f);
+    outer(xq, make_matrix_view(yo, m, n), bias);
+    reference_op(xq, make_matrix_view(yr, m, n), bias);
+    CHECK(std::memcmp(yo.data(), yr.data(), yo.size() * 4) == 0);
+  }
 
   using unavailable_gemm = gemm::integer_gemm<gemm::integer_policy<unavailable_kernel, 4, 8>>;
   CHECK_THROWS_WITH_AS(unavailable_gemm{packed}, doctest::Contains("available() is false"), error);

@@ -141,10 +141,10 @@ void run_integer_gemm(B tag, const prepared_activations& xa, const packed_weight
   // One group per column covers all k-quads, the padded tail of K included.
   const std::size_t group_quads = w.groups == 1 ? w.quads() : w.group_size / 4;
   const kernel_operands op{xa.a.data(),      xa.lda,          xa.rowsum.data(), xa.scales.data(),
-                                         w.data.data(),    w.quads(),       group_quads,      w.groups,
-                                         w.n_padded,       w.block_bytes(), w.bits,           w.scales.data(),
-                                         w.zeros.data(),   w.colsums.data(), w.uniform_zero,  w.zero0,
-                                         bias.empty() || xa.split ? nullptr : bias.data()};
+                           w.data.data(),    w.quads(),       group_quads,      w.groups,
+                           w.n_padded,       w.block_bytes(), w.bits,           w.scales.data(),
+                           w.zeros.data(),   w.colsums.data(), w.uniform_zero,  w.zero0,
+                           bias.empty() || xa.split ? nullptr : bias.data()};
   // Work items: (64-column weight tile, block of up to 96 rows), tile-major, so that each
   // thread's contiguous range of items reuses a tile's weights (128-256 KiB for K = 4096,
   // held in L2) across its row blocks. Each kernel call covers all of K for up to six rows:
@@ -219,15 +219,28 @@ class integer_gemm {
 
   /// y (M x N) = x·Wᵀ + bias, y fp32 or bf16. The prepared activations go to a buffer
   /// owned by the calling thread and reused by its later calls (it keeps the largest size
-  /// asked for until the thread ends): a fresh 8 MiB buffer per 2048-token call would cost
-  /// its page faults, 2-4% of the call. Use run() with your own prepared_activations to
-  /// manage that memory yourself.
+  /// asked for until the thread ends): a fresh 8.5 MB buffer per 2048 x 4096 call paid its
+  /// page faults every time. (One buffer per policy and output type.) A call made while the
+  /// buffer is in use (a user kernel running the same GEMM inside its tile) gets a buffer of
+  /// its own. Use run() with your own prepared_activations to manage that memory yourself.
   template <output_element Out>
   void operator()(const quantized_activations& x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
-    thread_local prepared_activations xa;
-    prepare_activations(x, w_, xa, pool);
-    run(xa, x.bits, y, bias, pool);
+    thread_local prepared_activations cached;
+    thread_local bool cached_in_use = false;
+    if (cached_in_use) {
+      prepared_activations own;
+      prepare_activations(x, w_, own, pool);
+      run(own, x.bits, y, bias, pool);
+      return;
+    }
+    cached_in_use = true;
+    struct release {
+      bool& flag;
+      ~release() { flag = false; }
+    } guard{cached_in_use};
+    prepare_activations(x, w_, cached, pool);
+    run(cached, x.bits, y, bias, pool);
   }
 
   /// The same on activations already prepared (reused buffers across calls).
