@@ -64,17 +64,31 @@ struct kernel_operands {
   const std::int32_t* colsums;  ///< ditto: Σ_k w_raw over the group
   bool uniform_zero;            ///< every zero equals zero0 (symmetric weights)
   std::int32_t zero0;
-  const float* bias;            ///< N values, or null (always null with split_rows)
+  const float* bias;            ///< N values, or null (always null for 16-bit activations)
 };
 
-/// The stored weight w_raw of (column col, packed K position k): a block of 16 columns x
-/// 4 k per (panel, k-quad), four panels' blocks adjacent per k-quad (gemm/packing.hpp).
-inline int packed_weight_raw(const kernel_operands& op, std::size_t col, std::size_t k) noexcept {
-  const std::size_t panel = col / 16, v = (col % 16) * 4 + k % 4;
-  const std::uint8_t* blk = op.w + (((panel / 4) * op.quads + k / 4) * 4 + panel % 4) * op.block_bytes;
-  if (op.bits == 8) return static_cast<std::int8_t>(blk[v]);
+/// Byte offset, in packed weights of `quads` k-quads, of the block of (column col, k-quad
+/// quad): a block holds 16 columns x 4 k per (panel, k-quad), the four panels' blocks of a
+/// 64-column tile adjacent per k-quad (gemm/packing.hpp).
+constexpr std::size_t packed_block_offset(std::size_t quads, std::size_t block_bytes, std::size_t col,
+                                          std::size_t quad) noexcept {
+  const std::size_t panel = col / 16;
+  return (((panel / 4) * quads + quad) * 4 + panel % 4) * block_bytes;
+}
+
+/// The stored weight w_raw of (column col, packed K position k) in `bits`-bit packed weights
+/// w of `quads` k-quads: block value (col % 16)·4 + k % 4, a byte (8-bit) or, in 4-bit
+/// blocks, the low nibble of byte v (v < 32) or the high nibble of byte v − 32.
+inline int packed_weight_raw(const std::uint8_t* w, std::size_t quads, int bits, std::size_t col,
+                             std::size_t k) noexcept {
+  const std::size_t v = (col % 16) * 4 + k % 4;
+  const std::uint8_t* blk = w + packed_block_offset(quads, bits == 4 ? 32 : 64, col, k / 4);
+  if (bits == 8) return static_cast<std::int8_t>(blk[v]);
   const std::uint8_t b = blk[v % 32];
   return v < 32 ? (b & 0x0f) : (b >> 4);
+}
+inline int packed_weight_raw(const kernel_operands& op, std::size_t col, std::size_t k) noexcept {
+  return packed_weight_raw(op.w, op.quads, op.bits, col, k);
 }
 
 /// A user integer GEMM kernel (see the top of this file for the contract).

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "../backend/cpu/gemm_kernels.hpp"
+#include "kernel.hpp"
 #include "../core/error.hpp"
 #include "../quantize/rtn.hpp"
 
@@ -66,17 +67,12 @@ struct packed_weights {
   [[nodiscard]] std::size_t quads() const noexcept { return k_padded / 4; }
   /// Byte offset of the block of (column col, k-quad quad).
   [[nodiscard]] std::size_t block_offset(std::size_t col, std::size_t quad) const noexcept {
-    const std::size_t panel = col / 16;
-    return (((panel / 4) * quads() + quad) * 4 + panel % 4) * block_bytes();
+    return packed_block_offset(quads(), block_bytes(), col, quad);
   }
   /// The raw stored value of (column n, packed K position kk) (for tests and the scalar
   /// reference; kk is the input column unless k_order reorders K).
   [[nodiscard]] int raw(std::size_t col, std::size_t kk) const noexcept {
-    const std::size_t v = (col % 16) * 4 + kk % 4;
-    const std::uint8_t* blk = data.data() + block_offset(col, kk / 4);
-    if (bits == 8) return static_cast<std::int8_t>(blk[v]);
-    const std::uint8_t b = blk[v % 32];
-    return v < 32 ? (b & 0x0f) : (b >> 4);
+    return packed_weight_raw(data.data(), quads(), bits, col, kk);
   }
 };
 

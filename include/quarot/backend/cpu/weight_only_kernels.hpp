@@ -88,12 +88,6 @@ inline std::size_t prepare_weight_only_row(cpu::scalar, const float* src, std::s
   return k;
 }
 
-inline int weight_only_raw(const weight_only_operands& op, std::size_t col, std::size_t k) noexcept {
-  const std::size_t panel = col / 16, quad = k / 4, v = (col % 16) * 4 + k % 4;
-  const std::uint8_t* blk = op.w + (((panel / 4) * op.quads + quad) * 4 + panel % 4) * op.block_bytes;
-  if (op.bits == 8) return static_cast<std::int8_t>(blk[v]);
-  return v < 32 ? (blk[v] & 0x0f) : (blk[v - 32] >> 4);
-}
 
 /// c[r·64 + j] = Σ_g s·(Σ_k w_raw·x − z·xsum) for rows m0.. and columns n0 + j, j < cols.
 inline void weight_only_tile(cpu::scalar, const weight_only_operands& op, std::size_t m0, std::size_t rows,
@@ -108,7 +102,7 @@ inline void weight_only_tile(cpu::scalar, const weight_only_operands& op, std::s
         for (std::size_t q = g * op.group_quads; q < (g + 1) * op.group_quads; ++q)
           for (std::size_t kk : {2, 0, 3, 1}) {
             float& chain = kk % 2 ? b : a;
-            chain = std::fma(static_cast<float>(weight_only_raw(op, col, 4 * q + kk)), x[4 * q + kk], chain);
+            chain = std::fma(static_cast<float>(gemm::packed_weight_raw(op.w, op.quads, op.bits, col, 4 * q + kk)), x[4 * q + kk], chain);
           }
         const float acc = a + b;
         const std::size_t gi = group_data_index(op.groups, g, col);
