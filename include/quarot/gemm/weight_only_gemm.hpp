@@ -86,30 +86,31 @@ class weight_only_gemm {
   template <output_element Out>
   void operator()(matrix_view<const float> x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
-    run(x.rows, x.cols, y, bias, pool, [&](std::size_t r, std::vector<float>& buf) -> const float* {
-      if (w_.k_order.empty()) return x.row(r);  // already in packed K order
-      buf.resize(x.cols);
-      for (std::size_t kk = 0; kk < x.cols; ++kk) buf[kk] = x(r, w_.k_order[kk]);
-      return buf.data();
-    });
+    run(x, y, bias, pool);
   }
   /// The same for bf16 activations (widened to fp32 exactly).
   template <output_element Out>
   void operator()(matrix_view<const bfloat16> x, matrix_view<Out> y, std::span<const float> bias = {},
                   thread_pool* pool = nullptr) const {
-    run(x.rows, x.cols, y, bias, pool, [&](std::size_t r, std::vector<float>& buf) -> const float* {
-      buf.resize(x.cols);
-      for (std::size_t kk = 0; kk < x.cols; ++kk) buf[kk] = to_float(x(r, w_.k_order.empty() ? kk : w_.k_order[kk]));
-      return buf.data();
-    });
+    run(x, y, bias, pool);
   }
 
  private:
-  /// row_of(r, scratch): row r of the activations in packed K order (act-order weights
-  /// permute K), as fp32.
-  template <output_element Out, class RowOf>
-  void run(std::size_t m, std::size_t k, matrix_view<Out> y, std::span<const float> bias, thread_pool* pool,
-           RowOf&& row_of) const {
+  /// Row r of x in packed K order (act-order weights permute K) as fp32: the row itself
+  /// when it already is one, else gathered into buf.
+  template <class T>
+  const float* packed_order_row(matrix_view<const T> x, std::size_t r, std::vector<float>& buf) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (w_.k_order.empty()) return x.row(r);
+    }
+    buf.resize(x.cols);
+    for (std::size_t kk = 0; kk < x.cols; ++kk) buf[kk] = to_float(x(r, w_.k_order.empty() ? kk : w_.k_order[kk]));
+    return buf.data();
+  }
+
+  template <class T, output_element Out>
+  void run(matrix_view<const T> x, matrix_view<Out> y, std::span<const float> bias, thread_pool* pool) const {
+    const std::size_t m = x.rows, k = x.cols;
     quarot::detail::require(k == w_.k, "weight-only GEMM: activations have K = ", k, " but the weights have K = ", w_.k);
     quarot::detail::require(y.rows == m && y.cols == w_.n, "weight-only GEMM: output is ", y.rows, "x", y.cols,
                             ", expected ", m, "x", w_.n);
@@ -124,7 +125,7 @@ class weight_only_gemm {
     std::vector<float> xp(m * ldx), xsum(m * w_.groups), scratch;
     std::vector<std::uint32_t> pairs(bf16_dot_ ? m * quads * 2 : 0);
     for (std::size_t r = 0; r < m; ++r) {
-      const float* row = row_of(r, scratch);
+      const float* row = packed_order_row(x, r, scratch);
       const std::size_t bad = quarot::detail::prepare_weight_only_row(
           typename Policy::backend{}, row, k, ldx, w_.group_size, bf16_activations, xp.data() + r * ldx,
           xsum.data() + r * w_.groups, bf16_dot_ ? pairs.data() + r * quads * 2 : nullptr);
