@@ -6,10 +6,13 @@
 #include <string>
 #include <utility>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "../../core/backend.hpp"
 #include "../../core/error.hpp"
+#include "../../core/numeric.hpp"
 
 namespace quarot::cuda {
 
@@ -19,9 +22,73 @@ inline void check(cudaError_t status, const char* call, const char* file, int li
     quarot::detail::fail(errc::cuda, call, " failed: ", cudaGetErrorName(status), " (", cudaGetErrorString(status),
                          ") at ", file, ":", line);
 }
-}  // namespace detail
 
+// A CUDA call whose failure becomes quarot::error (errc::cuda) naming the call.
 #define QUAROT_CUDA_CHECK(call) ::quarot::cuda::detail::check((call), #call, __FILE__, __LINE__)
+
+/// Launches `kernel` on grid x block threads with `shmem` bytes of dynamic shared memory
+/// on `stream`. One launch point for every kernel of the backend, so that the CPU
+/// emulation of the tests (tests/cuda/emulation/) can run the same kernels.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shmem, cudaStream_t stream,
+            Args&&... args) {
+#if defined(QUAROT_CUDA_EMULATION)
+  (void)stream;
+  ::quarot_cuda_emulation::launch(kernel, grid, block, shmem, static_cast<Params>(args)...);
+#else
+  kernel<<<grid, block, shmem, stream>>>(static_cast<Params>(args)...);
+#endif
+  check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__);
+}
+
+// Unrolls the loop that follows in device code (nothing on the emulation).
+#if defined(QUAROT_CUDA_EMULATION)
+#define QUAROT_CUDA_UNROLL
+#else
+#define QUAROT_CUDA_UNROLL _Pragma("unroll")
+#endif
+
+// The dynamic shared memory of a kernel (extern __shared__), as a pointer `name` to T.
+#if defined(QUAROT_CUDA_EMULATION)
+#define QUAROT_CUDA_DYNAMIC_SHARED(T, name) T* name = ::quarot_cuda_emulation::dynamic_shared<T>()
+#else
+#define QUAROT_CUDA_DYNAMIC_SHARED(T, name) \
+  extern __shared__ __align__(16) unsigned char quarot_dynamic_shared_bytes[]; \
+  T* name = reinterpret_cast<T*>(quarot_dynamic_shared_bytes)
+#endif
+
+// Element conversions of the storage types (quarot::half / bfloat16 hold the raw bits).
+__device__ inline float load_as_float(const float* p) { return *p; }
+__device__ inline float load_as_float(const quarot::half* p) { return __half2float(__ushort_as_half(p->bits)); }
+__device__ inline float load_as_float(const quarot::bfloat16* p) {
+  return __uint_as_float(static_cast<unsigned>(p->bits) << 16);
+}
+__device__ inline void store_from_float(float* p, float v) { *p = v; }
+__device__ inline void store_from_float(quarot::half* p, float v) { p->bits = __half_as_ushort(__float2half_rn(v)); }
+__device__ inline void store_from_float(quarot::bfloat16* p, float v) {
+  p->bits = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+/// Whether v is neither infinite nor NaN (from its exponent bits).
+__device__ __forceinline__ bool is_finite(float v) { return (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u; }
+
+/// The compute capability of the current device as 10·major + minor (80, 86, 89, 90, ...).
+inline int compute_capability() {
+  int dev = 0, major = 0, minor = 0;
+  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  return 10 * major + minor;
+}
+
+/// The most dynamic shared memory one block of the current device may use (opt-in).
+inline std::size_t max_shared_per_block() {
+  int dev = 0, bytes = 0;
+  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return static_cast<std::size_t>(bytes);
+}
+}  // namespace detail
 
 /// Number of CUDA devices, 0 when there is no driver or no device (never throws).
 inline int device_count() noexcept {
@@ -68,6 +135,19 @@ class device_buffer {
   [[nodiscard]] T* data() noexcept { return p_; }
   [[nodiscard]] const T* data() const noexcept { return p_; }
   [[nodiscard]] std::size_t size() const noexcept { return n_; }
+  [[nodiscard]] bool empty() const noexcept { return n_ == 0; }
+
+  /// Makes room for n elements; the contents are not kept when it reallocates.
+  void resize(std::size_t n) {
+    if (n == n_) return;
+    reset();
+    if (n) QUAROT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+    n_ = n;
+  }
+  /// Sets every byte to `byte` (asynchronously on `stream`).
+  void fill_bytes(int byte, cudaStream_t stream = nullptr) {
+    if (n_) QUAROT_CUDA_CHECK(cudaMemsetAsync(p_, byte, n_ * sizeof(T), stream));
+  }
 
   void upload(const T* host, std::size_t n, cudaStream_t stream = nullptr) {
     quarot::detail::require(n <= n_, "device_buffer::upload: ", n, " elements into a buffer of ", n_);

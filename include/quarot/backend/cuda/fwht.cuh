@@ -1,65 +1,309 @@
-// quarot — CUDA fast Walsh-Hadamard transform for n = 2^k, k = 0..15, on rows of fp32,
-// fp16 or bf16 (computed in fp32), optionally with a ±1 sign vector first (randomized
-// Hadamard) and scaled by 1/√n. One thread block per row: the row is read once into
-// shared memory, the log2(n) butterfly levels run there, and it is written once.
+// quarot — CUDA Hadamard transforms: the fast Walsh-Hadamard transform for n = 2^k,
+// k = 0..15, and the Kronecker transform H_m ⊗ H_p of every size the CPU planner supports,
+// on rows of fp32, fp16 or bf16 (computed in fp32), optionally with a ±1 sign vector first
+// (randomized Hadamard) and scaled by 1/√n.
 //
-// This is the first, straightforward kernel (correctness reference for the GPU);
-// the register/warp-shuffle version is the work of the CUDA issue.
+// FWHT (n = 2^k): each row is read from global memory once and written once. Its n values
+// live in registers, E per thread (fwht_shape): the butterfly levels of the low index bits
+// run inside a thread's registers, the next five across the 32 lanes of a warp
+// (__shfl_xor_sync), and for n >= 2048 the top log2(warps) bits through one exchange in
+// shared memory that moves those bits into the registers. The levels run in the CPU
+// reference's order (h = 1, 2, 4, ..., each (a + b, a - b), the scale applied once at the
+// end), so results are bit-identical to quarot's CPU transforms (fwht_kernels.hpp).
+//
+// Kronecker (n = m·p): one block per row in shared memory; the FWHT of each of the m
+// blocks of length p in the same level order, then the dense ±1 factor H_m across blocks,
+// its sum in j order. The CPU sums H_m's terms in another order (sign_lut), so the two agree
+// to fp32 rounding, not bit for bit.
 #pragma once
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include "../../core/matrix_view.hpp"
 #include "../../core/numeric.hpp"
+#include "../../core/random.hpp"
+#include "../../transform/hadamard_matrices.hpp"
+#include "../../transform/kronecker.hpp"
 #include "common.cuh"
 
 namespace quarot::cuda {
 
 namespace detail {
 
-__device__ inline float load_as_float(const float* p) { return *p; }
-__device__ inline float load_as_float(const quarot::half* p) {
-  return __half2float(__ushort_as_half(p->bits));
+/// How a row of n = 2^LOG2N values is spread over threads: E = 2^log2e registers per
+/// thread, `threads` threads per row (1 for n <= 32, a warp for n <= 1024, 64 to 512
+/// above: then a block is one row), rows_per_block rows per block.
+template <int LOG2N>
+struct fwht_shape {
+  static constexpr int log2n = LOG2N;
+  static constexpr int n = 1 << LOG2N;
+  static constexpr int log2e = LOG2N <= 5 ? LOG2N : LOG2N <= 10 ? LOG2N - 5 : LOG2N <= 14 ? 5 : 6;
+  static constexpr int e = 1 << log2e;
+  static constexpr int threads = n / e;
+  static constexpr int log2lanes = threads >= 32 ? 5 : 0;
+  static constexpr int log2warps = LOG2N - log2e - log2lanes;  // index bits exchanged in shared memory
+  static constexpr int warps = 1 << log2warps;
+  static constexpr int rows_per_block = threads >= 64 ? 1 : 128 / threads;
+  static constexpr int block = rows_per_block * threads;
+  // After the exchange a thread holds `warps` runs of `run` consecutive values.
+  static constexpr int log2run = log2warps ? log2e - log2warps : log2e;
+  static constexpr int run = 1 << log2run;
+  // 2^15 values exchange in two passes through 64 KiB (sm_86/89 allow 99 KiB per block).
+  static constexpr int passes = LOG2N == 15 ? 2 : 1;
+  static constexpr int smem_floats = log2warps ? (n / passes) + (n / passes) / 32 : 0;  // per row, padded
+  static_assert(log2run >= (passes == 2 ? 1 : 0), "the pass bit must be a run bit");
+};
+
+/// Shared-memory slot of exchange index i: one float of padding per 32 keeps the 32 lanes
+/// of a warp, which write values E apart, on different banks.
+__device__ __forceinline__ int fwht_pad(int i) { return i + (i >> 5); }
+
+/// Index i without the pass bit b (two-pass exchange), so that a pass fills n/2 slots.
+template <int PASSES, int B>
+__device__ __forceinline__ int fwht_compact(int i) {
+  if constexpr (PASSES == 1) return i;
+  else return ((i >> (B + 1)) << B) | (i & ((1 << B) - 1));
 }
-__device__ inline float load_as_float(const quarot::bfloat16* p) {
-  return __uint_as_float(static_cast<unsigned>(p->bits) << 16);
+
+/// The row index of register e of thread t after fwht_levels.
+template <class S>
+__device__ __forceinline__ int fwht_index(int t, int e) {
+  if constexpr (S::log2warps == 0) return t * S::e + e;
+  else return ((e >> S::log2run) << (S::log2n - S::log2warps)) | (t << S::log2run) | (e & (S::run - 1));
 }
-__device__ inline void store_from_float(float* p, float v) { *p = v; }
-__device__ inline void store_from_float(quarot::half* p, float v) { p->bits = __half_as_ushort(__float2half_rn(v)); }
-__device__ inline void store_from_float(quarot::bfloat16* p, float v) {
-  p->bits = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+
+/// Thread t's values of one row, loaded in the first layout (t·E + e), times the signs.
+template <class S, class T>
+__device__ __forceinline__ void fwht_load(const T* row, const float* signs, int t, bool live, float (&v)[S::e]) {
+QUAROT_CUDA_UNROLL
+  for (int e = 0; e < S::e; ++e) {
+    const int i = t * S::e + e;
+    const float x = live ? load_as_float(row + i) : 0.0f;
+    v[e] = signs && live ? x * signs[i] : x;
+  }
+}
+
+/// All log2(n) butterfly levels of the row held in v (loaded by fwht_load), in ascending
+/// order; afterwards register e of thread t holds index fwht_index<S>(t, e). `smem` is the
+/// row's S::smem_floats floats; every thread of the block calls this (it synchronizes).
+template <class S>
+__device__ __forceinline__ void fwht_levels(float (&v)[S::e], float* smem, int t) {
+QUAROT_CUDA_UNROLL
+  for (int h = 1; h < S::e; h *= 2)
+QUAROT_CUDA_UNROLL
+    for (int e = 0; e < S::e; ++e)
+      if (!(e & h)) {
+        const float a = v[e], b = v[e + h];
+        v[e] = a + b;
+        v[e + h] = a - b;
+      }
+  if constexpr (S::log2lanes > 0) {
+    const int lane = threadIdx.x & 31;
+QUAROT_CUDA_UNROLL
+    for (int d = 1; d < 32; d *= 2)
+QUAROT_CUDA_UNROLL
+      for (int e = 0; e < S::e; ++e) {
+        const float other = __shfl_xor_sync(0xffffffffu, v[e], d);
+        v[e] = (lane & d) ? other - v[e] : v[e] + other;  // upper lane: a - b with a = other
+      }
+  }
+  if constexpr (S::log2warps > 0) {
+    // Exchange: the registers e with the same low log2run bits hold, before and after,
+    // the same set of indices' low bits, so each pass reads back into the registers it
+    // wrote out.
+    constexpr int pass_bit = S::log2run - 1;
+QUAROT_CUDA_UNROLL
+    for (int pass = 0; pass < S::passes; ++pass) {
+QUAROT_CUDA_UNROLL
+      for (int e = 0; e < S::e; ++e)
+        if (S::passes == 1 || ((e >> pass_bit) & 1) == pass)
+          smem[fwht_pad(fwht_compact<S::passes, pass_bit>(t * S::e + e))] = v[e];
+      __syncthreads();
+QUAROT_CUDA_UNROLL
+      for (int e = 0; e < S::e; ++e)
+        if (S::passes == 1 || ((e >> pass_bit) & 1) == pass)
+          v[e] = smem[fwht_pad(fwht_compact<S::passes, pass_bit>(fwht_index<S>(t, e)))];
+      __syncthreads();
+    }
+QUAROT_CUDA_UNROLL
+    for (int h = S::run; h < S::e; h *= 2)
+QUAROT_CUDA_UNROLL
+      for (int e = 0; e < S::e; ++e)
+        if (!(e & h)) {
+          const float a = v[e], b = v[e + h];
+          v[e] = a + b;
+          v[e + h] = a - b;
+        }
+  }
+}
+
+template <int LOG2N, class T>
+__global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
+    fwht_kernel(T* x, std::size_t stride, std::size_t rows, float scale, const float* signs) {
+  using S = fwht_shape<LOG2N>;
+  QUAROT_CUDA_DYNAMIC_SHARED(float, smem);
+  const int r_in_block = static_cast<int>(threadIdx.x) / S::threads, t = static_cast<int>(threadIdx.x) % S::threads;
+  const std::size_t row = static_cast<std::size_t>(blockIdx.x) * S::rows_per_block + r_in_block;
+  const bool live = row < rows;
+  T* p = x + (live ? row : 0) * stride;
+  float v[S::e];
+  fwht_load<S>(p, signs, t, live, v);
+  fwht_levels<S>(v, smem + r_in_block * S::smem_floats, t);
+  if (live)
+QUAROT_CUDA_UNROLL
+    for (int e = 0; e < S::e; ++e) store_from_float(p + fwht_index<S>(t, e), v[e] * scale);
+}
+
+/// Launches kernel<LOG2N>(args...) for the runtime log2n (0..15) with its block shape and
+/// shared memory: launch(k, tag) calls f(std::integral_constant<int, k>).
+template <class F>
+void with_log2n(unsigned log2n, F&& f) {
+  switch (log2n) {
+#define QUAROT_CUDA_LOG2N(k) \
+  case k: f(std::integral_constant<int, k>{}); return;
+    QUAROT_CUDA_LOG2N(0) QUAROT_CUDA_LOG2N(1) QUAROT_CUDA_LOG2N(2) QUAROT_CUDA_LOG2N(3) QUAROT_CUDA_LOG2N(4)
+    QUAROT_CUDA_LOG2N(5) QUAROT_CUDA_LOG2N(6) QUAROT_CUDA_LOG2N(7) QUAROT_CUDA_LOG2N(8) QUAROT_CUDA_LOG2N(9)
+    QUAROT_CUDA_LOG2N(10) QUAROT_CUDA_LOG2N(11) QUAROT_CUDA_LOG2N(12) QUAROT_CUDA_LOG2N(13)
+    QUAROT_CUDA_LOG2N(14) QUAROT_CUDA_LOG2N(15)
+#undef QUAROT_CUDA_LOG2N
+    default: quarot::detail::fail(errc::invalid_argument, "CUDA Walsh-Hadamard: 2^", log2n, " exceeds 2^15");
+  }
+}
+
+/// Grid size for `rows` rows of `per_block` rows each, checked against the grid limit.
+inline unsigned grid_for(std::size_t rows, std::size_t per_block) {
+  const std::size_t blocks = (rows + per_block - 1) / per_block;
+  quarot::detail::require(blocks <= 0x7fffffffu, "CUDA: ", rows, " rows need ", blocks, " blocks, over the grid limit");
+  return static_cast<unsigned>(blocks);
+}
+
+/// Sets a kernel's dynamic shared memory limit when it needs more than the default 48 KiB.
+template <class Kernel>
+void allow_shared(Kernel* kernel, std::size_t bytes) {
+  if (bytes > 48 * 1024) {
+    const std::size_t limit = max_shared_per_block();
+    quarot::detail::require(bytes <= limit, "CUDA kernel needs ", bytes, " bytes of shared memory per block; ",
+                            "this device allows ", limit);
+    QUAROT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
 }
 
 template <class T>
-__global__ void fwht_rows_kernel(T* x, std::size_t stride, unsigned log2n, float scale, const float* signs) {
-  extern __shared__ float buf[];
-  const std::size_t n = std::size_t{1} << log2n;
-  T* row = x + blockIdx.x * stride;
-  for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = load_as_float(row + i);
-    buf[i] = signs ? v * signs[i] : v;
+void fwht_rows(matrix_view<T> x, unsigned log2n, float scale, const float* signs, cudaStream_t stream) {
+  with_log2n(log2n, [&](auto k) {
+    using S = fwht_shape<decltype(k)::value>;
+    const std::size_t shmem = S::rows_per_block * S::smem_floats * sizeof(float);
+    allow_shared(fwht_kernel<S::log2n, T>, shmem);
+    launch(fwht_kernel<S::log2n, T>, grid_for(x.rows, S::rows_per_block), S::block, shmem, stream, x.data, x.stride,
+           x.rows, scale, signs);
+  });
+}
+
+// ------------------------------------------------------------------ Kronecker sizes
+
+/// The value of row index i after (H_m ⊗ H_p): the FWHT'd blocks are in `t` (shared
+/// memory); H_m's row a (±1 floats, m x m row-major) summed in j order.
+__device__ __forceinline__ float kronecker_value(const float* t, const float* h, int m, int p, int i) {
+  const int a = i / p, b = i % p;
+  const float* hrow = h + static_cast<std::size_t>(a) * m;
+  float s = 0.0f;
+  for (int j = 0; j < m; ++j) s += hrow[j] * t[j * p + b];
+  return s;
+}
+
+/// Loads row `src` (n = m·p values, times the signs) into t and runs the FWHT levels of
+/// each block of p in place (all threads of the block; synchronizes).
+template <class T>
+__device__ void kronecker_fwht_blocks(const T* src, const float* signs, float* t, int n, int p) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = load_as_float(src + i);
+    t[i] = signs ? v * signs[i] : v;
   }
   __syncthreads();
-  for (std::size_t h = 1; h < n; h *= 2) {
-    for (std::size_t t = threadIdx.x; t < n / 2; t += blockDim.x) {
-      const std::size_t i = (t / h) * 2 * h + (t % h);
-      const float a = buf[i], b = buf[i + h];
-      buf[i] = a + b;
-      buf[i + h] = a - b;
+  const int half = p / 2;
+  for (int h = 1; h < p; h *= 2) {
+    for (int j = threadIdx.x; j < n / 2; j += blockDim.x) {
+      const int blk = j / half, jj = j % half;
+      const int i = blk * p + (jj / h) * 2 * h + jj % h;
+      const float a = t[i], b = t[i + h];
+      t[i] = a + b;
+      t[i + h] = a - b;
     }
     __syncthreads();
   }
-  for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) store_from_float(row + i, buf[i] * scale);
 }
+
+template <class T>
+__global__ void kronecker_kernel(T* x, std::size_t stride, int m, int p, const float* h, float scale,
+                                 const float* signs) {
+  QUAROT_CUDA_DYNAMIC_SHARED(float, t);
+  const int n = m * p;
+  T* row = x + static_cast<std::size_t>(blockIdx.x) * stride;
+  kronecker_fwht_blocks(row, signs, t, n, p);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) store_from_float(row + i, kronecker_value(t, h, m, p, i) * scale);
+}
+
+/// A Hadamard transform's device data: its plan, H_m (when m > 1) and the signs (or none).
+class device_hadamard {
+ public:
+  device_hadamard(std::size_t n, const float* signs) : plan_(plan_hadamard(n)) {
+    quarot::detail::require(n <= 0x7fffffff, "CUDA Hadamard transform: size ", n, " is too large");
+    if (plan_.m > 1) {
+      const auto hm = make_hadamard_matrix(plan_.m);
+      std::vector<float> h(plan_.m * plan_.m);
+      for (std::size_t i = 0; i < plan_.m; ++i)
+        for (std::size_t j = 0; j < plan_.m; ++j) h[i * plan_.m + j] = hm(i, j);
+      h_ = device_buffer<float>(h.size());
+      h_.upload(h.data(), h.size());
+    }
+    if (signs) {
+      for (std::size_t i = 0; i < n; ++i)
+        quarot::detail::require(signs[i] == 1.0f || signs[i] == -1.0f, "CUDA randomized Hadamard: sign ", signs[i],
+                                " at index ", i, " is not +1 or -1");
+      signs_ = device_buffer<float>(n);
+      signs_.upload(signs, n);
+    }
+    // The host arrays die here: wait for the uploads (null stream).
+    if (!h_.empty() || !signs_.empty()) QUAROT_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return plan_.n; }
+  [[nodiscard]] const hadamard_plan& plan() const noexcept { return plan_; }
+  [[nodiscard]] const float* signs() const noexcept { return signs_.empty() ? nullptr : signs_.data(); }
+  [[nodiscard]] const float* dense_factor() const noexcept { return h_.empty() ? nullptr : h_.data(); }
+  [[nodiscard]] float scale() const noexcept { return static_cast<float>(1.0 / std::sqrt(double(plan_.n))); }
+
+  /// Shared memory of the Kronecker kernels (one fp32 row).
+  [[nodiscard]] std::size_t kronecker_shared_bytes() const noexcept { return plan_.n * sizeof(float); }
+
+  template <storage_float T>
+  void apply(matrix_view<T> x, cudaStream_t stream) const {
+    quarot::detail::require(x.cols == plan_.n, "CUDA Hadamard transform of size ", plan_.n, " applied to rows of ",
+                            x.cols);
+    if (x.empty()) return;
+    if (plan_.m == 1) {
+      fwht_rows(x, quarot::detail::log2_exact(plan_.n), scale(), signs(), stream);
+      return;
+    }
+    const std::size_t shmem = kronecker_shared_bytes();
+    allow_shared(kronecker_kernel<T>, shmem);
+    launch(kronecker_kernel<T>, grid_for(x.rows, 1), 256, shmem, stream, x.data, x.stride, static_cast<int>(plan_.m),
+           static_cast<int>(plan_.p), dense_factor(), scale(), signs());
+  }
+
+ private:
+  hadamard_plan plan_;
+  device_buffer<float> h_, signs_;
+};
 
 }  // namespace detail
 
 /// Transforms every row of x (device memory) in place: x_row <- scale · H_n (signs ⊙ x_row),
-/// scale = 1/√n when normalize. `signs` is a device array of n ±1 values or null.
+/// scale = 1/√n when normalize. n = 2^k, k <= 15; `signs` is a device array of n ±1
+/// values or null. Bit-identical to quarot::walsh_hadamard on the CPU.
 template <storage_float T>
 void walsh_hadamard(device, matrix_view<T> x, bool normalize = true, const float* signs = nullptr,
                     cudaStream_t stream = nullptr) {
@@ -67,18 +311,50 @@ void walsh_hadamard(device, matrix_view<T> x, bool normalize = true, const float
   const std::size_t n = x.cols;
   quarot::detail::require(n >= 1 && (n & (n - 1)) == 0 && n <= (std::size_t{1} << 15), "CUDA Walsh-Hadamard size ",
                           n, " is not a power of two in [1, 2^15]");
-  quarot::detail::require(x.rows <= 0x7fffffffu, "CUDA Walsh-Hadamard: ", x.rows, " rows exceed the grid limit");
-  unsigned log2n = 0;
-  while ((std::size_t{1} << log2n) < n) ++log2n;
+  quarot::detail::require(x.stride >= n, "CUDA Walsh-Hadamard: row stride ", x.stride, " < row length ", n);
   const float scale = normalize ? static_cast<float>(1.0 / std::sqrt(double(n))) : 1.0f;
-  const std::size_t shmem = n * sizeof(float);
-  if (shmem > 48 * 1024)
-    QUAROT_CUDA_CHECK(cudaFuncSetAttribute(detail::fwht_rows_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(shmem)));
-  const unsigned threads = static_cast<unsigned>(n / 2 < 32 ? 32 : (n / 2 > 1024 ? 1024 : n / 2));
-  detail::fwht_rows_kernel<T><<<static_cast<unsigned>(x.rows), threads, shmem, stream>>>(x.data, x.stride, log2n,
-                                                                                          scale, signs);
-  QUAROT_CUDA_CHECK(cudaGetLastError());
+  detail::fwht_rows(x, quarot::detail::log2_exact(n), scale, signs, stream);
 }
+
+/// The orthonormal Hadamard transform (H_m ⊗ H_p)/√n of any size the CPU planner supports
+/// (quarot::hadamard_transform), on device rows. Holds H_m in device memory.
+class hadamard_transform {
+ public:
+  explicit hadamard_transform(std::size_t n) : h_(n, nullptr) {}
+  [[nodiscard]] std::size_t size() const noexcept { return h_.size(); }
+  [[nodiscard]] const hadamard_plan& plan() const noexcept { return h_.plan(); }
+  /// x <- Q·x for every row of x (device memory), in place.
+  template <storage_float T>
+  void apply(device, matrix_view<T> x, cudaStream_t stream = nullptr) const {
+    h_.apply(x, stream);
+  }
+  [[nodiscard]] const detail::device_hadamard& data() const noexcept { return h_; }
+
+ private:
+  detail::device_hadamard h_;
+};
+
+/// The randomized Hadamard transform Q = H·diag(s)/√n (quarot::randomized_hadamard): the
+/// same signs for the same seed as on the CPU.
+class randomized_hadamard {
+ public:
+  randomized_hadamard(std::size_t n, std::uint64_t seed) : signs_(random_signs(n, seed)), h_(n, signs_.data()) {}
+  /// With signs given by the caller (each must be +1 or -1).
+  explicit randomized_hadamard(std::vector<float> signs) : signs_(std::move(signs)), h_(signs_.size(), signs_.data()) {}
+
+  [[nodiscard]] std::size_t size() const noexcept { return h_.size(); }
+  [[nodiscard]] const hadamard_plan& plan() const noexcept { return h_.plan(); }
+  [[nodiscard]] const std::vector<float>& signs() const noexcept { return signs_; }
+  /// x <- Q·x = H(s ⊙ x)/√n for every row of x (device memory), in place.
+  template <storage_float T>
+  void apply(device, matrix_view<T> x, cudaStream_t stream = nullptr) const {
+    h_.apply(x, stream);
+  }
+  [[nodiscard]] const detail::device_hadamard& data() const noexcept { return h_; }
+
+ private:
+  std::vector<float> signs_;
+  detail::device_hadamard h_;
+};
 
 }  // namespace quarot::cuda

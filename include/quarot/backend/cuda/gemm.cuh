@@ -1,0 +1,428 @@
+// quarot — CUDA integer GEMM policies (W8A8, W4A8, W4A4 on tensor cores) and the W4A16
+// weight-only decode GEMM, behind the CPU's templates: gemm::integer_gemm of an
+// integer_policy<cuda::device, W, A> takes the same packed_weights as the CPU kernels.
+//
+// Integer GEMM: y = x·Wᵀ with x quantized per token on the device (device_activations)
+// and W quantized per channel or per group (pack_weights). Tensor-core MMA:
+//   mma.sync.m16n8k64 s4 x s4 -> s32  (W4A4 on sm_80-sm_89),
+//   mma.sync.m16n8k32 s8 x s8 -> s32  (W8A8, W4A8 and, on sm_90 and later, which have no
+//                                      int4 MMA, W4A4), 4-bit operands widened to s8 in
+//                                      registers.
+// Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k32 / m16n8k64"): with
+// g = lane / 4 and c = lane % 4, A's registers 0..3 hold 32 bits of row g, g + 8, g, g + 8
+// at K bytes 4c, 4c, 16 + 4c, 16 + 4c of the step; B's registers 0..1 hold 32 bits of
+// column g at K bytes 4c and 16 + 4c; the int32 results c0..c3 are (g, 2c), (g, 2c + 1),
+// (g + 8, 2c), (g + 8, 2c + 1). Both MMAs eat 32 bytes of K per row and step, so A and W
+// are plain K-contiguous rows: a fragment register is one aligned 32-bit load.
+//
+// Epilogue (the CPU kernels' operations in their order, so outputs are bit-identical to
+// gemm::integer_gemm on the CPU): per weight group the exact int32 Σ q_a·(w - z), then
+// c = fma(scale, float(acc), c) from c = 0; finally y = fma(row scale, c, bias).
+//
+// This first version loads fragments straight from global memory (through L1), 64 x 64
+// output tiles per 4-warp block; no shared-memory staging or cp.async pipeline yet.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "../../core/matrix_view.hpp"
+#include "../../gemm/integer_gemm.hpp"
+#include "../../gemm/packing.hpp"
+#include "../../gemm/policies.hpp"
+#include "common.cuh"
+#include "quantize.cuh"
+
+namespace quarot::cuda {
+
+/// Packed weights in device memory: N_padded rows (N rounded up to 64, zero rows) of
+/// k_padded signed levels w - offset (int4: raw - 8, two per byte, low nibble first; int8:
+/// raw), with per (group, column) scales and zero points z - offset, group-major
+/// ([g · n_padded + col]).
+struct device_weights {
+  std::size_t n = 0, k = 0, n_padded = 0, k_padded = 0, row_bytes = 0;
+  std::size_t groups = 1, group_size = 0;
+  int bits = 4;
+  bool symmetric = true;  ///< every zero point (after the offset) is 0: no row-sum correction
+  device_buffer<std::uint8_t> data;
+  device_buffer<float> scales;
+  device_buffer<std::int32_t> zeros;
+
+  /// Uploads the CPU's packed weights (gemm::pack_weights); act-order (k_order) weights
+  /// are not supported on the GPU yet.
+  static device_weights upload(const gemm::packed_weights& w, cudaStream_t stream = nullptr) {
+    quarot::detail::require(w.k_order.empty(), "CUDA GEMM: act-order weights (k_order) are not supported on the GPU");
+    device_weights d;
+    d.n = w.n;
+    d.k = w.k;
+    d.bits = w.bits;
+    d.groups = w.groups;
+    d.group_size = w.groups == 1 ? 0 : w.group_size;
+    d.n_padded = (w.n + 63) / 64 * 64;
+    d.k_padded = (w.k + 63) / 64 * 64;
+    d.row_bytes = w.bits == 4 ? d.k_padded / 2 : d.k_padded;
+    const int offset = w.bits == 4 ? 8 : 0;
+    std::vector<std::uint8_t> data(d.n_padded * d.row_bytes, 0);
+    std::vector<float> scales(d.groups * d.n_padded, 0.0f);
+    std::vector<std::int32_t> zeros(d.groups * d.n_padded, 0);
+    for (std::size_t col = 0; col < w.n; ++col) {
+      std::uint8_t* row = data.data() + col * d.row_bytes;
+      for (std::size_t kk = 0; kk < w.k; ++kk) {
+        const int v = w.raw(col, kk) - offset;
+        if (w.bits == 8) row[kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
+        else row[kk / 2] |= static_cast<std::uint8_t>((v & 0x0f) << (4 * (kk % 2)));
+      }
+      for (std::size_t g = 0; g < d.groups; ++g) {
+        scales[g * d.n_padded + col] = w.scales[w.group_index(g, col)];
+        const int z = w.zeros[w.group_index(g, col)] - offset;
+        zeros[g * d.n_padded + col] = z;
+        d.symmetric = d.symmetric && z == 0;
+      }
+    }
+    d.data = device_buffer<std::uint8_t>(data.size());
+    d.data.upload(data.data(), data.size(), stream);
+    d.scales = device_buffer<float>(scales.size());
+    d.scales.upload(scales.data(), scales.size(), stream);
+    d.zeros = device_buffer<std::int32_t>(zeros.size());
+    d.zeros.upload(zeros.data(), zeros.size(), stream);
+    QUAROT_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host vectors die here
+    return d;
+  }
+};
+
+namespace detail {
+
+/// Which MMA a kernel runs: s4 x s4 (k64) or s8 x s8 (k32).
+enum class mma_kind { s4, s8 };
+
+/// Four signed nibbles (16 bits, low first) as four s8 bytes.
+__device__ __forceinline__ std::uint32_t widen_s4x4(std::uint32_t x) {
+  const std::uint32_t u = (x & 0xfu) | ((x & 0xf0u) << 4) | ((x & 0xf00u) << 8) | ((x & 0xf000u) << 12);
+  return __vsub4(u ^ 0x08080808u, 0x08080808u);  // per byte: (n ^ 8) - 8, no borrow between bytes
+}
+
+/// The two 32-bit fragment words of one row (A) or column (B) for K step `step`: K bytes
+/// 4c and 16 + 4c of the step as the MMA's element type. `row` is the row's first byte.
+template <mma_kind Kind, int Bits>
+__device__ __forceinline__ void load_fragment_pair(const std::uint8_t* row, int step, int c, std::uint32_t& lo,
+                                                   std::uint32_t& hi) {
+  if constexpr (Kind == mma_kind::s4 || Bits == 8) {
+    // s4 MMA on 4-bit data or s8 MMA on 8-bit data: 32 bytes per step, as stored.
+    const std::uint8_t* p = row + step * 32 + 4 * c;
+    lo = __ldg(reinterpret_cast<const std::uint32_t*>(p));
+    hi = __ldg(reinterpret_cast<const std::uint32_t*>(p + 16));
+  } else {
+    // s8 MMA on 4-bit data: 32 elements = 16 bytes per step; 4 elements = 2 bytes each.
+    const std::uint8_t* p = row + step * 16 + 2 * c;
+    lo = widen_s4x4(__ldg(reinterpret_cast<const unsigned short*>(p)));
+    hi = widen_s4x4(__ldg(reinterpret_cast<const unsigned short*>(p + 8)));
+  }
+}
+
+template <mma_kind Kind>
+__device__ __forceinline__ void mma(int (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (Kind == mma_kind::s4)
+    asm volatile(
+        "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  else
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::mma(Kind == mma_kind::s4, d, a, b);  // the tests' CPU emulation
+#else
+  __trap();  // integer MMA needs sm_80 or later
+#endif
+}
+
+/// The kernel's operands (device pointers).
+struct cuda_gemm_operands {
+  const std::uint8_t* a;           // M rows of a_row_bytes
+  std::size_t a_row_bytes;
+  const float* row_scales;         // M
+  const std::int32_t* rowsums;     // M x groups level sums (asymmetric weights only)
+  const std::uint8_t* w;           // n_padded rows of w_row_bytes
+  std::size_t w_row_bytes;
+  const float* scales;             // groups x n_padded
+  const std::int32_t* zeros;       // groups x n_padded
+  const float* bias;               // N or null
+  std::size_t m, n, n_padded;
+  int steps, group_steps, groups;  // K steps in all, per group, groups
+  bool symmetric;
+};
+
+/// One 4-warp block: a 64 x 64 output tile, each warp 32 x 32 (2 x 4 MMA tiles of 16 x 8).
+template <mma_kind Kind, int ABits, int WBits, class Out>
+__global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, c = lane % 4;
+  const std::size_t m_base = static_cast<std::size_t>(blockIdx.y) * 64 + (warp / 2) * 32;
+  const std::size_t n_base = static_cast<std::size_t>(blockIdx.x) * 64 + (warp % 2) * 32;
+  // Rows past M read row 0 (their results are never stored); columns are padded to 64.
+  const std::uint8_t* arow[2][2];
+QUAROT_CUDA_UNROLL
+  for (int mt = 0; mt < 2; ++mt)
+QUAROT_CUDA_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const std::size_t r = m_base + mt * 16 + g + 8 * h;
+      arow[mt][h] = op.a + (r < op.m ? r : 0) * op.a_row_bytes;
+    }
+  const std::uint8_t* wrow[4];
+QUAROT_CUDA_UNROLL
+  for (int nt = 0; nt < 4; ++nt) wrow[nt] = op.w + (n_base + nt * 8 + g) * op.w_row_bytes;
+
+  float cf[2][4][4];
+  for (int grp = 0; grp < op.groups; ++grp) {
+    int acc[2][4][4] = {};
+    const int s_end = min(op.steps, (grp + 1) * op.group_steps);
+    for (int s = grp * op.group_steps; s < s_end; ++s) {
+      std::uint32_t a[2][4], b[4][2];
+QUAROT_CUDA_UNROLL
+      for (int mt = 0; mt < 2; ++mt) {
+        load_fragment_pair<Kind, ABits>(arow[mt][0], s, c, a[mt][0], a[mt][2]);
+        load_fragment_pair<Kind, ABits>(arow[mt][1], s, c, a[mt][1], a[mt][3]);
+      }
+QUAROT_CUDA_UNROLL
+      for (int nt = 0; nt < 4; ++nt) load_fragment_pair<Kind, WBits>(wrow[nt], s, c, b[nt][0], b[nt][1]);
+QUAROT_CUDA_UNROLL
+      for (int mt = 0; mt < 2; ++mt)
+QUAROT_CUDA_UNROLL
+        for (int nt = 0; nt < 4; ++nt) mma<Kind>(acc[mt][nt], a[mt], b[nt]);
+    }
+    // Fold the group: exact integer correction, then c = fma(scale, float(acc), c).
+QUAROT_CUDA_UNROLL
+    for (int mt = 0; mt < 2; ++mt)
+QUAROT_CUDA_UNROLL
+      for (int nt = 0; nt < 4; ++nt)
+QUAROT_CUDA_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const std::size_t r = m_base + mt * 16 + g + 8 * (i / 2);
+          const std::size_t col = n_base + nt * 8 + 2 * c + (i % 2);
+          const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
+          int v = acc[mt][nt][i];
+          if (!op.symmetric && r < op.m) v -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
+          cf[mt][nt][i] = fmaf(op.scales[gi], static_cast<float>(v), grp == 0 ? 0.0f : cf[mt][nt][i]);
+        }
+  }
+QUAROT_CUDA_UNROLL
+  for (int mt = 0; mt < 2; ++mt)
+QUAROT_CUDA_UNROLL
+    for (int nt = 0; nt < 4; ++nt)
+QUAROT_CUDA_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const std::size_t r = m_base + mt * 16 + g + 8 * (i / 2);
+        const std::size_t col = n_base + nt * 8 + 2 * c + (i % 2);
+        if (r < op.m && col < op.n) {
+          const float v = fmaf(op.row_scales[r], cf[mt][nt][i], op.bias ? op.bias[col] : 0.0f);
+          if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
+          else store_from_float(y + r * ldy + col, v);
+        }
+      }
+}
+
+/// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows).
+__global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_bytes, bool packed4, std::size_t rows,
+                                      int groups, int group_size, int cols, std::int32_t* rowsums) {
+  const std::size_t item = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item >= rows * groups) return;
+  const std::size_t r = item / groups;
+  const int grp = static_cast<int>(item % groups);
+  const std::uint8_t* row = a + r * row_bytes;
+  int s = 0;
+  const int k_end = min(cols, (grp + 1) * group_size);
+  for (int k = grp * group_size; k < k_end; ++k) {
+    int v;
+    if (packed4) {
+      const int nib = (row[k / 2] >> (4 * (k % 2))) & 0x0f;
+      v = (nib ^ 8) - 8;
+    } else {
+      v = static_cast<std::int8_t>(row[k]);
+    }
+    s += v;
+  }
+  rowsums[item] = s;
+}
+
+/// W4A16 / W8A16 weight-only GEMM for decode: y[m][n] = Σ_g scale(g, n) · Σ_{k in g}
+/// x[m][k] · (w - z) + bias[n] in fp32. One warp per output column, lanes over K (8
+/// elements each, coalesced weight reads), rows in chunks of 4.
+template <int WBits, class In, class Out>
+__global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size_t ldx, std::size_t m_rows,
+                                                          const std::uint8_t* w, std::size_t w_row_bytes,
+                                                          const float* scales, const std::int32_t* zeros,
+                                                          std::size_t n_padded, std::size_t n, std::size_t k,
+                                                          std::size_t group_size, const float* bias, Out* y,
+                                                          std::size_t ldy) {
+  const std::size_t col = static_cast<std::size_t>(blockIdx.x) * 4 + threadIdx.x / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  if (col >= n) return;
+  const std::uint8_t* wrow = w + col * w_row_bytes;
+  for (std::size_t m0 = 0; m0 < m_rows; m0 += 4) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (std::size_t k0 = 8 * static_cast<std::size_t>(lane); k0 < k; k0 += 256) {
+      const std::size_t gi = (group_size ? k0 / group_size : 0) * n_padded + col;
+      const float s = scales[gi];
+      const int z = zeros[gi];
+      float wv[8];
+      if constexpr (WBits == 4) {
+        const std::uint32_t q = __ldg(reinterpret_cast<const std::uint32_t*>(wrow + k0 / 2));
+QUAROT_CUDA_UNROLL
+        for (int j = 0; j < 8; ++j) wv[j] = static_cast<float>(((static_cast<int>(q >> (4 * j)) & 0x0f) ^ 8) - 8 - z);
+      } else {
+        const uint2 q = __ldg(reinterpret_cast<const uint2*>(wrow + k0));
+QUAROT_CUDA_UNROLL
+        for (int j = 0; j < 8; ++j)
+          wv[j] = static_cast<float>(static_cast<std::int8_t>(((j < 4 ? q.x : q.y) >> (8 * (j % 4))) & 0xff) - z);
+      }
+QUAROT_CUDA_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        if (m0 + r >= m_rows) break;
+        const In* xr = x + (m0 + r) * ldx + k0;
+        float dot = 0.0f;
+QUAROT_CUDA_UNROLL
+        for (int j = 0; j < 8; ++j)
+          if (k0 + j < k) dot = fmaf(load_as_float(xr + j), wv[j], dot);
+        acc[r] = fmaf(s, dot, acc[r]);
+      }
+    }
+QUAROT_CUDA_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      float v = acc[r];
+      for (int d = 16; d >= 1; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+      if (lane == 0 && m0 + r < m_rows) store_from_float(y + (m0 + r) * ldy + col, v + (bias ? bias[col] : 0.0f));
+    }
+  }
+}
+
+}  // namespace detail
+
+/// W4A16 / W8A16 weight-only GEMM on the device for decode: y = x·Wᵀ (+ bias) with x
+/// fp32, fp16 or bf16 rows and W's levels dequantized in registers (fp32 arithmetic;
+/// agrees with quarot::weight_only_gemm to fp32 rounding). All pointers are device memory.
+template <storage_float In, class Out>
+void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, const float* bias, matrix_view<Out> y,
+                      cudaStream_t stream = nullptr) {
+  static_assert(std::is_same_v<Out, float> || std::is_same_v<Out, bfloat16> || std::is_same_v<Out, half>,
+                "weight-only GEMM output is fp32, bf16 or fp16");
+  quarot::detail::require(x.cols == w.k, "CUDA weight_only_gemm: activations have ", x.cols, " columns, weights K = ",
+                          w.k);
+  quarot::detail::require(y.rows == x.rows && y.cols == w.n, "CUDA weight_only_gemm: output is ", y.rows, " x ",
+                          y.cols, ", expected ", x.rows, " x ", w.n);
+  quarot::detail::require(w.groups == 1 || w.group_size % 8 == 0, "CUDA weight_only_gemm: group size ", w.group_size,
+                          " is not a multiple of 8");
+  if (x.rows == 0 || w.n == 0) return;
+  const unsigned blocks = detail::grid_for(w.n, 4);
+  if (w.bits == 4)
+    detail::launch(detail::weight_only_kernel<4, In, Out>, blocks, 128, 0, stream, x.data, x.stride, x.rows,
+                   w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(), w.n_padded, w.n, w.k, w.group_size,
+                   bias, y.data, y.stride);
+  else
+    detail::launch(detail::weight_only_kernel<8, In, Out>, blocks, 128, 0, stream, x.data, x.stride, x.rows,
+                   w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(), w.n_padded, w.n, w.k, w.group_size,
+                   bias, y.data, y.stride);
+}
+
+/// Which tensor-core path an integer GEMM takes: automatic (int4 MMA for W4A4 on sm_80 to
+/// sm_89, int8 MMA otherwise), or one forced (tests run both on any device).
+enum class mma_path { automatic, int4_mma, int8_mma };
+
+}  // namespace quarot::cuda
+
+namespace quarot::gemm {
+
+/// The integer GEMM of an integer_policy on the CUDA backend: the CPU class's interface,
+/// with device activations (cuda::device_activations, from cuda::quantize_activations or
+/// cuda::rotate_quantize), a device bias pointer and a device output view.
+template <int WeightBits, int ActivationBits>
+class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
+ public:
+  using policy = integer_policy<cuda::device, WeightBits, ActivationBits>;
+  static_assert(ActivationBits <= 8, "16-bit activations are not implemented on the CUDA backend");
+  static_assert(WeightBits == 4 || ActivationBits > 4, "4-bit activations need 4-bit weights (W4A4)");
+
+  explicit integer_gemm(const packed_weights& w, cuda::mma_path path = cuda::mma_path::automatic,
+                        cudaStream_t stream = nullptr)
+      : w_(cuda::device_weights::upload(w, stream)), path_(path) {
+    quarot::detail::require(w.bits == WeightBits, "GEMM policy expects ", WeightBits, "-bit packed weights, got ",
+                            w.bits, "-bit");
+    quarot::detail::require(w.k <= 65536, "GEMM: K = ", w.k, " exceeds 65536 (int32 accumulator bound)");
+    if (path_ == cuda::mma_path::automatic) {
+      const int cc = cuda::detail::compute_capability();
+      path_ = WeightBits == 4 && ActivationBits <= 4 && cc >= 80 && cc < 90 ? cuda::mma_path::int4_mma
+                                                                              : cuda::mma_path::int8_mma;
+    }
+    quarot::detail::require(path_ == cuda::mma_path::int8_mma || (WeightBits == 4 && ActivationBits <= 4),
+                            "CUDA GEMM: the int4 MMA path needs W4A4");
+    const std::size_t k_step = path_ == cuda::mma_path::int4_mma ? 64 : 32;
+    quarot::detail::require(w.groups == 1 || w.group_size % k_step == 0, "CUDA GEMM: group size ", w.group_size,
+                            " is not a multiple of the MMA's K step ", k_step);
+  }
+
+  [[nodiscard]] std::size_t n() const noexcept { return w_.n; }
+  [[nodiscard]] std::size_t k() const noexcept { return w_.k; }
+  [[nodiscard]] const cuda::device_weights& weights() const noexcept { return w_; }
+  [[nodiscard]] cuda::mma_path path() const noexcept { return path_; }
+
+  /// y = x·Wᵀ (+ bias, a device array of N floats or null), y an M x N device view.
+  template <output_element Out>
+  void operator()(const cuda::device_activations& x, const float* bias, matrix_view<Out> y,
+                  cudaStream_t stream = nullptr) const {
+    quarot::detail::require(x.bits == ActivationBits, "GEMM policy expects ", ActivationBits,
+                            "-bit activations, got ", x.bits, "-bit");
+    quarot::detail::require(x.cols == w_.k, "CUDA GEMM: activations have ", x.cols, " columns, weights K = ", w_.k);
+    quarot::detail::require(x.k_padded == w_.k_padded, "CUDA GEMM: activation padding ", x.k_padded,
+                            " != weight padding ", w_.k_padded);
+    quarot::detail::require(y.rows == x.rows && y.cols == w_.n, "CUDA GEMM: output is ", y.rows, " x ", y.cols,
+                            ", expected ", x.rows, " x ", w_.n);
+    if (x.rows == 0 || w_.n == 0) return;
+    const bool int4 = path_ == cuda::mma_path::int4_mma;
+    const int k_step = int4 ? 64 : 32;
+    cuda::detail::cuda_gemm_operands op{};
+    op.a = x.data.data();
+    op.a_row_bytes = x.row_bytes;
+    op.row_scales = x.scales.data();
+    op.w = w_.data.data();
+    op.w_row_bytes = w_.row_bytes;
+    op.scales = w_.scales.data();
+    op.zeros = w_.zeros.data();
+    op.bias = bias;
+    op.m = x.rows;
+    op.n = w_.n;
+    op.n_padded = w_.n_padded;
+    op.steps = static_cast<int>(w_.k_padded / k_step);
+    op.groups = static_cast<int>(w_.groups);
+    op.group_steps = w_.groups == 1 ? op.steps : static_cast<int>(w_.group_size / k_step);
+    op.symmetric = w_.symmetric;
+    if (!w_.symmetric) {
+      rowsums_.resize(x.rows * w_.groups);
+      const std::size_t items = x.rows * w_.groups;
+      const int group_size = static_cast<int>(w_.groups == 1 ? w_.k_padded : w_.group_size);
+      cuda::detail::launch(cuda::detail::activation_group_sums, cuda::detail::grid_for(items, 256), 256, 0, stream,
+                           x.data.data(), x.row_bytes, x.packed(), x.rows, op.groups, group_size,
+                           static_cast<int>(x.cols), rowsums_.data());
+      op.rowsums = rowsums_.data();
+    }
+    const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), cuda::detail::grid_for(x.rows, 64));
+    using K = cuda::detail::mma_kind;
+    if (int4)
+      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s4, 4, 4, Out>, grid, 128, 0, stream, op, y.data,
+                           y.stride);
+    else
+      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s8, (ActivationBits <= 4 ? 4 : 8), WeightBits, Out>,
+                           grid, 128, 0, stream, op, y.data, y.stride);
+  }
+
+ private:
+  cuda::device_weights w_;
+  cuda::mma_path path_;
+  mutable cuda::device_buffer<std::int32_t> rowsums_;  // asymmetric weights: per-call scratch
+};
+
+}  // namespace quarot::gemm

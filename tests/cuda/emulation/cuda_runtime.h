@@ -1,0 +1,442 @@
+// quarot's CPU emulation of the slice of the CUDA runtime and device language that
+// include/quarot/backend/cuda/ uses, so that its kernels run (slowly, exactly) on a machine
+// without a GPU: __syncthreads is a block barrier, warp shuffles / votes / MMAs exchange
+// through per-warp slots between two warp barriers.
+// Only for the tests (tests/cuda/emulated_*.cpp): it checks the kernels' indexing,
+// synchronization and arithmetic against the CPU reference on every CI run. What it
+// cannot check is the hardware itself: the MMA fragment layout is the PTX ISA's as
+// written here, and timing or memory-model effects do not exist.
+//
+// A block's threads run as fibers (ucontext) on the calling thread, one block after the
+// other, so `__shared__` (here: static) variables and the dynamic shared memory are the
+// block's own.
+#pragma once
+
+#define QUAROT_CUDA_EMULATION 1
+
+#include <math.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include <ucontext.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define QUAROT_EMULATION_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QUAROT_EMULATION_ASAN 1
+#endif
+#endif
+#ifndef QUAROT_EMULATION_ASAN
+#define QUAROT_EMULATION_ASAN 0
+#endif
+#if QUAROT_EMULATION_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint2 {
+  unsigned x, y;
+};
+
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2, cudaErrorInvalidConfiguration = 9 };
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost,
+  cudaMemcpyHostToDevice,
+  cudaMemcpyDeviceToHost,
+  cudaMemcpyDeviceToDevice,
+  cudaMemcpyDefault
+};
+enum cudaDeviceAttr {
+  cudaDevAttrComputeCapabilityMajor,
+  cudaDevAttrComputeCapabilityMinor,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+
+namespace quarot_cuda_emulation {
+
+/// The emulated device: sm_86-like (int4 MMA, 99 KiB of opt-in shared memory per block).
+inline int compute_major = 8, compute_minor = 6;
+constexpr int max_shared_optin = 101376;
+constexpr int default_shared = 48 * 1024;
+
+inline thread_local cudaError_t last_error = cudaSuccess;
+inline std::mutex& atomic_mutex() {
+  static std::mutex m;
+  return m;
+}
+inline std::map<const void*, int>& shared_limits() {
+  static std::map<const void*, int> m;
+  return m;
+}
+
+struct thread_context {
+  dim3 thread_idx, block_idx, block_dim, grid_dim;
+  unsigned lane, warp;
+  std::uint32_t* warp_slots;  // 32 lanes x 16 words
+  unsigned char* shared;
+};
+
+/// A block's threads are fibers (ucontext) run by one host thread: each runs until it
+/// waits at a barrier, then the next one runs. A barrier releases when every thread that
+/// has not returned has arrived (returned threads stop counting, as on the device).
+struct fiber {
+  ucontext_t context;
+  std::unique_ptr<unsigned char[]> stack;
+  thread_context thread;
+  bool done = false;
+};
+struct barrier_state {
+  unsigned live = 0, arrived = 0, generation = 0;
+};
+struct block_run {
+  ucontext_t scheduler;
+  std::vector<fiber> fibers;
+  std::size_t current = 0;
+  barrier_state block;
+  std::vector<barrier_state> warps;
+  void (*body)(void*) = nullptr;
+  void* body_arg = nullptr;
+  void* scheduler_stack_bottom = nullptr;
+  std::size_t scheduler_stack_size = 0;
+};
+constexpr std::size_t fiber_stack_bytes = 256 * 1024;
+
+inline block_run*& current_block() {
+  static thread_local block_run* run = nullptr;
+  return run;
+}
+inline thread_local thread_context* ctx = nullptr;
+
+template <class T>
+T* dynamic_shared() {
+  return reinterpret_cast<T*>(ctx->shared);
+}
+
+/// Switches from the running fiber back to the scheduler (ASan is told about the stacks).
+inline void yield_to_scheduler(bool finished = false) {
+  block_run& b = *current_block();
+  fiber& f = b.fibers[b.current];
+#if QUAROT_EMULATION_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(finished ? nullptr : &fake, b.scheduler_stack_bottom, b.scheduler_stack_size);
+#endif
+  (void)finished;
+  swapcontext(&f.context, &b.scheduler);
+#if QUAROT_EMULATION_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+inline void wait_at(barrier_state& bar) {
+  const unsigned generation = bar.generation;
+  if (++bar.arrived == bar.live) {
+    bar.arrived = 0;
+    ++bar.generation;
+    return;
+  }
+  while (bar.generation == generation) yield_to_scheduler();
+}
+
+inline void leave(barrier_state& bar) {
+  --bar.live;
+  if (bar.arrived > 0 && bar.arrived == bar.live) {
+    bar.arrived = 0;
+    ++bar.generation;
+  }
+}
+
+inline void syncthreads() { wait_at(current_block()->block); }
+inline void syncwarp() { wait_at(current_block()->warps[ctx->warp]); }
+
+/// Every lane publishes `count` 32-bit words, then may read any lane's.
+inline std::uint32_t* publish(const std::uint32_t* words, int count) {
+  std::memcpy(ctx->warp_slots + 16 * ctx->lane, words, 4 * count);
+  syncwarp();
+  return ctx->warp_slots;
+}
+
+inline void fiber_main() {
+  block_run& b = *current_block();
+#if QUAROT_EMULATION_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, const_cast<const void**>(&b.scheduler_stack_bottom), &b.scheduler_stack_size);
+#endif
+  fiber& f = b.fibers[b.current];
+  b.body(b.body_arg);
+  leave(b.block);
+  leave(b.warps[f.thread.warp]);
+  f.done = true;
+  yield_to_scheduler(true);
+}
+
+// The context switches live in functions of their own: getcontext returns twice, and the
+// callers' loop variables must not be live across it (-Wclobbered).
+__attribute__((noinline)) inline void start_fiber(fiber& f) {
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack.get();
+  f.context.uc_stack.ss_size = fiber_stack_bytes;
+  f.context.uc_link = nullptr;
+  makecontext(&f.context, fiber_main, 0);
+}
+
+/// Runs fiber f until it waits at a barrier or returns.
+__attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
+  ctx = &f.thread;
+#if QUAROT_EMULATION_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, f.stack.get(), fiber_stack_bytes);
+#endif
+  swapcontext(&b.scheduler, &f.context);
+#if QUAROT_EMULATION_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+  ctx = nullptr;
+}
+
+template <class... P>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P... args) {
+  const unsigned threads = block.x * block.y * block.z;
+  const auto it = shared_limits().find(reinterpret_cast<const void*>(kernel));
+  const int limit = it == shared_limits().end() ? default_shared : it->second;
+  if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
+      shmem > static_cast<std::size_t>(limit)) {
+    last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  const unsigned warps = (threads + 31) / 32;
+  std::vector<unsigned char> shared(std::max<std::size_t>(shmem, 16));
+  std::vector<std::uint32_t> slots(static_cast<std::size_t>(warps) * 32 * 16);
+  std::tuple<P...> arguments(args...);
+  auto body = [](void* p) { std::apply(*static_cast<void (**)(P...)>(static_cast<void**>(p)[0]), *static_cast<std::tuple<P...>*>(static_cast<void**>(p)[1])); };
+  void (*kernel_copy)(P...) = kernel;
+  void* body_arg[2] = {&kernel_copy, &arguments};
+  block_run b;
+  b.fibers = std::vector<fiber>(threads);
+  for (auto& f : b.fibers) f.stack = std::make_unique<unsigned char[]>(fiber_stack_bytes);
+  b.body = body;
+  b.body_arg = body_arg;
+  block_run* const outer = current_block();
+  current_block() = &b;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        std::fill(shared.begin(), shared.end(), static_cast<unsigned char>(0xcd));  // no stale values
+        b.block = barrier_state{threads, 0, 0};
+        b.warps.assign(warps, barrier_state{});
+        for (unsigned w = 0; w < warps; ++w) b.warps[w].live = std::min(32u, threads - 32 * w);
+        for (unsigned t = 0; t < threads; ++t) {
+          fiber& f = b.fibers[t];
+          f.done = false;
+          f.thread = thread_context{dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y)),
+                                    dim3(bx, by, bz),
+                                    block,
+                                    grid,
+                                    t % 32,
+                                    t / 32,
+                                    slots.data() + static_cast<std::size_t>(t / 32) * 32 * 16,
+                                    shared.data()};
+          start_fiber(f);
+        }
+        // Round robin until every fiber has returned.
+        for (unsigned left = threads; left > 0;) {
+          left = 0;
+          for (unsigned t = 0; t < threads; ++t) {
+            fiber& f = b.fibers[t];
+            if (f.done) continue;
+            b.current = t;
+            resume(b, f);
+            left += !f.done;
+          }
+        }
+      }
+  current_block() = outer;
+  ctx = nullptr;
+}
+
+/// mma.sync.aligned.m16n8k{32,64}.row.col.s32.{s8,s4}.{s8,s4}.s32 on one warp, with the
+/// PTX ISA's fragment layouts: g = lane / 4, c = lane % 4; A's registers 0..3 hold row g,
+/// g + 8, g, g + 8 at K elements [E·c, E·c + E) of the first (registers 0, 1) or second
+/// (2, 3) half of the step, E = 4 (s8) or 8 (s4), low byte / nibble first; B's registers
+/// 0, 1 hold column g at the same K elements of each half; D's c0..c3 are (g, 2c),
+/// (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1).
+inline void mma(bool s4, int (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
+  const std::uint32_t words[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+  const std::uint32_t* all = publish(words, 6);
+  const int per = s4 ? 8 : 4, steps = 8 * per;  // elements per register, K per MMA
+  const auto element = [&](std::uint32_t reg, int pos) {
+    if (s4) return ((static_cast<int>(reg >> (4 * pos)) & 0xf) ^ 8) - 8;
+    return static_cast<int>(static_cast<std::int8_t>((reg >> (8 * pos)) & 0xffu));
+  };
+  const auto a_at = [&](int row, int k) {
+    const int half = k / (4 * per), kk = k % (4 * per);
+    const int lane = (row % 8) * 4 + kk / per, reg = 2 * half + row / 8;
+    return element(all[16 * lane + reg], kk % per);
+  };
+  const auto b_at = [&](int k, int col) {
+    const int half = k / (4 * per), kk = k % (4 * per);
+    return element(all[16 * (col * 4 + kk / per) + 4 + half], kk % per);
+  };
+  const int g = static_cast<int>(ctx->lane) / 4, c = static_cast<int>(ctx->lane) % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * c + i % 2;
+    int s = 0;
+    for (int k = 0; k < steps; ++k) s += a_at(row, k) * b_at(k, col);
+    d[i] += s;
+  }
+  syncwarp();
+}
+
+}  // namespace quarot_cuda_emulation
+
+#define threadIdx (::quarot_cuda_emulation::ctx->thread_idx)
+#define blockIdx (::quarot_cuda_emulation::ctx->block_idx)
+#define blockDim (::quarot_cuda_emulation::ctx->block_dim)
+#define gridDim (::quarot_cuda_emulation::ctx->grid_dim)
+
+inline void __syncthreads() { ::quarot_cuda_emulation::syncthreads(); }
+
+template <class T>
+T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask) {
+  static_assert(sizeof(T) == 4);
+  std::uint32_t w;
+  std::memcpy(&w, &v, 4);
+  const std::uint32_t* all = ::quarot_cuda_emulation::publish(&w, 1);
+  T out;
+  std::memcpy(&out, all + 16 * (::quarot_cuda_emulation::ctx->lane ^ static_cast<unsigned>(lane_mask)), 4);
+  ::quarot_cuda_emulation::syncwarp();
+  return out;
+}
+
+inline int __all_sync(unsigned /*mask*/, int predicate) {
+  const std::uint32_t w = predicate != 0;
+  const std::uint32_t* all = ::quarot_cuda_emulation::publish(&w, 1);
+  const unsigned lanes = std::min(32u, blockDim.x * blockDim.y * blockDim.z -
+                                           32 * ((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) / 32));
+  int result = 1;
+  for (unsigned l = 0; l < lanes; ++l) result &= all[16 * l] != 0;
+  ::quarot_cuda_emulation::syncwarp();
+  return result;
+}
+
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+
+inline unsigned __vsub4(unsigned a, unsigned b) {
+  unsigned r = 0;
+  for (int i = 0; i < 4; ++i) r |= ((((a >> (8 * i)) & 0xffu) - ((b >> (8 * i)) & 0xffu)) & 0xffu) << (8 * i);
+  return r;
+}
+
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __int_as_float(int i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+  std::lock_guard<std::mutex> lock(::quarot_cuda_emulation::atomic_mutex());
+  const unsigned long long old = *p;
+  if (v < old) *p = v;
+  return old;
+}
+[[noreturn]] inline void __trap() { std::abort(); }
+
+// ---------------------------------------------------------------------- runtime API
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t e = ::quarot_cuda_emulation::last_error;
+  ::quarot_cuda_emulation::last_error = cudaSuccess;
+  return e;
+}
+inline const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+  }
+  return "cudaErrorUnknown";
+}
+inline const char* cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int /*device*/) {
+  switch (a) {
+    case cudaDevAttrComputeCapabilityMajor: *v = ::quarot_cuda_emulation::compute_major; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = ::quarot_cuda_emulation::compute_minor; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = ::quarot_cuda_emulation::max_shared_optin; break;
+  }
+  return cudaSuccess;
+}
+template <class Kernel>
+cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {
+  if (value > ::quarot_cuda_emulation::max_shared_optin) return cudaErrorInvalidValue;
+  ::quarot_cuda_emulation::shared_limits()[reinterpret_cast<const void*>(kernel)] = value;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!*p) return cudaErrorMemoryAllocation;
+  std::memset(*p, 0xa5, bytes);  // fresh device memory is garbage, not zeros
+  return cudaSuccess;
+}
+inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {
+  if (bytes) std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind k) {
+  return cudaMemcpyAsync(dst, src, bytes, k);
+}
+inline cudaError_t cudaMemsetAsync(void* p, int v, std::size_t bytes, cudaStream_t = nullptr) {
+  if (bytes) std::memset(p, v, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }

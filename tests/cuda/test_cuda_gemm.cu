@@ -1,0 +1,262 @@
+// CUDA quantization and GEMM against the CPU scalar reference:
+// - quantize_activations: levels and scales bit for bit (2..8 bits, K tails);
+// - rotate_quantize: n = 2^k bit for bit against the CPU's rotate-then-quantize; Kronecker
+//   sizes bit for bit against this backend's apply + quantize_activations;
+// - non-finite rows: scale NaN, require_finite() -> errc::numerical;
+// - integer GEMM W8A8 / W4A8 / W4A4, symmetric and asymmetric, per channel and g128, M, N,
+//   K tails, bias, fp32 and bf16 output, both MMA paths: bit for bit against
+//   gemm::integer_gemm<... cpu::scalar>;
+// - weight-only W4A16 / W8A16 (fp32, fp16 activations) against a double reference.
+// Without a usable device it prints the reason and exits 77 (ctest: skipped).
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <quarot/backend/cuda/gemm.cuh>
+#include <quarot/gemm/integer_gemm.hpp>
+#include <quarot/quantize/activation.hpp>
+#include <quarot/quantize/rtn.hpp>
+#include <quarot/transform/kronecker.hpp>
+
+#include "cuda_test_util.hpp"
+
+namespace {
+
+using namespace quarot;  // test file
+
+std::string shape(std::size_t m, std::size_t n, std::size_t k) {
+  return std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k);
+}
+
+/// Host quantized activations vs a device download: same levels and scale bits.
+bool same(const quantized_activations& a, const quantized_activations& b, std::string& why) {
+  if (a.rows != b.rows || a.cols != b.cols || a.bits != b.bits) {
+    why = "shapes differ";
+    return false;
+  }
+  for (std::size_t r = 0; r < a.rows; ++r) {
+    if (std::memcmp(&a.scales[r], &b.scales[r], 4) != 0) {
+      why = "scale of row " + std::to_string(r) + ": " + std::to_string(a.scales[r]) + " vs " + std::to_string(b.scales[r]);
+      return false;
+    }
+    for (std::size_t c = 0; c < a.cols; ++c)
+      if (a.value(r, c) != b.value(r, c)) {
+        why = "level (" + std::to_string(r) + ", " + std::to_string(c) + "): " + std::to_string(a.value(r, c)) +
+              " vs " + std::to_string(b.value(r, c));
+        return false;
+      }
+  }
+  return true;
+}
+
+void check_quantize(cuda_test::counter& t, std::size_t rows, std::size_t cols, int bits) {
+  const auto x = cuda_test::random_values(rows * cols, rows * 31 + cols);
+  quantized_activations expect;
+  quantize_activations(cpu::scalar{}, make_matrix_view(x, rows, cols), bits, 0.9f, expect);
+  cuda::device_buffer<float> dx(x.size());
+  dx.upload(x.data(), x.size());
+  cuda::device_activations out;
+  cuda::quantize_activations(cuda::device{}, matrix_view<const float>(dx.data(), rows, cols, cols), bits, 0.9f, out);
+  std::string why;
+  t.check(same(out.download(), expect, why) && !out.first_non_finite_row(),
+          "quantize_activations " + std::to_string(rows) + "x" + std::to_string(cols) + " int" + std::to_string(bits) +
+              " = CPU " + why);
+}
+
+void check_rotate_quantize(cuda_test::counter& t, std::size_t rows, std::size_t n, int bits) {
+  const auto x = cuda_test::random_values(rows * n, n + bits);
+  cuda::device_buffer<float> dx(x.size());
+  dx.upload(x.data(), x.size());
+  const cuda::randomized_hadamard q(n, 11);
+  cuda::device_activations fused;
+  cuda::rotate_quantize(cuda::device{}, q, matrix_view<const float>(dx.data(), rows, n, n), bits, 1.0f, fused);
+  quantized_activations expect;
+  std::string what = "rotate_quantize n = " + std::to_string(n) + " rows " + std::to_string(rows) + " int" +
+                     std::to_string(bits);
+  if (q.plan().m == 1) {
+    std::vector<float> r = x;
+    randomized_hadamard(n, 11, cpu::isa::scalar).apply(cpu::scalar{}, make_matrix_view(r, rows, n));
+    quantize_activations(cpu::scalar{}, make_matrix_view(r, rows, n), bits, 1.0f, expect);
+    what += " = CPU rotate + quantize ";
+  } else {
+    q.apply(cuda::device{}, matrix_view<float>(dx.data(), rows, n, n));
+    cuda::device_activations separate;
+    cuda::quantize_activations(cuda::device{}, matrix_view<const float>(dx.data(), rows, n, n), bits, 1.0f, separate);
+    expect = separate.download();
+    what += " = GPU rotate + GPU quantize ";
+  }
+  std::string why;
+  t.check(same(fused.download(), expect, why), what + why);
+}
+
+void check_non_finite(cuda_test::counter& t) {
+  const std::size_t rows = 6, n = 256;
+  auto x = cuda_test::random_values(rows * n, 3);
+  x[3 * n + 17] = std::nanf("");
+  x[5 * n + 2] = INFINITY;
+  cuda::device_buffer<float> dx(x.size());
+  dx.upload(x.data(), x.size());
+  cuda::device_activations out;
+  cuda::rotate_quantize(cuda::device{}, cuda::randomized_hadamard(n, 1), matrix_view<const float>(dx.data(), rows, n, n),
+                        4, 1.0f, out);
+  const auto host = out.download();
+  t.check(out.first_non_finite_row() == std::size_t{3} && std::isnan(host.scales[3]) && std::isnan(host.scales[5]) &&
+              !std::isnan(host.scales[4]),
+          "non-finite rows 3 and 5: first recorded row 3, their scales NaN");
+  t.expect_error(errc::numerical, "require_finite after a NaN row", [&] { out.require_finite(); });
+}
+
+template <int WBits, int ABits>
+void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group,
+                bool bias_on, cuda::mma_path path) {
+  const auto x = cuda_test::random_values(m * k, m * 7 + k);
+  auto w = cuda_test::random_values(n * k, n * 13 + k, 3.0f);
+  for (auto& v : w) v *= 0.05f;
+  std::vector<float> bias = bias_on ? cuda_test::random_values(n, 3) : std::vector<float>{};
+  const quant_params wp{.bits = WBits, .symmetric = sym,
+                        .gran = group ? granularity::per_group : granularity::per_channel, .group_size = group};
+  const auto wq = rtn_quantizer(wp, cpu::isa::scalar).quantize(make_matrix_view(w, n, k));
+  const auto packed = gemm::pack_weights(wq, WBits);
+  quantized_activations xa;
+  quantize_activations(cpu::scalar{}, make_matrix_view(x, m, k), ABits, 1.0f, xa);
+  std::vector<float> expect(m * n);
+  std::vector<bfloat16> expect16(m * n);
+  const gemm::integer_gemm<gemm::integer_policy<cpu::scalar, WBits, ABits>> cpu_op(packed);
+  cpu_op(xa, make_matrix_view(expect, m, n), bias);
+  cpu_op(xa, make_matrix_view(expect16, m, n), bias);
+
+  cuda::device_buffer<float> dx(x.size()), dbias(bias.size()), dy(m * n);
+  cuda::device_buffer<bfloat16> dy16(m * n);
+  dx.upload(x.data(), x.size());
+  if (bias_on) dbias.upload(bias.data(), bias.size());
+  cuda::device_activations xd;
+  cuda::quantize_activations(cuda::device{}, matrix_view<const float>(dx.data(), m, k, k), ABits, 1.0f, xd);
+  const gemm::integer_gemm<gemm::integer_policy<cuda::device, WBits, ABits>> op(packed, path);
+  op(xd, bias_on ? dbias.data() : nullptr, matrix_view<float>(dy.data(), m, n, n));
+  op(xd, bias_on ? dbias.data() : nullptr, matrix_view<bfloat16>(dy16.data(), m, n, n));
+  std::vector<float> got(m * n);
+  std::vector<bfloat16> got16(m * n);
+  dy.download(got.data(), got.size());
+  dy16.download(got16.data(), got16.size());
+  std::size_t bad = 0, bad16 = 0, first = m * n;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::memcmp(&got[i], &expect[i], 4) != 0 && first == m * n) first = i;
+    bad += std::memcmp(&got[i], &expect[i], 4) != 0;
+    bad16 += got16[i].bits != expect16[i].bits;
+  }
+  std::string what = "W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " " + shape(m, n, k) +
+                     (sym ? " sym" : " asym") + " g" + std::to_string(group) + (bias_on ? " bias" : "") +
+                     (op.path() == cuda::mma_path::int4_mma ? " int4 MMA" : " int8 MMA") + ": " +
+                     std::to_string(bad) + " fp32 and " + std::to_string(bad16) + " bf16 outputs differ from the CPU";
+  if (bad) what += " (first at " + std::to_string(first) + ": " + std::to_string(got[first]) + " vs " +
+                   std::to_string(expect[first]) + ")";
+  t.check(bad == 0 && bad16 == 0, what);
+}
+
+template <class In>
+void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size_t n, std::size_t k, bool sym,
+                       std::size_t group) {
+  auto x = cuda_test::random_values(m * k, k + m);
+  std::vector<In> xin(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    xin[i] = from_float<In>(x[i]);
+    x[i] = to_float(xin[i]);  // the reference sees the stored values
+  }
+  auto w = cuda_test::random_values(n * k, n + k);
+  const quant_params wp{.bits = bits, .symmetric = sym,
+                        .gran = group ? granularity::per_group : granularity::per_channel, .group_size = group};
+  const auto wq = rtn_quantizer(wp, cpu::isa::scalar).quantize(make_matrix_view(w, n, k));
+  const auto packed = gemm::pack_weights(wq, bits);
+  const auto bias = cuda_test::random_values(n, 9);
+  std::vector<double> expect(m * n);
+  double mag = 0;
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t c = 0; c < n; ++c) {
+      double s = bias[c];
+      for (std::size_t i = 0; i < k; ++i) {
+        const std::size_t gi = packed.group_index(packed.groups == 1 ? 0 : i / packed.group_size, c);
+        s += double(x[r * k + i]) * packed.scales[gi] * (packed.raw(c, i) - packed.zeros[gi]);
+      }
+      expect[r * n + c] = s;
+      mag = std::max(mag, std::fabs(s));
+    }
+  const auto dw = cuda::device_weights::upload(packed);
+  cuda::device_buffer<In> dx(xin.size());
+  cuda::device_buffer<float> dbias(n), dy(m * n);
+  dx.upload(xin.data(), xin.size());
+  dbias.upload(bias.data(), n);
+  cuda::weight_only_gemm(cuda::device{}, dw, matrix_view<const In>(dx.data(), m, k, k), dbias.data(),
+                         matrix_view<float>(dy.data(), m, n, n));
+  std::vector<float> got(m * n);
+  dy.download(got.data(), got.size());
+  double err = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) err = std::max(err, std::fabs(got[i] - expect[i]));
+  t.check(err <= 1e-5 * mag * std::sqrt(double(k)),
+          "weight-only W" + std::to_string(bits) + "A16 " + cuda_test::type_name<In>() + " " + shape(m, n, k) +
+              (sym ? " sym" : " asym") + " g" + std::to_string(group) + ": max error " + std::to_string(err) +
+              " of max |y| " + std::to_string(mag));
+}
+
+}  // namespace
+
+int main() {
+  cuda_test::counter t;
+  t.expect_error(errc::invalid_argument, "device_activations of 16 bits",
+                 [] { cuda::device_activations a; a.reshape(1, 1, 16); });
+  if (!cuda_test::device_ready()) return t.skip();
+
+  for (int bits : {2, 3, 4, 6, 8})
+    for (std::size_t cols : {1, 63, 64, 4101}) check_quantize(t, 7, cols, bits);
+  for (std::size_t n : {1, 2, 32, 64, 1024, 2048, 4096, 16384, 32768})
+    for (int bits : {4, 8}) check_rotate_quantize(t, n <= 1024 ? 133 : 5, n, bits);
+  for (std::size_t n : {12, 28, 5120, 11008}) check_rotate_quantize(t, 3, n, 4);
+  check_non_finite(t);
+
+  using P = cuda::mma_path;
+  for (std::size_t m : {std::size_t{1}, std::size_t{3}, std::size_t{17}, std::size_t{cuda_test::emulated ? 70 : 130}})
+    for (bool sym : {true, false}) {
+      check_gemm<8, 8>(t, m, 200, 200, sym, 0, m == 3, P::int8_mma);
+      check_gemm<8, 8>(t, m, 136, 384, sym, 128, true, P::int8_mma);
+      check_gemm<4, 8>(t, m, 200, 200, sym, 0, false, P::int8_mma);
+      check_gemm<4, 8>(t, m, 136, 384, sym, 128, m == 17, P::int8_mma);
+      for (P path : {P::int8_mma, P::int4_mma}) {
+        check_gemm<4, 4>(t, m, 200, 200, sym, 0, m == 1, path);
+        check_gemm<4, 4>(t, m, 136, 384, sym, 128, true, path);
+      }
+    }
+  if (!cuda_test::emulated) {  // model-sized shapes (minutes on the emulation)
+    check_gemm<4, 4>(t, 64, 4096, 4096, true, 128, false, P::automatic);
+    check_gemm<8, 8>(t, 64, 256, 11008, true, 0, false, P::automatic);
+  }
+  check_gemm<4, 4>(t, 20, 72, 1024, false, 128, true, P::automatic);
+
+  for (int bits : {4, 8}) {
+    check_weight_only<float>(t, bits, 1, 100, 200, true, 0);
+    check_weight_only<float>(t, bits, 5, 100, 384, false, 128);
+    check_weight_only<quarot::half>(t, bits, 1, cuda_test::emulated ? 256 : 4096, 4096, true, 128);
+    check_weight_only<bfloat16>(t, bits, 3, 64, 264, false, 8);
+  }
+
+  t.expect_error(errc::invalid_argument, "8-bit packed weights in a W4A4 GEMM", [] {
+    const auto w = cuda_test::random_values(64 * 64, 1);
+    const auto wq = rtn_quantizer({.bits = 8}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 64));
+    gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 4>> op(gemm::pack_weights(wq, 8));
+  });
+  t.expect_error(errc::invalid_argument, "int4 MMA path for W8A8", [] {
+    const auto w = cuda_test::random_values(64 * 64, 1);
+    const auto wq = rtn_quantizer({.bits = 8}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 64));
+    gemm::integer_gemm<gemm::integer_policy<cuda::device, 8, 8>> op(gemm::pack_weights(wq, 8), cuda::mma_path::int4_mma);
+  });
+  t.expect_error(errc::invalid_argument, "activations of another K", [] {
+    const auto w = cuda_test::random_values(64 * 128, 1);
+    const auto wq = rtn_quantizer({.bits = 4}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 128));
+    const gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 8>> op(gemm::pack_weights(wq, 4));
+    cuda::device_activations a;
+    a.reshape(2, 64, 8);
+    cuda::device_buffer<float> y(2 * 64);
+    op(a, nullptr, matrix_view<float>(y.data(), 2, 64, 64));
+  });
+  return t.finish();
+}
