@@ -231,6 +231,7 @@ int main() {
     check_gemm<8, 8>(t, 64, 256, 11008, true, 0, false, P::automatic);
   }
   check_gemm<4, 4>(t, 20, 72, 1024, false, 128, true, P::automatic);
+  check_gemm<4, 8>(t, 150, 72, 320, false, 64, true, P::int8_mma);  // two row blocks, groups of 64
 
   for (int bits : {4, 8}) {
     check_weight_only<float>(t, bits, 1, 100, 200, true, 0);

@@ -19,12 +19,14 @@
 // gemm::integer_gemm on the CPU): per weight group the exact int32 Σ q_a·(w - z), then
 // c = fma(scale, float(acc), c) from c = 0; finally y = fma(row scale, c, bias).
 //
-// This first version loads fragments straight from global memory (through L1), 64 x 64
-// output tiles per 4-warp block; no shared-memory staging or cp.async pipeline yet.
+// Tiles: 128 x 64 outputs per 4-warp block, K through a 3-stage cp.async pipeline in
+// shared memory (rows XOR-swizzled by 16-byte chunk so fragment loads are conflict-free);
+// fragments are read from shared memory with 32-bit loads (no ldmatrix yet).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -104,24 +106,6 @@ __device__ __forceinline__ std::uint32_t widen_s4x4(std::uint32_t x) {
   return __vsub4(u ^ 0x08080808u, 0x08080808u);  // per byte: (n ^ 8) - 8, no borrow between bytes
 }
 
-/// The two 32-bit fragment words of one row (A) or column (B) for K step `step`: K bytes
-/// 4c and 16 + 4c of the step as the MMA's element type. `row` is the row's first byte.
-template <mma_kind Kind, int Bits>
-__device__ __forceinline__ void load_fragment_pair(const std::uint8_t* row, int step, int c, std::uint32_t& lo,
-                                                   std::uint32_t& hi) {
-  if constexpr (Kind == mma_kind::s4 || Bits == 8) {
-    // s4 MMA on 4-bit data or s8 MMA on 8-bit data: 32 bytes per step, as stored.
-    const std::uint8_t* p = row + step * 32 + 4 * c;
-    lo = __ldg(reinterpret_cast<const std::uint32_t*>(p));
-    hi = __ldg(reinterpret_cast<const std::uint32_t*>(p + 16));
-  } else {
-    // s8 MMA on 4-bit data: 32 elements = 16 bytes per step; 4 elements = 2 bytes each.
-    const std::uint8_t* p = row + step * 16 + 2 * c;
-    lo = widen_s4x4(__ldg(reinterpret_cast<const unsigned short*>(p)));
-    hi = widen_s4x4(__ldg(reinterpret_cast<const unsigned short*>(p + 8)));
-  }
-}
-
 template <mma_kind Kind>
 __device__ __forceinline__ void mma(int (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -158,67 +142,158 @@ struct cuda_gemm_operands {
   bool symmetric;
 };
 
-/// One 4-warp block: a 64 x 64 output tile, each warp 32 x 32 (2 x 4 MMA tiles of 16 x 8).
+/// 16 bytes from global to shared memory, asynchronously (cp.async, sm_80+); `bytes` = 0
+/// writes zeros instead (rows past M, K past the row's end).
+__device__ __forceinline__ void copy16_async(void* smem, const void* gmem, int bytes) {
+#if defined(QUAROT_CUDA_EMULATION)
+  if (bytes) std::memcpy(smem, gmem, 16);
+  else std::memset(smem, 0, 16);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void copy_async_commit() {
+#if !defined(QUAROT_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+/// Waits until at most N committed copy groups are still in flight.
+template <int N>
+__device__ __forceinline__ void copy_async_wait() {
+#if !defined(QUAROT_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+/// The block tile of the integer GEMM: 128 x 64 outputs, 4 warps of 64 x 32 (4 x 4 MMA
+/// tiles of 16 x 8); K in stages of KS elements (two MMA steps) through a 3-deep
+/// cp.async pipeline in shared memory.
+template <mma_kind Kind, int ABits, int WBits>
+struct gemm_tile_shape {
+  static constexpr int bm = 128, bn = 64, stages = 3;
+  static constexpr int k_step = Kind == mma_kind::s4 ? 64 : 32;  // K per MMA
+  static constexpr int ks = 2 * k_step;                          // K per stage
+  static constexpr int a_chunks = ks * ABits / 8 / 16;           // 16-byte chunks per row and stage
+  static constexpr int w_chunks = ks * WBits / 8 / 16;
+  static constexpr int a_stage_bytes = bm * a_chunks * 16, w_stage_bytes = bn * w_chunks * 16;
+  static constexpr int shared_bytes = stages * (a_stage_bytes + w_stage_bytes);
+};
+
+/// Byte offset of (row, byte) in a stage whose rows have C 16-byte chunks: the chunk index
+/// is XORed with row bits so that the 8 rows a fragment load touches fall on different
+/// banks (C = 4: rows differ in bits 1-2; C = 2: in bit 2).
+template <int C>
+__device__ __forceinline__ int swizzled(int row, int byte) {
+  const int swz = (row >> (C == 4 ? 1 : 2)) & (C - 1);
+  return row * C * 16 + ((((byte >> 4) ^ swz) << 4) | (byte & 15));
+}
+
+/// The two fragment words of one row (A) or column (B) for step j of a stage in shared
+/// memory: K bytes 4c and 16 + 4c of the step as the MMA's element type.
+template <mma_kind Kind, int Bits, int C>
+__device__ __forceinline__ void shared_fragment_pair(const unsigned char* stage, int row, int j, int c,
+                                                     std::uint32_t& lo, std::uint32_t& hi) {
+  if constexpr (Kind == mma_kind::s4 || Bits == 8) {
+    lo = *reinterpret_cast<const std::uint32_t*>(stage + swizzled<C>(row, j * 32 + 4 * c));
+    hi = *reinterpret_cast<const std::uint32_t*>(stage + swizzled<C>(row, j * 32 + 16 + 4 * c));
+  } else {  // s8 MMA on 4-bit data: 16 bytes per step, 2 bytes per 4 elements
+    lo = widen_s4x4(*reinterpret_cast<const unsigned short*>(stage + swizzled<C>(row, j * 16 + 2 * c)));
+    hi = widen_s4x4(*reinterpret_cast<const unsigned short*>(stage + swizzled<C>(row, j * 16 + 8 + 2 * c)));
+  }
+}
+
 template <mma_kind Kind, int ABits, int WBits, class Out>
 __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  using S = gemm_tile_shape<Kind, ABits, WBits>;
+  __shared__ __align__(16) unsigned char tiles[S::shared_bytes];
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
-  const std::size_t m_base = static_cast<std::size_t>(blockIdx.y) * 64 + (warp / 2) * 32;
-  const std::size_t n_base = static_cast<std::size_t>(blockIdx.x) * 64 + (warp % 2) * 32;
-  // Rows past M read row 0 (their results are never stored); columns are padded to 64.
-  const std::uint8_t* arow[2][2];
-QUAROT_CUDA_UNROLL
-  for (int mt = 0; mt < 2; ++mt)
-QUAROT_CUDA_UNROLL
-    for (int h = 0; h < 2; ++h) {
-      const std::size_t r = m_base + mt * 16 + g + 8 * h;
-      arow[mt][h] = op.a + (r < op.m ? r : 0) * op.a_row_bytes;
-    }
-  const std::uint8_t* wrow[4];
-QUAROT_CUDA_UNROLL
-  for (int nt = 0; nt < 4; ++nt) wrow[nt] = op.w + (n_base + nt * 8 + g) * op.w_row_bytes;
+  const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
+  const int wm = (warp / 2) * 64, wn = (warp % 2) * 32;  // the warp's tile in the block tile
+  const int a_row_bytes = static_cast<int>(op.a_row_bytes), w_row_bytes = static_cast<int>(op.w_row_bytes);
+  const int kstages = (op.steps + 1) / 2;
 
-  float cf[2][4][4];
-  for (int grp = 0; grp < op.groups; ++grp) {
-    int acc[2][4][4] = {};
-    const int s_end = min(op.steps, (grp + 1) * op.group_steps);
-    for (int s = grp * op.group_steps; s < s_end; ++s) {
-      std::uint32_t a[2][4], b[4][2];
-QUAROT_CUDA_UNROLL
-      for (int mt = 0; mt < 2; ++mt) {
-        load_fragment_pair<Kind, ABits>(arow[mt][0], s, c, a[mt][0], a[mt][2]);
-        load_fragment_pair<Kind, ABits>(arow[mt][1], s, c, a[mt][1], a[mt][3]);
-      }
-QUAROT_CUDA_UNROLL
-      for (int nt = 0; nt < 4; ++nt) load_fragment_pair<Kind, WBits>(wrow[nt], s, c, b[nt][0], b[nt][1]);
-QUAROT_CUDA_UNROLL
-      for (int mt = 0; mt < 2; ++mt)
-QUAROT_CUDA_UNROLL
-        for (int nt = 0; nt < 4; ++nt) mma<Kind>(acc[mt][nt], a[mt], b[nt]);
+  // Stage s of A and W into buffer s % stages (rows past M and bytes past a row: zeros).
+  const auto load_stage = [&](int s) {
+    unsigned char* a_dst = tiles + (s % S::stages) * (S::a_stage_bytes + S::w_stage_bytes);
+    unsigned char* w_dst = a_dst + S::a_stage_bytes;
+    for (int i = tid; i < S::bm * S::a_chunks; i += 128) {
+      const int row = i / S::a_chunks, chunk = i % S::a_chunks;
+      const std::size_t r = m0 + row;
+      const int byte = s * S::a_chunks * 16 + chunk * 16;
+      const bool live = r < op.m && byte < a_row_bytes;
+      copy16_async(a_dst + swizzled<S::a_chunks>(row, chunk * 16),
+                   op.a + (live ? r * op.a_row_bytes + byte : 0), live ? 16 : 0);
     }
-    // Fold the group: exact integer correction, then c = fma(scale, float(acc), c).
-QUAROT_CUDA_UNROLL
-    for (int mt = 0; mt < 2; ++mt)
-QUAROT_CUDA_UNROLL
-      for (int nt = 0; nt < 4; ++nt)
-QUAROT_CUDA_UNROLL
-        for (int i = 0; i < 4; ++i) {
-          const std::size_t r = m_base + mt * 16 + g + 8 * (i / 2);
-          const std::size_t col = n_base + nt * 8 + 2 * c + (i % 2);
-          const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
-          int v = acc[mt][nt][i];
-          if (!op.symmetric && r < op.m) v -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
-          cf[mt][nt][i] = fmaf(op.scales[gi], static_cast<float>(v), grp == 0 ? 0.0f : cf[mt][nt][i]);
-        }
+    for (int i = tid; i < S::bn * S::w_chunks; i += 128) {
+      const int row = i / S::w_chunks, chunk = i % S::w_chunks;
+      const int byte = s * S::w_chunks * 16 + chunk * 16;
+      const bool live = byte < w_row_bytes;  // columns are padded to 64: every row exists
+      copy16_async(w_dst + swizzled<S::w_chunks>(row, chunk * 16),
+                   op.w + (live ? (n0 + row) * op.w_row_bytes + byte : 0), live ? 16 : 0);
+    }
+  };
+
+  int acc[4][4][4] = {};
+  float cf[4][4][4];
+  for (int s = 0; s < S::stages - 1; ++s) {
+    if (s < kstages) load_stage(s);
+    copy_async_commit();
   }
-QUAROT_CUDA_UNROLL
-  for (int mt = 0; mt < 2; ++mt)
-QUAROT_CUDA_UNROLL
+  for (int s = 0; s < kstages; ++s) {
+    copy_async_wait<S::stages - 2>();
+    __syncthreads();  // stage s is in; everyone is done with the buffer the next load reuses
+    if (s + S::stages - 1 < kstages) load_stage(s + S::stages - 1);
+    copy_async_commit();
+    const unsigned char* a_src = tiles + (s % S::stages) * (S::a_stage_bytes + S::w_stage_bytes);
+    const unsigned char* w_src = a_src + S::a_stage_bytes;
+    for (int j = 0; j < 2; ++j) {
+      const int step = 2 * s + j;
+      if (step >= op.steps) break;
+      std::uint32_t a[4][4], b[4][2];
+      QUAROT_CUDA_UNROLL
+      for (int mt = 0; mt < 4; ++mt) {
+        shared_fragment_pair<Kind, ABits, S::a_chunks>(a_src, wm + mt * 16 + g, j, c, a[mt][0], a[mt][2]);
+        shared_fragment_pair<Kind, ABits, S::a_chunks>(a_src, wm + mt * 16 + g + 8, j, c, a[mt][1], a[mt][3]);
+      }
+      QUAROT_CUDA_UNROLL
+      for (int nt = 0; nt < 4; ++nt)
+        shared_fragment_pair<Kind, WBits, S::w_chunks>(w_src, wn + nt * 8 + g, j, c, b[nt][0], b[nt][1]);
+      QUAROT_CUDA_UNROLL
+      for (int mt = 0; mt < 4; ++mt)
+        QUAROT_CUDA_UNROLL
+        for (int nt = 0; nt < 4; ++nt) mma<Kind>(acc[mt][nt], a[mt], b[nt]);
+      if ((step + 1) % op.group_steps != 0 && step + 1 != op.steps) continue;
+      // The group ends: exact integer correction, c = fma(scale, float(acc), c), acc = 0.
+      const int grp = step / op.group_steps;
+      QUAROT_CUDA_UNROLL
+      for (int mt = 0; mt < 4; ++mt)
+        QUAROT_CUDA_UNROLL
+        for (int nt = 0; nt < 4; ++nt)
+          QUAROT_CUDA_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            const std::size_t r = m0 + wm + mt * 16 + g + 8 * (i / 2);
+            const std::size_t col = n0 + wn + nt * 8 + 2 * c + (i % 2);
+            const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
+            int v = acc[mt][nt][i];
+            if (!op.symmetric && r < op.m) v -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
+            cf[mt][nt][i] = fmaf(op.scales[gi], static_cast<float>(v), grp == 0 ? 0.0f : cf[mt][nt][i]);
+            acc[mt][nt][i] = 0;
+          }
+    }
+  }
+  copy_async_wait<0>();
+  QUAROT_CUDA_UNROLL
+  for (int mt = 0; mt < 4; ++mt)
+    QUAROT_CUDA_UNROLL
     for (int nt = 0; nt < 4; ++nt)
-QUAROT_CUDA_UNROLL
+      QUAROT_CUDA_UNROLL
       for (int i = 0; i < 4; ++i) {
-        const std::size_t r = m_base + mt * 16 + g + 8 * (i / 2);
-        const std::size_t col = n_base + nt * 8 + 2 * c + (i % 2);
+        const std::size_t r = m0 + wm + mt * 16 + g + 8 * (i / 2);
+        const std::size_t col = n0 + wn + nt * 8 + 2 * c + (i % 2);
         if (r < op.m && col < op.n) {
           const float v = fmaf(op.row_scales[r], cf[mt][nt][i], op.bias ? op.bias[col] : 0.0f);
           if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
@@ -409,7 +484,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
                            static_cast<int>(x.cols), rowsums_.data());
       op.rowsums = rowsums_.data();
     }
-    const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), cuda::detail::grid_for(x.rows, 64));
+    const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), cuda::detail::grid_for(x.rows, 128));
     using K = cuda::detail::mma_kind;
     if (int4)
       cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s4, 4, 4, Out>, grid, 128, 0, stream, op, y.data,
