@@ -275,6 +275,8 @@ class device_hadamard {
   [[nodiscard]] const float* signs() const noexcept { return signs_.empty() ? nullptr : signs_.data(); }
   [[nodiscard]] const float* dense_factor() const noexcept { return h_.empty() ? nullptr : h_.data(); }
   [[nodiscard]] float scale() const noexcept { return static_cast<float>(1.0 / std::sqrt(double(plan_.n))); }
+  /// Itself: rotate_quantize takes any transform with data().
+  [[nodiscard]] const device_hadamard& data() const noexcept { return *this; }
 
   /// Shared memory of the Kronecker kernels (one fp32 row).
   [[nodiscard]] std::size_t kronecker_shared_bytes() const noexcept { return plan_.n * sizeof(float); }

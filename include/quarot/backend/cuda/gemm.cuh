@@ -449,8 +449,8 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
   template <output_element Out>
   void operator()(const cuda::device_activations& x, const float* bias, matrix_view<Out> y,
                   cudaStream_t stream = nullptr) const {
-    quarot::detail::require(x.bits == ActivationBits, "GEMM policy expects ", ActivationBits,
-                            "-bit activations, got ", x.bits, "-bit");
+    quarot::detail::require(x.bits <= ActivationBits && x.packed() == (ActivationBits <= 4), "GEMM policy expects ",
+                            ActivationBits, "-bit activations, got ", x.bits, "-bit");
     quarot::detail::require(x.cols == w_.k, "CUDA GEMM: activations have ", x.cols, " columns, weights K = ", w_.k);
     quarot::detail::require(x.k_padded == w_.k_padded, "CUDA GEMM: activation padding ", x.k_padded,
                             " != weight padding ", w_.k_padded);
