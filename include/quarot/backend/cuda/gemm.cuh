@@ -302,9 +302,12 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
       }
 }
 
-/// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows).
-__global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_bytes, bool packed4, std::size_t rows,
-                                      int groups, int group_size, int cols, std::int32_t* rowsums) {
+/// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows). A
+/// template, as every kernel in these headers: a header's non-template kernel would be
+/// defined in every translation unit that includes it.
+template <bool Packed4>
+__global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_bytes, std::size_t rows, int groups,
+                                      int group_size, int cols, std::int32_t* rowsums) {
   const std::size_t item = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= rows * groups) return;
   const std::size_t r = item / groups;
@@ -314,7 +317,7 @@ __global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_byt
   const int k_end = min(cols, (grp + 1) * group_size);
   for (int k = grp * group_size; k < k_end; ++k) {
     int v;
-    if (packed4) {
+    if constexpr (Packed4) {
       const int nib = (row[k / 2] >> (4 * (k % 2))) & 0x0f;
       v = (nib ^ 8) - 8;
     } else {
@@ -479,9 +482,13 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
       rowsums_.resize(x.rows * w_.groups);
       const std::size_t items = x.rows * w_.groups;
       const int group_size = static_cast<int>(w_.groups == 1 ? w_.k_padded : w_.group_size);
-      cuda::detail::launch(cuda::detail::activation_group_sums, cuda::detail::grid_for(items, 256), 256, 0, stream,
-                           x.data.data(), x.row_bytes, x.packed(), x.rows, op.groups, group_size,
-                           static_cast<int>(x.cols), rowsums_.data());
+      const unsigned blocks = cuda::detail::grid_for(items, 256);
+      if (x.packed())
+        cuda::detail::launch(cuda::detail::activation_group_sums<true>, blocks, 256, 0, stream, x.data.data(),
+                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums_.data());
+      else
+        cuda::detail::launch(cuda::detail::activation_group_sums<false>, blocks, 256, 0, stream, x.data.data(),
+                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums_.data());
       op.rowsums = rowsums_.data();
     }
     const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), cuda::detail::grid_for(x.rows, 128));
