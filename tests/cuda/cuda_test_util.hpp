@@ -20,6 +20,13 @@ inline constexpr bool emulated = true;
 #else
 inline constexpr bool emulated = false;
 #endif
+/// Emulated under AddressSanitizer (several times slower): every kernel and path still
+/// runs, on fewer shapes.
+#if defined(QUAROT_CUDA_EMULATION) && QUAROT_EMULATION_ASAN
+inline constexpr bool quick = true;
+#else
+inline constexpr bool quick = false;
+#endif
 
 /// Whether a CUDA device can run kernels; prints the reason when not.
 inline bool device_ready() {

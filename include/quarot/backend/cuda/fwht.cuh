@@ -78,7 +78,7 @@ __device__ __forceinline__ int fwht_index(int t, int e) {
 /// Thread t's values of one row, loaded in the first layout (t·E + e), times the signs.
 template <class S, class T>
 __device__ __forceinline__ void fwht_load(const T* row, const float* signs, int t, bool live, float (&v)[S::e]) {
-QUAROT_CUDA_UNROLL
+  QUAROT_CUDA_UNROLL
   for (int e = 0; e < S::e; ++e) {
     const int i = t * S::e + e;
     const float x = live ? load_as_float(row + i) : 0.0f;
@@ -86,25 +86,31 @@ QUAROT_CUDA_UNROLL
   }
 }
 
-/// All log2(n) butterfly levels of the row held in v (loaded by fwht_load), in ascending
-/// order; afterwards register e of thread t holds index fwht_index<S>(t, e). `smem` is the
-/// row's S::smem_floats floats; every thread of the block calls this (it synchronizes).
-template <class S>
-__device__ __forceinline__ void fwht_levels(float (&v)[S::e], float* smem, int t) {
-QUAROT_CUDA_UNROLL
-  for (int h = 1; h < S::e; h *= 2)
-QUAROT_CUDA_UNROLL
-    for (int e = 0; e < S::e; ++e)
+/// The butterfly levels h = H0, 2·H0, ... < E between a thread's own registers.
+template <int H0, int E>
+__device__ __forceinline__ void register_levels(float (&v)[E]) {
+  QUAROT_CUDA_UNROLL
+  for (int h = H0; h < E; h *= 2)
+    QUAROT_CUDA_UNROLL
+    for (int e = 0; e < E; ++e)
       if (!(e & h)) {
         const float a = v[e], b = v[e + h];
         v[e] = a + b;
         v[e + h] = a - b;
       }
+}
+
+/// All log2(n) butterfly levels of the row held in v (loaded by fwht_load), in ascending
+/// order; afterwards register e of thread t holds index fwht_index<S>(t, e). `smem` is the
+/// row's S::smem_floats floats; every thread of the block calls this (it synchronizes).
+template <class S>
+__device__ __forceinline__ void fwht_levels(float (&v)[S::e], float* smem, int t) {
+  register_levels<1>(v);
   if constexpr (S::log2lanes > 0) {
     const int lane = threadIdx.x & 31;
-QUAROT_CUDA_UNROLL
+    QUAROT_CUDA_UNROLL
     for (int d = 1; d < 32; d *= 2)
-QUAROT_CUDA_UNROLL
+      QUAROT_CUDA_UNROLL
       for (int e = 0; e < S::e; ++e) {
         const float other = __shfl_xor_sync(0xffffffffu, v[e], d);
         v[e] = (lane & d) ? other - v[e] : v[e] + other;  // upper lane: a - b with a = other
@@ -115,28 +121,20 @@ QUAROT_CUDA_UNROLL
     // the same set of indices' low bits, so each pass reads back into the registers it
     // wrote out.
     constexpr int pass_bit = S::log2run - 1;
-QUAROT_CUDA_UNROLL
+    QUAROT_CUDA_UNROLL
     for (int pass = 0; pass < S::passes; ++pass) {
-QUAROT_CUDA_UNROLL
+      QUAROT_CUDA_UNROLL
       for (int e = 0; e < S::e; ++e)
         if (S::passes == 1 || ((e >> pass_bit) & 1) == pass)
           smem[fwht_pad(fwht_compact<S::passes, pass_bit>(t * S::e + e))] = v[e];
       __syncthreads();
-QUAROT_CUDA_UNROLL
+      QUAROT_CUDA_UNROLL
       for (int e = 0; e < S::e; ++e)
         if (S::passes == 1 || ((e >> pass_bit) & 1) == pass)
           v[e] = smem[fwht_pad(fwht_compact<S::passes, pass_bit>(fwht_index<S>(t, e)))];
       __syncthreads();
     }
-QUAROT_CUDA_UNROLL
-    for (int h = S::run; h < S::e; h *= 2)
-QUAROT_CUDA_UNROLL
-      for (int e = 0; e < S::e; ++e)
-        if (!(e & h)) {
-          const float a = v[e], b = v[e + h];
-          v[e] = a + b;
-          v[e + h] = a - b;
-        }
+    register_levels<S::run>(v);
   }
 }
 
@@ -153,7 +151,7 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
   fwht_load<S>(p, signs, t, live, v);
   fwht_levels<S>(v, smem + r_in_block * S::smem_floats, t);
   if (live)
-QUAROT_CUDA_UNROLL
+    QUAROT_CUDA_UNROLL
     for (int e = 0; e < S::e; ++e) store_from_float(p + fwht_index<S>(t, e), v[e] * scale);
 }
 

@@ -205,6 +205,11 @@ __device__ __forceinline__ void shared_fragment_pair(const unsigned char* stage,
   }
 }
 
+/// Row and column (in the block tile) of result register i of MMA tile (mt, nt) of the
+/// warp at (wm, wn): c0..c3 = (g, 2c), (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1).
+__device__ __forceinline__ int result_row(int wm, int mt, int g, int i) { return wm + mt * 16 + g + 8 * (i / 2); }
+__device__ __forceinline__ int result_col(int wn, int nt, int c, int i) { return wn + nt * 8 + 2 * c + (i % 2); }
+
 template <mma_kind Kind, int ABits, int WBits, class Out>
 __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
   using S = gemm_tile_shape<Kind, ABits, WBits>;
@@ -275,8 +280,7 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
         for (int nt = 0; nt < 4; ++nt)
           QUAROT_CUDA_UNROLL
           for (int i = 0; i < 4; ++i) {
-            const std::size_t r = m0 + wm + mt * 16 + g + 8 * (i / 2);
-            const std::size_t col = n0 + wn + nt * 8 + 2 * c + (i % 2);
+            const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
             const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
             int v = acc[mt][nt][i];
             if (!op.symmetric && r < op.m) v -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
@@ -292,8 +296,7 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
     for (int nt = 0; nt < 4; ++nt)
       QUAROT_CUDA_UNROLL
       for (int i = 0; i < 4; ++i) {
-        const std::size_t r = m0 + wm + mt * 16 + g + 8 * (i / 2);
-        const std::size_t col = n0 + wn + nt * 8 + 2 * c + (i % 2);
+        const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
         if (r < op.m && col < op.n) {
           const float v = fmaf(op.row_scales[r], cf[mt][nt][i], op.bias ? op.bias[col] : 0.0f);
           if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
@@ -351,26 +354,26 @@ __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size
       float wv[8];
       if constexpr (WBits == 4) {
         const std::uint32_t q = __ldg(reinterpret_cast<const std::uint32_t*>(wrow + k0 / 2));
-QUAROT_CUDA_UNROLL
+        QUAROT_CUDA_UNROLL
         for (int j = 0; j < 8; ++j) wv[j] = static_cast<float>(((static_cast<int>(q >> (4 * j)) & 0x0f) ^ 8) - 8 - z);
       } else {
         const uint2 q = __ldg(reinterpret_cast<const uint2*>(wrow + k0));
-QUAROT_CUDA_UNROLL
+        QUAROT_CUDA_UNROLL
         for (int j = 0; j < 8; ++j)
           wv[j] = static_cast<float>(static_cast<std::int8_t>(((j < 4 ? q.x : q.y) >> (8 * (j % 4))) & 0xff) - z);
       }
-QUAROT_CUDA_UNROLL
+      QUAROT_CUDA_UNROLL
       for (int r = 0; r < 4; ++r) {
         if (m0 + r >= m_rows) break;
         const In* xr = x + (m0 + r) * ldx + k0;
         float dot = 0.0f;
-QUAROT_CUDA_UNROLL
+        QUAROT_CUDA_UNROLL
         for (int j = 0; j < 8; ++j)
           if (k0 + j < k) dot = fmaf(load_as_float(xr + j), wv[j], dot);
         acc[r] = fmaf(s, dot, acc[r]);
       }
     }
-QUAROT_CUDA_UNROLL
+    QUAROT_CUDA_UNROLL
     for (int r = 0; r < 4; ++r) {
       float v = acc[r];
       for (int d = 16; d >= 1; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);

@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
   fwht_levels<S>(v, smem + r_in_block * S::smem_floats, t);
   float m = 0.0f;
   bool finite = true;
-QUAROT_CUDA_UNROLL
+  QUAROT_CUDA_UNROLL
   for (int e = 0; e < S::e; ++e) {
     v[e] *= scale;
     m = fmaxf(m, fabsf(v[e]));
@@ -175,14 +175,14 @@ QUAROT_CUDA_UNROLL
     if constexpr (S::e == 1) {
       dst[0] = finite ? static_cast<std::uint8_t>(token_level(v[0], s, qmax) & 0x0f) : 0;
     } else {
-QUAROT_CUDA_UNROLL
+      QUAROT_CUDA_UNROLL
       for (int e = 0; e < S::e; e += 2) {  // e, e + 1: consecutive indices, the first even
         const int lo = finite ? token_level(v[e], s, qmax) : 0, hi = finite ? token_level(v[e + 1], s, qmax) : 0;
         dst[fwht_index<S>(t, e) / 2] = static_cast<std::uint8_t>((lo & 0x0f) | ((hi & 0x0f) << 4));
       }
     }
   } else {
-QUAROT_CUDA_UNROLL
+    QUAROT_CUDA_UNROLL
     for (int e = 0; e < S::e; ++e)
       dst[fwht_index<S>(t, e)] = static_cast<std::uint8_t>(finite ? token_level(v[e], s, qmax) : 0);
   }
