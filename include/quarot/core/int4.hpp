@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <span>
 
+#include "config.hpp"
 #include "error.hpp"
 
 namespace quarot {
@@ -24,13 +25,13 @@ namespace quarot {
 constexpr std::size_t int4_packed_size(std::size_t n) noexcept { return (n + 1) / 2; }
 
 namespace detail {
-/// Signed element i of a plain-layout int4 array (sign-extended).
-inline int int4_at(const std::uint8_t* packed, std::size_t i) noexcept {
+/// Signed element i of a plain-layout int4 array (sign-extended). Host and device code.
+QUAROT_HOST_DEVICE int int4_at(const std::uint8_t* packed, std::size_t i) noexcept {
   const std::uint8_t nib = (i % 2) ? (packed[i / 2] >> 4) : (packed[i / 2] & 0x0f);
   return (nib ^ 8) - 8;
 }
 /// Element i of a row of signed levels held as plain-layout int4 (packed4) or as int8.
-inline int level_at(const std::uint8_t* row, bool packed4, std::size_t i) noexcept {
+QUAROT_HOST_DEVICE int level_at(const std::uint8_t* row, bool packed4, std::size_t i) noexcept {
   return packed4 ? int4_at(row, i) : static_cast<std::int8_t>(row[i]);
 }
 // Decoding 16-bit activation levels (kept beside level_at, which decodes the 4- and 8-bit ones).

@@ -25,7 +25,6 @@
 #include "../../core/matrix_view.hpp"
 #include "../../core/numeric.hpp"
 #include "../../core/random.hpp"
-#include "../../transform/hadamard_matrices.hpp"
 #include "../../transform/kronecker.hpp"
 #include "common.cuh"
 
@@ -54,6 +53,7 @@ struct fwht_shape {
   // 2^15 values exchange in two passes through 64 KiB (sm_86/89 allow 99 KiB per block).
   static constexpr int passes = LOG2N == 15 ? 2 : 1;
   static constexpr int smem_floats = log2warps ? (n / passes) + (n / passes) / 32 : 0;  // per row, padded
+  static constexpr std::size_t shared_bytes = rows_per_block * smem_floats * sizeof(float);  // per block
   static_assert(log2run >= (passes == 2 ? 1 : 0), "the pass bit must be a run bit");
 };
 
@@ -155,8 +155,8 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
     for (int e = 0; e < S::e; ++e) store_from_float(p + fwht_index<S>(t, e), v[e] * scale);
 }
 
-/// Launches kernel<LOG2N>(args...) for the runtime log2n (0..15) with its block shape and
-/// shared memory: launch(k, tag) calls f(std::integral_constant<int, k>).
+/// f(std::integral_constant<int, k>) for the runtime log2n = k in 0..15: the kernels are
+/// templates on the size.
 template <class F>
 void with_log2n(unsigned log2n, F&& f) {
   switch (log2n) {
@@ -193,10 +193,9 @@ template <class T>
 void fwht_rows(matrix_view<T> x, unsigned log2n, float scale, const float* signs, cudaStream_t stream) {
   with_log2n(log2n, [&](auto k) {
     using S = fwht_shape<decltype(k)::value>;
-    const std::size_t shmem = S::rows_per_block * S::smem_floats * sizeof(float);
-    allow_shared(fwht_kernel<S::log2n, T>, shmem);
-    launch(fwht_kernel<S::log2n, T>, grid_for(x.rows, S::rows_per_block), S::block, shmem, stream, x.data, x.stride,
-           x.rows, scale, signs);
+    allow_shared(fwht_kernel<S::log2n, T>, S::shared_bytes);
+    launch(fwht_kernel<S::log2n, T>, grid_for(x.rows, S::rows_per_block), S::block, S::shared_bytes, stream, x.data,
+           x.stride, x.rows, scale, signs);
   });
 }
 
@@ -250,10 +249,9 @@ class device_hadamard {
   device_hadamard(std::size_t n, const float* signs) : plan_(plan_hadamard(n)) {
     quarot::detail::require(n <= 0x7fffffff, "CUDA Hadamard transform: size ", n, " is too large");
     if (plan_.m > 1) {
-      const auto hm = make_hadamard_matrix(plan_.m);
-      std::vector<float> h(plan_.m * plan_.m);
-      for (std::size_t i = 0; i < plan_.m; ++i)
-        for (std::size_t j = 0; j < plan_.m; ++j) h[i * plan_.m + j] = hm(i, j);
+      // The CPU transform's own H_m (row-major ±1 floats), so both backends use one matrix.
+      const quarot::hadamard_transform cpu_transform(n, quarot::cpu::isa::scalar);
+      const std::vector<float>& h = cpu_transform.dense_factor();
       h_ = device_buffer<float>(h.size());
       h_.upload(h.data(), h.size());
     }
@@ -272,7 +270,7 @@ class device_hadamard {
   [[nodiscard]] const hadamard_plan& plan() const noexcept { return plan_; }
   [[nodiscard]] const float* signs() const noexcept { return signs_.empty() ? nullptr : signs_.data(); }
   [[nodiscard]] const float* dense_factor() const noexcept { return h_.empty() ? nullptr : h_.data(); }
-  [[nodiscard]] float scale() const noexcept { return static_cast<float>(1.0 / std::sqrt(double(plan_.n))); }
+  [[nodiscard]] float scale() const noexcept { return quarot::detail::inv_sqrt(plan_.n); }  // the CPU's 1/√n
   /// Itself: rotate_quantize takes any transform with data().
   [[nodiscard]] const device_hadamard& data() const noexcept { return *this; }
 
@@ -312,7 +310,7 @@ void walsh_hadamard(device, matrix_view<T> x, bool normalize = true, const float
   quarot::detail::require(n >= 1 && (n & (n - 1)) == 0 && n <= (std::size_t{1} << 15), "CUDA Walsh-Hadamard size ",
                           n, " is not a power of two in [1, 2^15]");
   quarot::detail::require(x.stride >= n, "CUDA Walsh-Hadamard: row stride ", x.stride, " < row length ", n);
-  const float scale = normalize ? static_cast<float>(1.0 / std::sqrt(double(n))) : 1.0f;
+  const float scale = normalize ? quarot::detail::inv_sqrt(n) : 1.0f;
   detail::fwht_rows(x, quarot::detail::log2_exact(n), scale, signs, stream);
 }
 

@@ -31,6 +31,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../../core/int4.hpp"
 #include "../../core/matrix_view.hpp"
 #include "../../gemm/integer_gemm.hpp"
 #include "../../gemm/packing.hpp"
@@ -70,13 +71,12 @@ struct device_weights {
     std::vector<std::uint8_t> data(d.n_padded * d.row_bytes, 0);
     std::vector<float> scales(d.groups * d.n_padded, 0.0f);
     std::vector<std::int32_t> zeros(d.groups * d.n_padded, 0);
+    std::vector<std::int8_t> levels(w.k);
     for (std::size_t col = 0; col < w.n; ++col) {
-      std::uint8_t* row = data.data() + col * d.row_bytes;
-      for (std::size_t kk = 0; kk < w.k; ++kk) {
-        const int v = w.raw(col, kk) - offset;
-        if (w.bits == 8) row[kk] = static_cast<std::uint8_t>(static_cast<std::int8_t>(v));
-        else row[kk / 2] |= static_cast<std::uint8_t>((v & 0x0f) << (4 * (kk % 2)));
-      }
+      for (std::size_t kk = 0; kk < w.k; ++kk) levels[kk] = static_cast<std::int8_t>(w.raw(col, kk) - offset);
+      const std::span<std::uint8_t> row(data.data() + col * d.row_bytes, d.row_bytes);
+      if (w.bits == 8) std::memcpy(row.data(), levels.data(), w.k);
+      else pack_int4(levels, row);  // the plain int4 layout (core/int4.hpp)
       for (std::size_t g = 0; g < d.groups; ++g) {
         scales[g * d.n_padded + col] = w.scales[w.group_index(g, col)];
         const int z = w.zeros[w.group_index(g, col)] - offset;
@@ -209,6 +209,16 @@ __device__ __forceinline__ void shared_fragment_pair(const unsigned char* stage,
 /// warp at (wm, wn): c0..c3 = (g, 2c), (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1).
 __device__ __forceinline__ int result_row(int wm, int mt, int g, int i) { return wm + mt * 16 + g + 8 * (i / 2); }
 __device__ __forceinline__ int result_col(int wn, int nt, int c, int i) { return wn + nt * 8 + 2 * c + (i % 2); }
+/// f(mt, nt, i) for each of a warp's 4 x 4 MMA tiles and their 4 result registers.
+template <class F>
+__device__ __forceinline__ void for_each_result(F&& f) {
+  QUAROT_CUDA_UNROLL
+  for (int mt = 0; mt < 4; ++mt)
+    QUAROT_CUDA_UNROLL
+    for (int nt = 0; nt < 4; ++nt)
+      QUAROT_CUDA_UNROLL
+      for (int i = 0; i < 4; ++i) f(mt, nt, i);
+}
 
 template <mma_kind Kind, int ABits, int WBits, class Out>
 __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
@@ -274,35 +284,25 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
       if ((step + 1) % op.group_steps != 0 && step + 1 != op.steps) continue;
       // The group ends: exact integer correction, c = fma(scale, float(acc), c), acc = 0.
       const int grp = step / op.group_steps;
-      QUAROT_CUDA_UNROLL
-      for (int mt = 0; mt < 4; ++mt)
-        QUAROT_CUDA_UNROLL
-        for (int nt = 0; nt < 4; ++nt)
-          QUAROT_CUDA_UNROLL
-          for (int i = 0; i < 4; ++i) {
-            const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
-            const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
-            int v = acc[mt][nt][i];
-            if (!op.symmetric && r < op.m) v -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
-            cf[mt][nt][i] = fmaf(op.scales[gi], static_cast<float>(v), grp == 0 ? 0.0f : cf[mt][nt][i]);
-            acc[mt][nt][i] = 0;
-          }
+      for_each_result([&](int mt, int nt, int i) {
+        const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
+        const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
+        int v = acc[mt][nt][i];
+        if (!op.symmetric && r < op.m) v -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
+        cf[mt][nt][i] = fmaf(op.scales[gi], static_cast<float>(v), grp == 0 ? 0.0f : cf[mt][nt][i]);
+        acc[mt][nt][i] = 0;
+      });
     }
   }
   copy_async_wait<0>();
-  QUAROT_CUDA_UNROLL
-  for (int mt = 0; mt < 4; ++mt)
-    QUAROT_CUDA_UNROLL
-    for (int nt = 0; nt < 4; ++nt)
-      QUAROT_CUDA_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
-        if (r < op.m && col < op.n) {
-          const float v = fmaf(op.row_scales[r], cf[mt][nt][i], op.bias ? op.bias[col] : 0.0f);
-          if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
-          else store_from_float(y + r * ldy + col, v);
-        }
-      }
+  for_each_result([&](int mt, int nt, int i) {
+    const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
+    if (r < op.m && col < op.n) {
+      const float v = fmaf(op.row_scales[r], cf[mt][nt][i], op.bias ? op.bias[col] : 0.0f);
+      if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
+      else store_from_float(y + r * ldy + col, v);
+    }
+  });
 }
 
 /// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows). A
@@ -318,16 +318,7 @@ __global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_byt
   const std::uint8_t* row = a + r * row_bytes;
   int s = 0;
   const int k_end = min(cols, (grp + 1) * group_size);
-  for (int k = grp * group_size; k < k_end; ++k) {
-    int v;
-    if constexpr (Packed4) {
-      const int nib = (row[k / 2] >> (4 * (k % 2))) & 0x0f;
-      v = (nib ^ 8) - 8;
-    } else {
-      v = static_cast<std::int8_t>(row[k]);
-    }
-    s += v;
-  }
+  for (int k = grp * group_size; k < k_end; ++k) s += quarot::detail::level_at(row, Packed4, k);
   rowsums[item] = s;
 }
 

@@ -99,10 +99,16 @@ __device__ __forceinline__ int token_level(float y, float s, int qmax) {
   return static_cast<int>(fminf(fmaxf(v, static_cast<float>(-qmax - 1)), static_cast<float>(qmax)));
 }
 
-/// Block-wide max of v and whether every thread's `finite` holds; `red` holds 2·32 floats.
-__device__ __forceinline__ float block_max_finite(float v, bool& finite, float* red) {
+/// Warp-wide max of v and whether every lane's `finite` holds.
+__device__ __forceinline__ float warp_max_finite(float v, bool& finite) {
   for (int d = 16; d >= 1; d /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, d));
   finite = __all_sync(0xffffffffu, finite);
+  return v;
+}
+
+/// Block-wide max of v and whether every thread's `finite` holds; `red` holds 2·32 floats.
+__device__ __forceinline__ float block_max_finite(float v, bool& finite, float* red) {
+  v = warp_max_finite(v, finite);
   const int warps = (blockDim.x + 31) / 32;
   if (warps == 1) return v;
   const int w = threadIdx.x / 32;
@@ -129,6 +135,17 @@ struct token_out {
   unsigned long long* status;
   std::size_t row;
   int bits;
+
+  /// The row's scale from its largest magnitude m (NaN when the row is not finite);
+  /// the row's leader thread stores it and records a non-finite row.
+  __device__ __forceinline__ float publish_scale(float m, bool finite, float clip, bool leader) const {
+    const float s = finite ? token_scale(m, clip, (1 << (bits - 1)) - 1) : __int_as_float(0x7fc00000);
+    if (leader) {
+      *scale = s;
+      if (!finite) atomicMin(status, static_cast<unsigned long long>(row));
+    }
+    return s;
+  }
 };
 
 /// FWHT of a row of 2^LOG2N values and its quantization, from registers: one block of
@@ -157,20 +174,15 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
   }
   // A row is one thread (n <= 32), one warp (n <= 1024) or the whole block.
   if constexpr (S::threads == 32) {
-    for (int d = 16; d >= 1; d /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, d));
-    finite = __all_sync(0xffffffffu, finite);
+    m = warp_max_finite(m, finite);
   } else if constexpr (S::threads > 32) {
     static_assert(S::rows_per_block == 1);
     m = block_max_finite(m, finite, red);
   }
   if (!live) return;
   const int qmax = (1 << (bits - 1)) - 1;
-  const float s = finite ? token_scale(m, clip, qmax) : __int_as_float(0x7fc00000);
   std::uint8_t* dst = out + row * row_bytes;
-  if (t == 0) {
-    scales[row] = s;
-    if (!finite) atomicMin(status, static_cast<unsigned long long>(row));
-  }
+  const float s = token_out{dst, scales + row, status, row, bits}.publish_scale(m, finite, clip, t == 0);
   if (bits <= 4) {
     if constexpr (S::e == 1) {
       dst[0] = finite ? static_cast<std::uint8_t>(token_level(v[0], s, qmax) & 0x0f) : 0;
@@ -201,11 +213,7 @@ __device__ void quantize_row_block(Value value, int n, float clip, const token_o
   }
   m = block_max_finite(m, finite, red);
   const int qmax = (1 << (o.bits - 1)) - 1;
-  const float s = finite ? token_scale(m, clip, qmax) : __int_as_float(0x7fc00000);
-  if (threadIdx.x == 0) {
-    *o.scale = s;
-    if (!finite) atomicMin(o.status, static_cast<unsigned long long>(o.row));
-  }
+  const float s = o.publish_scale(m, finite, clip, threadIdx.x == 0);
   if (o.bits <= 4) {
     for (int j = threadIdx.x; 2 * j < n; j += blockDim.x) {
       const int lo = finite ? token_level(value(2 * j), s, qmax) : 0;
@@ -280,10 +288,9 @@ void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bit
   if (plan.m == 1) {
     detail::with_log2n(quarot::detail::log2_exact(plan.n), [&](auto k) {
       using S = detail::fwht_shape<decltype(k)::value>;
-      const std::size_t shmem = S::rows_per_block * S::smem_floats * sizeof(float);
-      detail::allow_shared(detail::fwht_quantize_kernel<S::log2n, T>, shmem);
+      detail::allow_shared(detail::fwht_quantize_kernel<S::log2n, T>, S::shared_bytes);
       detail::launch(detail::fwht_quantize_kernel<S::log2n, T>, detail::grid_for(x.rows, S::rows_per_block), S::block,
-                     shmem, stream, x.data, x.stride, x.rows, h.scale(), h.signs(), bits, clip_ratio, out.data.data(),
+                     S::shared_bytes, stream, x.data, x.stride, x.rows, h.scale(), h.signs(), bits, clip_ratio, out.data.data(),
                      out.row_bytes, out.scales.data(), out.status.data());
     });
   } else {
