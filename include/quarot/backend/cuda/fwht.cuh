@@ -171,24 +171,6 @@ void with_log2n(unsigned log2n, F&& f) {
   }
 }
 
-/// Grid size for `rows` rows of `per_block` rows each, checked against the grid limit.
-inline unsigned grid_for(std::size_t rows, std::size_t per_block) {
-  const std::size_t blocks = (rows + per_block - 1) / per_block;
-  quarot::detail::require(blocks <= 0x7fffffffu, "CUDA: ", rows, " rows need ", blocks, " blocks, over the grid limit");
-  return static_cast<unsigned>(blocks);
-}
-
-/// Sets a kernel's dynamic shared memory limit when it needs more than the default 48 KiB.
-template <class Kernel>
-void allow_shared(Kernel* kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024) {
-    const std::size_t limit = max_shared_per_block();
-    quarot::detail::require(bytes <= limit, "CUDA kernel needs ", bytes, " bytes of shared memory per block; ",
-                            "this device allows ", limit);
-    QUAROT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  }
-}
-
 template <class T>
 void fwht_rows(matrix_view<T> x, unsigned log2n, float scale, const float* signs, cudaStream_t stream) {
   with_log2n(log2n, [&](auto k) {
