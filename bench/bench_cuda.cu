@@ -11,6 +11,7 @@
 #include <cublas_v2.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,8 +120,16 @@ void BM_cuda_gemm(benchmark::State& state) {
   if (skip_without_device(state)) return;
   const auto m = static_cast<std::size_t>(state.range(0)), n = static_cast<std::size_t>(state.range(1)),
              k = static_cast<std::size_t>(state.range(2)), group = static_cast<std::size_t>(state.range(3));
-  const quarot::gemm::integer_gemm<quarot::gemm::integer_policy<cuda::device, WBits, ABits>> op(
-      random_packed(n, k, WBits, group));
+  const auto path = static_cast<cuda::mma_path>(state.range(4));
+  using gemm_type = quarot::gemm::integer_gemm<quarot::gemm::integer_policy<cuda::device, WBits, ABits>>;
+  std::optional<gemm_type> made;
+  try {
+    made.emplace(random_packed(n, k, WBits, group), path);
+  } catch (const quarot::error& e) {  // a forced path this device cannot run
+    state.SkipWithError(e.what());
+    return;
+  }
+  const gemm_type& op = *made;
   const auto xh = random_rows<float>(m * k, 4);
   cuda::device_buffer<float> x(xh.size());
   x.upload(xh.data(), xh.size());
@@ -130,18 +139,27 @@ void BM_cuda_gemm(benchmark::State& state) {
   timed_loop(state, [&] { op(xa, nullptr, matrix_view<quarot::bfloat16>(y.data(), m, n, n)); });
   state.counters["GOP/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * m * n * k,
                                                benchmark::Counter::kIsRate);
-  state.SetLabel(op.path() == cuda::mma_path::int4_mma ? "int4 MMA" : "int8 MMA");
+  state.SetLabel(op.path() == cuda::mma_path::int4_mma ? "int4 mma.sync"
+                 : op.path() == cuda::mma_path::wgmma  ? "wgmma"
+                                                       : "int8 mma.sync");
 }
 
+/// M x N x K, group size, path (0 automatic; on 2048 x 4096 x 4096 also the int8 mma.sync
+/// path and, for W4A4, the int4 one forced, to compare with what automatic picks).
+template <bool W4A4>
 void gemm_shapes(benchmark::internal::Benchmark* b) {
+  const long automatic = static_cast<long>(cuda::mma_path::automatic);
   for (long m : {1, 16, 2048})
     for (auto nk : {std::pair<long, long>{4096, 4096}, {11008, 4096}, {4096, 11008}})
-      for (long g : {0, 128}) b->Args({m, nk.first, nk.second, g});
-  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+      for (long g : {0, 128}) b->Args({m, nk.first, nk.second, g, automatic});
+  for (auto path : {cuda::mma_path::int8_mma, cuda::mma_path::int4_mma})
+    for (long g : {0, 128})
+      if (W4A4 || path != cuda::mma_path::int4_mma) b->Args({2048, 4096, 4096, g, static_cast<long>(path)});
+  b->ArgNames({"m", "n", "k", "group", "path"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
-BENCHMARK(BM_cuda_gemm<4, 4>)->Apply(gemm_shapes);
-BENCHMARK(BM_cuda_gemm<8, 8>)->Apply(gemm_shapes);
-BENCHMARK(BM_cuda_gemm<4, 8>)->Apply(gemm_shapes);
+BENCHMARK(BM_cuda_gemm<4, 4>)->Apply(gemm_shapes<true>);
+BENCHMARK(BM_cuda_gemm<8, 8>)->Apply(gemm_shapes<false>);
+BENCHMARK(BM_cuda_gemm<4, 8>)->Apply(gemm_shapes<false>);
 
 /// cuBLAS baselines: y (M x N, row-major) = x (M x K) · Wᵀ (N x K), as the column-major
 /// product yᵀ = W·xᵀ (the "TN" form cuBLAS's int8 GEMM requires).

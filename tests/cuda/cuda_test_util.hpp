@@ -82,6 +82,36 @@ inline std::vector<float> random_values(std::size_t n, std::uint64_t seed, float
   return v;
 }
 
+/// On the emulation, makes the emulated device a Hopper (compute capability 9.0, which the
+/// emulation treats as running sm_90a code: wgmma) for the object's lifetime when `hopper`;
+/// on a GPU it changes nothing.
+class emulated_hopper {
+ public:
+  explicit emulated_hopper(bool hopper) {
+#if defined(QUAROT_CUDA_EMULATION)
+    if (hopper) {
+      quarot_cuda_emulation::compute_major = 9;
+      quarot_cuda_emulation::compute_minor = 0;
+    }
+#else
+    (void)hopper;
+#endif
+  }
+  ~emulated_hopper() {
+#if defined(QUAROT_CUDA_EMULATION)
+    quarot_cuda_emulation::compute_major = major_;
+    quarot_cuda_emulation::compute_minor = minor_;
+#endif
+  }
+  emulated_hopper(const emulated_hopper&) = delete;
+  emulated_hopper& operator=(const emulated_hopper&) = delete;
+
+ private:
+#if defined(QUAROT_CUDA_EMULATION)
+  int major_ = quarot_cuda_emulation::compute_major, minor_ = quarot_cuda_emulation::compute_minor;
+#endif
+};
+
 template <class T>
 const char* type_name() {
   if constexpr (std::is_same_v<T, float>) return "fp32";

@@ -4,7 +4,8 @@
 //   sizes bit for bit against this backend's apply + quantize_activations;
 // - non-finite rows: scale NaN, require_finite() -> errc::numerical;
 // - integer GEMM W8A8 / W4A8 / W4A4, symmetric and asymmetric, per channel and g128, M, N,
-//   K tails, bias, fp32 and bf16 output, both MMA paths: bit for bit against
+//   K tails, bias, fp32 and bf16 output, every MMA path (mma.sync int8 / int4, sm_90a
+//   wgmma where the device runs it; the emulation runs all): bit for bit against
 //   gemm::integer_gemm<... cpu::scalar>;
 // - weight-only W4A16 / W8A16 (fp32, fp16 activations) against a double reference.
 // Without a usable device it prints the reason and exits 77 (ctest: skipped).
@@ -113,6 +114,8 @@ void check_non_finite(cuda_test::counter& t) {
 template <int WBits, int ABits>
 void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group,
                 bool bias_on, cuda::mma_path path) {
+  const cuda_test::emulated_hopper hopper(path == cuda::mma_path::wgmma);
+  if (path == cuda::mma_path::wgmma && !cuda::detail::has_wgmma()) return;  // reported once in main
   const auto x = cuda_test::random_values(m * k, m * 7 + k);
   auto w = cuda_test::random_values(n * k, n * 13 + k, 3.0f);
   for (auto& v : w) v *= 0.05f;
@@ -150,7 +153,10 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
   }
   std::string what = "W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " " + shape(m, n, k) +
                      (sym ? " sym" : " asym") + " g" + std::to_string(group) + (bias_on ? " bias" : "") +
-                     (op.path() == cuda::mma_path::int4_mma ? " int4 MMA" : " int8 MMA") + ": " +
+                     (op.path() == cuda::mma_path::int4_mma ? " int4 MMA"
+                      : op.path() == cuda::mma_path::wgmma  ? " wgmma"
+                                                            : " int8 MMA") +
+                     ": " +
                      std::to_string(bad) + " fp32 and " + std::to_string(bad16) + " bf16 outputs differ from the CPU";
   if (bad) what += " (first at " + std::to_string(first) + ": " + std::to_string(got[first]) + " vs " +
                    std::to_string(expect[first]) + ")";
@@ -248,16 +254,28 @@ int main() {
   check_non_finite(t);
 
   using P = cuda::mma_path;
-  // N: a partial 64-column tile either way; fewer tiles under the sanitizers.
+  if (!cuda::detail::has_wgmma())  // a GPU other than Hopper/sm_90a, or the emulation's default sm_86
+    t.expect_error(errc::invalid_argument, "wgmma path forced without sm_90a", [] {
+      const auto w = cuda_test::random_values(64 * 64, 1);
+      const auto wq = rtn_quantizer({.bits = 8}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 64));
+      gemm::integer_gemm<gemm::integer_policy<cuda::device, 8, 8>> op(gemm::pack_weights(wq, 8), P::wgmma);
+    });
+  {
+    const cuda_test::emulated_hopper hopper(true);
+    if (!cuda::detail::has_wgmma()) std::printf("wgmma path not checked: no sm_90a code runs on this device\n");
+  }
+  // N: a partial 64- and 128-column tile either way; fewer tiles under the sanitizers.
   const std::size_t n_pc = cuda_test::quick ? 72 : 200, n_g = cuda_test::quick ? 72 : 136;
   for (std::size_t m : {std::size_t{1}, std::size_t{3}, std::size_t{17}, std::size_t{cuda_test::emulated ? 70 : 130}})
     for (bool sym : {true, false}) {
       if (cuda_test::quick && (m == 17 || (m == 1 && sym))) continue;
-      check_gemm<8, 8>(t, m, n_pc, 200, sym, 0, m == 3, P::int8_mma);
-      check_gemm<8, 8>(t, m, n_g, 384, sym, 128, true, P::int8_mma);
-      check_gemm<4, 8>(t, m, n_pc, 200, sym, 0, false, P::int8_mma);
-      check_gemm<4, 8>(t, m, n_g, 384, sym, 128, m == 17, P::int8_mma);
-      for (P path : {P::int8_mma, P::int4_mma}) {
+      for (P path : {P::int8_mma, P::wgmma}) {
+        check_gemm<8, 8>(t, m, n_pc, 200, sym, 0, m == 3, path);
+        check_gemm<8, 8>(t, m, n_g, 384, sym, 128, true, path);
+        check_gemm<4, 8>(t, m, n_pc, 200, sym, 0, false, path);
+        check_gemm<4, 8>(t, m, n_g, 384, sym, 128, m == 17, path);
+      }
+      for (P path : {P::int8_mma, P::int4_mma, P::wgmma}) {
         check_gemm<4, 4>(t, m, n_pc, 200, sym, 0, m == 1, path);
         check_gemm<4, 4>(t, m, n_g, 384, sym, 128, true, path);
       }
@@ -268,6 +286,9 @@ int main() {
   }
   check_gemm<4, 4>(t, 20, 72, 1024, false, 128, true, P::automatic);
   check_gemm<4, 8>(t, 150, 72, 320, false, 64, true, P::int8_mma);  // two row blocks, groups of 64
+  check_gemm<4, 8>(t, 150, 72, 320, false, 64, true, P::wgmma);
+  for (P path : {P::int8_mma, P::wgmma})  // groups end inside a K stage; K padding past the last group
+    check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, path);
 
   for (int bits : {4, 8}) {
     check_weight_only<float>(t, bits, 1, 100, 200, true, 0);
@@ -280,6 +301,10 @@ int main() {
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
   check_linear<4, 8>(t, 5, 80, 512, 8, true);
   check_linear<8, 8>(t, 2, 64, 512, 6, true);  // power-of-two K: the rotation is bit-exact too
+  {
+    const cuda_test::emulated_hopper hopper(true);  // automatic path on Hopper: wgmma
+    if (cuda::detail::has_wgmma()) check_linear<4, 4>(t, 9, 96, 1024, 4, true);
+  }
 
   t.expect_error(errc::invalid_argument, "8-bit packed weights in a W4A4 GEMM", [] {
     const auto w = cuda_test::random_values(64 * 64, 1);

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -60,6 +61,9 @@ struct dim3 {
 struct uint2 {
   unsigned x, y;
 };
+struct uint4 {
+  unsigned x, y, z, w;
+};
 
 struct CUstream_st;
 using cudaStream_t = CUstream_st*;
@@ -95,11 +99,27 @@ inline std::map<const void*, int>& shared_limits() {
   return m;
 }
 
+/// One wgmma.mma_async issued by a thread, run when a wait_group retires its group (so
+/// that a kernel which reads the accumulators or overwrites the operands too early sees
+/// the consequences, as it would on the device).
+struct wgmma_op {
+  int* d;
+  int n;
+  std::uint64_t a, b;
+  bool accumulate;
+};
+struct wgmma_state {
+  std::vector<wgmma_op> open;                 // issued since the last commit
+  std::vector<std::vector<wgmma_op>> groups;  // committed, oldest first
+};
+
 struct thread_context {
   dim3 thread_idx, block_idx, block_dim, grid_dim;
   unsigned lane, warp;
   std::uint32_t* warp_slots;  // 32 lanes x 16 words
   unsigned char* shared;
+  std::size_t shared_bytes;
+  wgmma_state* wgmma;
 };
 
 /// A block's threads are fibers (ucontext) run by one host thread: each runs until it
@@ -109,6 +129,7 @@ struct fiber {
   ucontext_t context;
   std::unique_ptr<unsigned char[]> stack;
   thread_context thread;
+  wgmma_state wgmma;
   bool done = false;
 };
 struct barrier_state {
@@ -237,7 +258,9 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
   void* body_arg[2] = {&kernel_copy, &arguments};
   block_run b;
   b.fibers = std::vector<fiber>(threads);
-  for (auto& f : b.fibers) f.stack = std::make_unique<unsigned char[]>(fiber_stack_bytes);
+  // Fiber stacks are not zeroed (value-initializing 256 KiB per thread took a third of the
+  // emulated tests' time).
+  for (auto& f : b.fibers) f.stack = std::make_unique_for_overwrite<unsigned char[]>(fiber_stack_bytes);
   b.body = body;
   b.body_arg = body_arg;
   block_run* const outer = current_block();
@@ -259,7 +282,10 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
                                     t % 32,
                                     t / 32,
                                     slots.data() + static_cast<std::size_t>(t / 32) * 32 * 16,
-                                    shared.data()};
+                                    shared.data(),
+                                    shared.size(),
+                                    &f.wgmma};
+          f.wgmma = wgmma_state{};
           start_fiber(f);
         }
         // Round robin until every fiber has returned.
@@ -311,7 +337,69 @@ inline void mma(bool s4, int (&d)[4], const std::uint32_t (&a)[4], const std::ui
   syncwarp();
 }
 
+/// The shared-memory address of p (an offset into the block's dynamic shared memory).
+inline std::size_t shared_address(const void* p) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  if (b < ctx->shared || b >= ctx->shared + ctx->shared_bytes) {
+    std::fprintf(stderr, "emulation: __cvta_generic_to_shared of a pointer outside dynamic shared memory\n");
+    std::abort();
+  }
+  return static_cast<std::size_t>(b - ctx->shared);
+}
+
+/// Element (row, k) of an s8 operand in shared memory through a wgmma descriptor. Only
+/// the no-swizzle K-major layout is emulated: byte (row / 8)·SBO + (k / 16)·LBO +
+/// (row % 8)·16 + k % 16 from the start address (PTX ISA, "Shared Memory Matrix Layout").
+inline int descriptor_element(std::uint64_t desc, int row, int k) {
+  const std::size_t start = (desc & 0x3fffu) << 4, lbo = ((desc >> 16) & 0x3fffu) << 4,
+                    sbo = ((desc >> 32) & 0x3fffu) << 4;
+  if ((desc >> 49 & 7u) != 0 || (desc >> 62) != 0) {
+    std::fprintf(stderr, "emulation: only no-swizzle wgmma descriptors with base offset 0 are emulated\n");
+    std::abort();
+  }
+  const std::size_t at = start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
+  if (at >= ctx->shared_bytes) {
+    std::fprintf(stderr, "emulation: wgmma operand byte %zu past the %zu bytes of shared memory\n", at,
+                 ctx->shared_bytes);
+    std::abort();
+  }
+  return static_cast<std::int8_t>(ctx->shared[at]);
+}
+
+/// wgmma.mma_async.m64nNk32.s32.s8.s8 for this thread's N / 2 accumulators (warp w of its
+/// warpgroup, g = lane / 4, c = lane % 4: register 4j + 2i + e is row 16w + g + 8i,
+/// column 8j + 2c + e), deferred to the wait_group that retires it.
+inline void wgmma_s8(int* d, int n, std::uint64_t a, std::uint64_t b, bool accumulate) {
+  ctx->wgmma->open.push_back(wgmma_op{d, n, a, b, accumulate});
+}
+inline void run_wgmma(const wgmma_op& op) {
+  const int w = static_cast<int>(ctx->warp % 4), g = static_cast<int>(ctx->lane / 4), c = static_cast<int>(ctx->lane % 4);
+  for (int j = 0; j < op.n / 8; ++j)
+    for (int i = 0; i < 2; ++i)
+      for (int e = 0; e < 2; ++e) {
+        const int row = 16 * w + g + 8 * i, col = 8 * j + 2 * c + e;
+        int s = 0;
+        for (int k = 0; k < 32; ++k) s += descriptor_element(op.a, row, k) * descriptor_element(op.b, col, k);
+        int& out = op.d[4 * j + 2 * i + e];
+        out = op.accumulate ? out + s : s;
+      }
+}
+inline void wgmma_commit() {
+  wgmma_state& st = *ctx->wgmma;
+  st.groups.push_back(std::move(st.open));
+  st.open.clear();
+}
+inline void wgmma_wait(int pending) {
+  wgmma_state& st = *ctx->wgmma;
+  while (static_cast<int>(st.groups.size()) > pending) {
+    for (const wgmma_op& op : st.groups.front()) run_wgmma(op);
+    st.groups.erase(st.groups.begin());
+  }
+}
+
 }  // namespace quarot_cuda_emulation
+
+inline std::size_t __cvta_generic_to_shared(const void* p) { return ::quarot_cuda_emulation::shared_address(p); }
 
 #define threadIdx (::quarot_cuda_emulation::ctx->thread_idx)
 #define blockIdx (::quarot_cuda_emulation::ctx->block_idx)

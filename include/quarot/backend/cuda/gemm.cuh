@@ -4,10 +4,12 @@
 //
 // Integer GEMM: y = x·Wᵀ with x quantized per token on the device (device_activations)
 // and W quantized per channel or per group (pack_weights). Tensor-core MMA:
+//   wgmma.m64n128k32 s8 x s8 -> s32    (sm_90a, every policy; Hopper has no int4 MMA, so
+//                                      4-bit operands are widened to s8 in shared memory;
+//                                      sm90.cuh),
 //   mma.sync.m16n8k64 s4 x s4 -> s32  (W4A4 on sm_80-sm_89),
-//   mma.sync.m16n8k32 s8 x s8 -> s32  (W8A8, W4A8 and, on sm_90 and later, which have no
-//                                      int4 MMA, W4A4), 4-bit operands widened to s8 in
-//                                      registers.
+//   mma.sync.m16n8k32 s8 x s8 -> s32  (W8A8, W4A8, and W4A4 where neither of the above
+//                                      runs), 4-bit operands widened to s8 in registers.
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k32 / m16n8k64"): with
 // g = lane / 4 and c = lane % 4, A's registers 0..3 hold 32 bits of row g, g + 8, g, g + 8
 // at K bytes 4c, 4c, 16 + 4c, 16 + 4c of the step; B's registers 0..1 hold 32 bits of
@@ -19,9 +21,10 @@
 // gemm::integer_gemm on the CPU): per weight group the exact int32 Σ q_a·(w - z), then
 // c = fma(scale, float(acc), c) from c = 0; finally y = fma(row scale, c, bias).
 //
-// Tiles: 128 x 64 outputs per 4-warp block, K through a 3-stage cp.async pipeline in
-// shared memory (rows XOR-swizzled by 16-byte chunk so fragment loads are conflict-free);
-// fragments are read from shared memory with 32-bit loads (no ldmatrix yet).
+// mma.sync tiles: 128 x 64 outputs per 4-warp block, K through a 3-stage cp.async
+// pipeline in shared memory (rows XOR-swizzled by 16-byte chunk so fragment loads are
+// conflict-free); fragments are read from shared memory with 32-bit loads (no ldmatrix
+// yet). wgmma tiles: 128 x 128 per two warpgroups (wgmma_tile_shape).
 #pragma once
 
 #include <cstddef>
@@ -38,10 +41,11 @@
 #include "../../gemm/policies.hpp"
 #include "common.cuh"
 #include "quantize.cuh"
+#include "sm90.cuh"
 
 namespace quarot::cuda {
 
-/// Packed weights in device memory: N_padded rows (N rounded up to 64, zero rows) of
+/// Packed weights in device memory: N_padded rows (N rounded up to 128, zero rows) of
 /// k_padded signed levels w - offset (int4: raw - 8, two per byte, low nibble first; int8:
 /// raw), with per (group, column) scales and zero points z - offset, group-major
 /// ([g · n_padded + col]).
@@ -64,7 +68,7 @@ struct device_weights {
     d.bits = w.bits;
     d.groups = w.groups;
     d.group_size = w.groups == 1 ? 0 : w.group_size;
-    d.n_padded = (w.n + 63) / 64 * 64;
+    d.n_padded = (w.n + 127) / 128 * 128;  // whole tiles for either kernel (64 or 128 columns)
     d.k_padded = (w.k + 63) / 64 * 64;
     d.row_bytes = w.bits == 4 ? d.k_padded / 2 : d.k_padded;
     const int offset = w.bits == 4 ? 8 : 0;
@@ -140,6 +144,19 @@ struct cuda_gemm_operands {
   std::size_t m, n, n_padded;
   int steps, group_steps, groups;  // K steps in all, per group, groups
   bool symmetric;
+
+  // K is padded (to 64) past the last group, which the padding steps join: K = 96 in groups
+  // of 32 is 3 groups over 4 steps of 32.
+  /// The weight group of K step `step`.
+  __device__ int group_of(int step) const { return min(step / group_steps, groups - 1); }
+  /// Whether `step` is the first of its group (its MMA starts from zero).
+  __device__ bool starts_group(int step) const {
+    return (step % group_steps == 0) & (step / group_steps < groups);  // no branch: see integer_gemm_wgmma_kernel
+  }
+  /// Whether `step` is the last of its group (the group's sums are folded after it).
+  __device__ bool ends_group(int step) const {
+    return step + 1 == steps || ((step + 1) % group_steps == 0 && (step + 1) / group_steps < groups);
+  }
 };
 
 /// 16 bytes from global to shared memory, asynchronously (cp.async, sm_80+); `bytes` = 0
@@ -220,6 +237,26 @@ __device__ __forceinline__ void for_each_result(F&& f) {
       for (int i = 0; i < 4; ++i) f(mt, nt, i);
 }
 
+/// Group `grp`'s int32 sum `acc` of output (r, col) into its fp32 partial `cf`: the exact
+/// zero-point correction (asymmetric weights), then cf = fma(scale, float(acc), cf) from
+/// cf = 0 — the CPU kernels' operations in their order.
+__device__ __forceinline__ void fold_group(const cuda_gemm_operands& op, int grp, std::size_t r, std::size_t col,
+                                          int acc, float& cf) {
+  const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
+  if (!op.symmetric && r < op.m) acc -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
+  cf = fmaf(op.scales[gi], static_cast<float>(acc), grp == 0 ? 0.0f : cf);
+}
+
+/// y(r, col) = fma(row scale, cf, bias) for outputs inside the M x N result.
+template <class Out>
+__device__ __forceinline__ void store_result(const cuda_gemm_operands& op, std::size_t r, std::size_t col, float cf,
+                                            Out* y, std::size_t ldy) {
+  if (r >= op.m || col >= op.n) return;
+  const float v = fmaf(op.row_scales[r], cf, op.bias ? op.bias[col] : 0.0f);
+  if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
+  else store_from_float(y + r * ldy + col, v);
+}
+
 template <mma_kind Kind, int ABits, int WBits, class Out>
 __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
   using S = gemm_tile_shape<Kind, ABits, WBits>;
@@ -281,28 +318,150 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
       for (int mt = 0; mt < 4; ++mt)
         QUAROT_CUDA_UNROLL
         for (int nt = 0; nt < 4; ++nt) mma<Kind>(acc[mt][nt], a[mt], b[nt]);
-      if ((step + 1) % op.group_steps != 0 && step + 1 != op.steps) continue;
+      if (!op.ends_group(step)) continue;
       // The group ends: exact integer correction, c = fma(scale, float(acc), c), acc = 0.
-      const int grp = step / op.group_steps;
+      const int grp = op.group_of(step);
       for_each_result([&](int mt, int nt, int i) {
-        const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
-        const std::size_t gi = static_cast<std::size_t>(grp) * op.n_padded + col;
-        int v = acc[mt][nt][i];
-        if (!op.symmetric && r < op.m) v -= op.zeros[gi] * op.rowsums[r * op.groups + grp];
-        cf[mt][nt][i] = fmaf(op.scales[gi], static_cast<float>(v), grp == 0 ? 0.0f : cf[mt][nt][i]);
+        fold_group(op, grp, m0 + result_row(wm, mt, g, i), n0 + result_col(wn, nt, c, i), acc[mt][nt][i],
+                   cf[mt][nt][i]);
         acc[mt][nt][i] = 0;
       });
     }
   }
   copy_async_wait<0>();
   for_each_result([&](int mt, int nt, int i) {
-    const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
-    if (r < op.m && col < op.n) {
-      const float v = fmaf(op.row_scales[r], cf[mt][nt][i], op.bias ? op.bias[col] : 0.0f);
-      if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
-      else store_from_float(y + r * ldy + col, v);
-    }
+    store_result(op, m0 + result_row(wm, mt, g, i), n0 + result_col(wn, nt, c, i), cf[mt][nt][i], y, ldy);
   });
+}
+
+// ------------------------------------------------------------------ sm_90a: wgmma
+/// The sm_90a block tile: 128 x 128 outputs, two warpgroups of 64 x 128 (one
+/// wgmma.m64n128k32 per 32 K each), K in stages of 64 through a ring of 4 shared-memory
+/// buffers, refilled 2 stages ahead: a buffer is overwritten only after the MMAs that read
+/// it have retired (each stage ends with wgmma.wait_group 1, and the barrier before the
+/// refill orders that for both warpgroups). 8-bit operands are copied with cp.async
+/// straight into the interleaved s8 layout (sm90.cuh); 4-bit ones are copied packed and
+/// widened to s8 in shared memory, as Hopper has no int4 MMA.
+template <int ABits, int WBits>
+struct wgmma_tile_shape {
+  static constexpr int bm = 128, bn = 128, threads = 256;
+  static constexpr int ks = 64, stages = 4, ahead = 2;
+  static constexpr int sbo = ks / 16 * 128;  // bytes between 8-row groups of a stage's s8 tile
+  static constexpr int a_tile = bm * ks, w_tile = bn * ks;
+  static constexpr int a_packed = ABits == 4 ? bm * ks / 2 : 0, w_packed = WBits == 4 ? bn * ks / 2 : 0;
+  // A stage: [A s8 tile][W s8 tile][A packed][W packed].
+  static constexpr int stage_bytes = a_tile + w_tile + a_packed + w_packed;
+  static constexpr int shared_bytes = stages * stage_bytes;
+};
+
+/// Stage s of one operand — rows [r0, r0 + R) of `src` (row_bytes each; rows from `rows`
+/// on and bytes past a row are zeros) — into shared memory: 8-bit data into the s8 tile
+/// (consecutive threads fill consecutive 16-byte slots of it), 4-bit data into `packed`
+/// (R rows of ks / 2 bytes) for widen_stage.
+template <int Bits, int R, class S>
+__device__ __forceinline__ void load_wgmma_stage(unsigned char* tile, unsigned char* packed, const std::uint8_t* src,
+                                                 std::size_t row_bytes, std::size_t r0, std::size_t rows, int s,
+                                                 int tid) {
+  constexpr int row_chunks = S::ks * Bits / 8 / 16;
+  for (int i = tid; i < R * row_chunks; i += S::threads) {
+    const int row = Bits == 8 ? (i / (8 * row_chunks)) * 8 + i % 8 : i / row_chunks;
+    const int chunk = Bits == 8 ? (i / 8) % row_chunks : i % row_chunks;
+    const std::size_t r = r0 + row, byte = static_cast<std::size_t>(s) * (S::ks * Bits / 8) + chunk * 16;
+    const bool live = r < rows && byte < row_bytes;
+    unsigned char* dst =
+        Bits == 8 ? tile + interleaved_offset(row, chunk * 16, S::sbo) : packed + row * (S::ks / 2) + chunk * 16;
+    copy16_async(dst, src + (live ? r * row_bytes + byte : 0), live ? 16 : 0);
+  }
+}
+
+/// The packed 4-bit stage of an operand (R rows) as s8 in its interleaved tile: each
+/// thread widens 16 nibbles into one 16-byte slot.
+template <int R, class S>
+__device__ __forceinline__ void widen_stage(unsigned char* tile, const unsigned char* packed, int tid) {
+  constexpr int chunks = S::ks / 16;
+  for (int i = tid; i < R * chunks; i += S::threads) {
+    const int row = (i / (8 * chunks)) * 8 + i % 8, chunk = (i / 8) % chunks;
+    const uint2 p = *reinterpret_cast<const uint2*>(packed + row * (S::ks / 2) + chunk * 8);
+    uint4 v;
+    v.x = widen_s4x4(p.x & 0xffffu);
+    v.y = widen_s4x4(p.x >> 16);
+    v.z = widen_s4x4(p.y & 0xffffu);
+    v.w = widen_s4x4(p.y >> 16);
+    *reinterpret_cast<uint4*>(tile + interleaved_offset(row, chunk * 16, S::sbo)) = v;
+  }
+}
+
+/// The integer GEMM on sm_90a warpgroup MMAs (s8 x s8 -> s32); the epilogue is the
+/// mma.sync kernel's (fold_group, store_result), so results are bit-identical to it and to
+/// the CPU. Needs n_padded a multiple of 128 and K padded to 64 (device_weights does both).
+template <int ABits, int WBits, class Out>
+__global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
+  using S = wgmma_tile_shape<ABits, WBits>;
+  QUAROT_CUDA_DYNAMIC_SHARED(unsigned char, smem);
+  const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
+  const int g = lane / 4, c = lane % 4;
+  const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
+  const int kstages = op.steps / 2;
+  const auto stage = [&](int s) { return smem + (s % S::stages) * S::stage_bytes; };
+  const auto load_stage = [&](int s) {
+    unsigned char* base = stage(s);
+    load_wgmma_stage<ABits, S::bm, S>(base, base + S::a_tile + S::w_tile, op.a, op.a_row_bytes, m0, op.m, s, tid);
+    load_wgmma_stage<WBits, S::bn, S>(base + S::a_tile, base + S::a_tile + S::w_tile + S::a_packed, op.w,
+                                      op.w_row_bytes, n0, op.n_padded, s, tid);
+  };
+  // Result register 4j + 2i + e is row 64·wg + 16·warp + g + 8i, column 8j + 2c + e.
+  const auto for_each_register = [&](auto&& f) {
+    QUAROT_CUDA_UNROLL
+    for (int j = 0; j < 16; ++j)
+      QUAROT_CUDA_UNROLL
+      for (int i = 0; i < 4; ++i)
+        f(4 * j + i, m0 + 64 * wg + 16 * warp + g + 8 * (i / 2), n0 + 8 * j + 2 * c + i % 2);
+  };
+
+  int acc[64] = {};
+  float cf[64];
+  for (int s = 0; s < S::ahead; ++s) {
+    if (s < kstages) load_stage(s);
+    copy_async_commit();
+  }
+  for (int s = 0; s < kstages; ++s) {
+    copy_async_wait<S::ahead - 1>();
+    unsigned char* base = stage(s);
+    if constexpr (ABits == 4 || WBits == 4) {
+      __syncthreads();  // every thread's packed copies of stage s are in
+      if constexpr (ABits == 4) widen_stage<S::bm, S>(base, base + S::a_tile + S::w_tile, tid);
+      if constexpr (WBits == 4) widen_stage<S::bn, S>(base + S::a_tile, base + S::a_tile + S::w_tile + S::a_packed, tid);
+    }
+    fence_shared_for_async();
+    __syncthreads();  // stage s is in for every thread; stage s - 2's MMAs have retired in both warpgroups
+    if (s + S::ahead < kstages) load_stage(s + S::ahead);
+    copy_async_commit();
+    for (int j = 0; j < 2; ++j) {
+      const int step = 2 * s + j;
+      const std::uint64_t a = shared_matrix_descriptor(base + interleaved_offset(64 * wg, 32 * j, S::sbo), 128, S::sbo);
+      const std::uint64_t b = shared_matrix_descriptor(base + S::a_tile + interleaved_offset(0, 32 * j, S::sbo), 128,
+                                                       S::sbo);
+      const bool accumulate = !op.starts_group(step);  // a group's first MMA starts from zero
+      // The fence and the MMA in one basic block (a branch between them makes ptxas inject
+      // another fence).
+      wgmma_fence();
+      wgmma_m64n128k32_s8(acc, a, b, accumulate);
+      wgmma_commit();
+      if (!op.ends_group(step)) continue;
+      // The group ends: wait for its MMAs, then fold (the next MMA overwrites acc).
+      wgmma_wait<0>();
+      wgmma_fence_operands(acc);
+      const int grp = op.group_of(step);
+      for_each_register([&](int reg, std::size_t r, std::size_t col) { fold_group(op, grp, r, col, acc[reg], cf[reg]); });
+    }
+    wgmma_wait<1>();
+    wgmma_fence_operands(acc);
+  }
+  // Nothing is in flight (the last step ended a group); saying so lets ptxas reuse the
+  // accumulator registers in the epilogue without injecting a wait of its own.
+  wgmma_wait<0>();
+  copy_async_wait<0>();
+  for_each_register([&](int reg, std::size_t r, std::size_t col) { store_result(op, r, col, cf[reg], y, ldy); });
 }
 
 /// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows). A
@@ -401,9 +560,15 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
                    bias, y.data, y.stride);
 }
 
-/// Which tensor-core path an integer GEMM takes: automatic (int4 MMA for W4A4 on sm_80 to
-/// sm_89, int8 MMA otherwise), or one forced (tests run both on any device).
-enum class mma_path { automatic, int4_mma, int8_mma };
+/// Which tensor-core path an integer GEMM takes: automatic (warpgroup MMA where the device
+/// runs this program's sm_90a code, else int4 mma.sync for W4A4 on sm_80 to sm_89 and int8
+/// mma.sync otherwise), or one forced (tests run each one the device has).
+enum class mma_path {
+  automatic,
+  int4_mma,  ///< mma.sync m16n8k64 s4 (W4A4)
+  int8_mma,  ///< mma.sync m16n8k32 s8, 4-bit operands widened in registers
+  wgmma      ///< sm_90a wgmma m64n128k32 s8, 4-bit operands widened in shared memory
+};
 
 }  // namespace quarot::cuda
 
@@ -427,11 +592,16 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     quarot::detail::require(w.k <= 65536, "GEMM: K = ", w.k, " exceeds 65536 (int32 accumulator bound)");
     if (path_ == cuda::mma_path::automatic) {
       const int cc = cuda::detail::compute_capability();
-      path_ = WeightBits == 4 && ActivationBits <= 4 && cc >= 80 && cc < 90 ? cuda::mma_path::int4_mma
+      path_ = cuda::detail::has_wgmma()                                          ? cuda::mma_path::wgmma
+              : WeightBits == 4 && ActivationBits <= 4 && cc >= 80 && cc < 90 ? cuda::mma_path::int4_mma
                                                                               : cuda::mma_path::int8_mma;
     }
-    quarot::detail::require(path_ == cuda::mma_path::int8_mma || (WeightBits == 4 && ActivationBits <= 4),
+    quarot::detail::require(path_ != cuda::mma_path::int4_mma || (WeightBits == 4 && ActivationBits <= 4),
                             "CUDA GEMM: the int4 MMA path needs W4A4");
+    quarot::detail::require(path_ != cuda::mma_path::wgmma || cuda::detail::has_wgmma(),
+                            "CUDA GEMM: the wgmma path needs a compute capability 9.0 device running code built for "
+                            "sm_90a (CMake CUDA architecture 90a); this device has compute capability ",
+                            cuda::detail::compute_capability());
     const std::size_t k_step = path_ == cuda::mma_path::int4_mma ? 64 : 32;
     quarot::detail::require(w.groups == 1 || w.group_size % k_step == 0, "CUDA GEMM: group size ", w.group_size,
                             " is not a multiple of the MMA's K step ", k_step);
@@ -485,13 +655,22 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
                              x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums_.data());
       op.rowsums = rowsums_.data();
     }
+    constexpr int a_bits = ActivationBits <= 4 ? 4 : 8;
+    if (path_ == cuda::mma_path::wgmma) {
+      using S = cuda::detail::wgmma_tile_shape<a_bits, WeightBits>;
+      const auto kernel = cuda::detail::integer_gemm_wgmma_kernel<a_bits, WeightBits, Out>;
+      cuda::detail::allow_shared(kernel, S::shared_bytes);
+      const dim3 grid(static_cast<unsigned>(w_.n_padded / S::bn), cuda::detail::grid_for(x.rows, S::bm));
+      cuda::detail::launch(kernel, grid, S::threads, S::shared_bytes, stream, op, y.data, y.stride);
+      return;
+    }
     const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), cuda::detail::grid_for(x.rows, 128));
     using K = cuda::detail::mma_kind;
     if (int4)
       cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s4, 4, 4, Out>, grid, 128, 0, stream, op, y.data,
                            y.stride);
     else
-      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s8, (ActivationBits <= 4 ? 4 : 8), WeightBits, Out>,
+      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s8, a_bits, WeightBits, Out>,
                            grid, 128, 0, stream, op, y.data, y.stride);
   }
 

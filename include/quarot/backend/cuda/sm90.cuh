@@ -1,0 +1,158 @@
+// quarot — Hopper (sm_90a) primitives for the CUDA GEMM: warpgroup MMA (wgmma) on
+// operands in shared memory, its fences, and the shared-memory matrix descriptor.
+//
+// wgmma.mma_async (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"):
+// the four warps of a warpgroup (128 threads, warp rank a multiple of 4) multiply a 64 x K
+// tile of A by a K x N tile of B, both read from shared memory through 64-bit descriptors,
+// into per-thread accumulator registers. It is issued asynchronously: results may be read
+// only after wgmma.commit_group + wgmma.wait_group, and shared memory written by threads
+// (st.shared, cp.async) must be made visible to the MMA's async proxy first
+// (fence.proxy.async). The instructions need the arch-specific target sm_90a
+// (__CUDA_ARCH_FEAT_SM90_ALL); built for anything else the wrappers trap, and the host
+// side only selects them after probing the running binary (cuda::detail::has_wgmma).
+//
+// Shared-memory layout used here: 8-bit operands, K-major, no swizzle ("interleave"): a
+// core matrix is 8 rows x 16 bytes stored as 128 contiguous bytes; the descriptor's
+// leading byte offset (LBO) steps between core matrices along K, its stride byte offset
+// (SBO) between groups of 8 rows, i.e. byte(row, k) = (row / 8)·SBO + (k / 16)·LBO +
+// (row % 8)·16 + k % 16 from the descriptor's start address.
+//
+// Accumulators of an m64nNk32 .s32 wgmma (N / 2 registers per thread): with warp w of the
+// warpgroup, g = lane / 4 and c = lane % 4, register 4j + 2i + e holds row 16w + g + 8i,
+// column 8j + 2c + e — the mma.sync m16n8 layout, one 16-row slab per warp, repeated for
+// every 8 columns.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "common.cuh"
+
+namespace quarot::cuda::detail {
+
+/// Byte offset of (row, k) in the no-swizzle K-major layout with the given SBO (LBO = 128:
+/// the K chunks of an 8-row group are adjacent).
+__device__ __forceinline__ int interleaved_offset(int row, int k, int sbo) {
+  return (row / 8) * sbo + (k / 16) * 128 + (row % 8) * 16 + k % 16;
+}
+
+/// The descriptor of a no-swizzle K-major operand starting at `p` (shared memory, 16-byte
+/// aligned): start address, LBO and SBO in 16-byte units; base offset 0, layout type 0.
+__device__ __forceinline__ std::uint64_t shared_matrix_descriptor(const void* p, int lbo, int sbo) {
+  const auto address = static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+  return static_cast<std::uint64_t>((address >> 4) & 0x3fffu) |
+         static_cast<std::uint64_t>((static_cast<unsigned>(lbo) >> 4) & 0x3fffu) << 16 |
+         static_cast<std::uint64_t>((static_cast<unsigned>(sbo) >> 4) & 0x3fffu) << 32;
+}
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define QUAROT_CUDA_SM90A 1
+#endif
+
+/// Makes this thread's earlier shared-memory writes visible to the async proxy (wgmma).
+__device__ __forceinline__ void fence_shared_for_async() {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+/// Orders this thread's register accesses before the wgmma instructions that follow.
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+/// Closes the group of the wgmma instructions issued since the last commit.
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::wgmma_commit();
+#endif
+}
+
+/// Waits until at most N committed wgmma groups are pending.
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::wgmma_wait(N);
+#endif
+}
+
+/// Keeps the compiler from moving accesses of the accumulators across the asynchronous
+/// MMA's issue and wait points (the registers change behind its back in between).
+__device__ __forceinline__ void wgmma_fence_operands(int (&d)[64]) {
+#if defined(QUAROT_CUDA_SM90A)
+  QUAROT_CUDA_UNROLL
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+r"(d[i])::"memory");
+#else
+  (void)d;
+#endif
+}
+
+/// d (+)= A·Bᵀ for a 64 x 32 s8 tile A and a 128 x 32 s8 tile B (both K-major, from
+/// their descriptors), int32 results; `accumulate` false starts from zero.
+__device__ __forceinline__ void wgmma_m64n128k32_s8(int (&d)[64], std::uint64_t a, std::uint64_t b, bool accumulate) {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+      "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, "
+      "%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]),
+        "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]),
+        "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]),
+        "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]),
+        "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]),
+        "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]),
+        "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),
+        "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::wgmma_s8(d, 128, a, b, accumulate);  // the tests' CPU emulation
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+  __trap();  // wgmma needs a binary built for sm_90a
+#endif
+}
+
+/// 1 where the code that runs on the device was built for sm_90a (wgmma available), else 0.
+template <int = 0>
+__global__ void wgmma_probe(int* out) {
+#if defined(QUAROT_CUDA_SM90A)
+  *out = 1;
+#elif defined(QUAROT_CUDA_EMULATION)
+  *out = ::quarot_cuda_emulation::compute_major >= 9;
+#else
+  *out = 0;
+#endif
+}
+
+/// Whether the current device runs this program's sm_90a code: compute capability 9.0 and
+/// kernels built for sm_90a (CMake architecture "90a"; plain "90" has no wgmma). A probe
+/// kernel answers once per device.
+inline bool has_wgmma() {
+  if (compute_capability() != 90) return false;
+  int dev = 0;
+  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  static std::atomic<int> known[64];  // 0 unknown, 1 no, 2 yes
+#if !defined(QUAROT_CUDA_EMULATION)   // (the emulation's device changes between tests)
+  if (dev >= 0 && dev < 64 && known[dev].load() != 0) return known[dev].load() == 2;
+#endif
+  device_buffer<int> flag(1);
+  launch(wgmma_probe<0>, 1, 1, 0, nullptr, flag.data());
+  int yes = 0;
+  flag.download(&yes, 1);
+  if (dev >= 0 && dev < 64) known[dev].store(yes ? 2 : 1);
+  return yes != 0;
+}
+
+}  // namespace quarot::cuda::detail
