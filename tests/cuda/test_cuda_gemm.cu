@@ -289,6 +289,7 @@ int main() {
   check_gemm<4, 8>(t, 150, 72, 320, false, 64, true, P::wgmma);
   for (P path : {P::int8_mma, P::wgmma})  // groups end inside a K stage; K padding past the last group
     check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, path);
+  check_gemm<4, 4>(t, 3, 300, 256, false, 0, true, P::wgmma);  // a 256-column tile past the padded N
 
   for (int bits : {4, 8}) {
     check_weight_only<float>(t, bits, 1, 100, 200, true, 0);

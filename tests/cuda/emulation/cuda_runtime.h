@@ -84,9 +84,10 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 
 namespace quarot_cuda_emulation {
 
-/// The emulated device: sm_86-like (int4 MMA, 99 KiB of opt-in shared memory per block).
+/// The emulated device: sm_86-like (int4 MMA, 99 KiB of opt-in shared memory per block); the tests make it a Hopper (9.0) for the wgmma path.
 inline int compute_major = 8, compute_minor = 6;
-constexpr int max_shared_optin = 101376;
+/// Opt-in shared memory per block: 99 KiB (sm_86), 227 KiB on the emulated Hopper.
+inline int max_shared_optin() { return compute_major >= 9 ? 232448 : 101376; }
 constexpr int default_shared = 48 * 1024;
 
 inline thread_local cudaError_t last_error = cudaSuccess;
@@ -496,13 +497,13 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int /*device
   switch (a) {
     case cudaDevAttrComputeCapabilityMajor: *v = ::quarot_cuda_emulation::compute_major; break;
     case cudaDevAttrComputeCapabilityMinor: *v = ::quarot_cuda_emulation::compute_minor; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = ::quarot_cuda_emulation::max_shared_optin; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = ::quarot_cuda_emulation::max_shared_optin(); break;
   }
   return cudaSuccess;
 }
 template <class Kernel>
 cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {
-  if (value > ::quarot_cuda_emulation::max_shared_optin) return cudaErrorInvalidValue;
+  if (value > ::quarot_cuda_emulation::max_shared_optin()) return cudaErrorInvalidValue;
   ::quarot_cuda_emulation::shared_limits()[reinterpret_cast<const void*>(kernel)] = value;
   return cudaSuccess;
 }

@@ -335,16 +335,19 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
 }
 
 // ------------------------------------------------------------------ sm_90a: wgmma
-/// The sm_90a block tile: 128 x 128 outputs, two warpgroups of 64 x 128 (one
-/// wgmma.m64n128k32 per 32 K each), K in stages of 64 through a ring of 4 shared-memory
+/// The sm_90a block tile: 128 x BN outputs, two warpgroups of 64 x BN (one
+/// wgmma.m64nBNk32 per 32 K each), K in stages of 64 through a ring of 4 shared-memory
 /// buffers, refilled 2 stages ahead: a buffer is overwritten only after the MMAs that read
 /// it have retired (each stage ends with wgmma.wait_group 1, and the barrier before the
 /// refill orders that for both warpgroups). 8-bit operands are copied with cp.async
 /// straight into the interleaved s8 layout (sm90.cuh); 4-bit ones are copied packed and
-/// widened to s8 in shared memory, as Hopper has no int4 MMA.
-template <int ABits, int WBits>
+/// widened to s8 in shared memory, as Hopper has no int4 MMA. BN = 256 (per-channel
+/// weights) reads half the shared-memory bytes per multiply-add of BN = 128 (A is read
+/// once per MMA either way), but holds 128 accumulators per thread: per-group weights,
+/// which also keep an fp32 partial per output, use BN = 128.
+template <int ABits, int WBits, int BN>
 struct wgmma_tile_shape {
-  static constexpr int bm = 128, bn = 128, threads = 256;
+  static constexpr int bm = 128, bn = BN, threads = 256;
   static constexpr int ks = 64, stages = 4, ahead = 2;
   static constexpr int sbo = ks / 16 * 128;  // bytes between 8-row groups of a stage's s8 tile
   static constexpr int a_tile = bm * ks, w_tile = bn * ks;
@@ -393,10 +396,11 @@ __device__ __forceinline__ void widen_stage(unsigned char* tile, const unsigned 
 
 /// The integer GEMM on sm_90a warpgroup MMAs (s8 x s8 -> s32); the epilogue is the
 /// mma.sync kernel's (fold_group, store_result), so results are bit-identical to it and to
-/// the CPU. Needs n_padded a multiple of 128 and K padded to 64 (device_weights does both).
-template <int ABits, int WBits, class Out>
+/// the CPU. Needs K padded to 64 (device_weights does it); BN = 256 only for one group.
+template <int ABits, int WBits, int BN, class Out>
 __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
-  using S = wgmma_tile_shape<ABits, WBits>;
+  using S = wgmma_tile_shape<ABits, WBits, BN>;
+  constexpr bool grouped = BN == 128;  // BN = 256: per-channel weights, folded once at the end
   QUAROT_CUDA_DYNAMIC_SHARED(unsigned char, smem);
   const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
@@ -412,14 +416,14 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
   // Result register 4j + 2i + e is row 64·wg + 16·warp + g + 8i, column 8j + 2c + e.
   const auto for_each_register = [&](auto&& f) {
     QUAROT_CUDA_UNROLL
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < BN / 8; ++j)
       QUAROT_CUDA_UNROLL
       for (int i = 0; i < 4; ++i)
         f(4 * j + i, m0 + 64 * wg + 16 * warp + g + 8 * (i / 2), n0 + 8 * j + 2 * c + i % 2);
   };
 
-  int acc[64] = {};
-  float cf[64];
+  int acc[BN / 2] = {};
+  float cf[grouped ? BN / 2 : 1];
   for (int s = 0; s < S::ahead; ++s) {
     if (s < kstages) load_stage(s);
     copy_async_commit();
@@ -445,14 +449,17 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
       // The fence and the MMA in one basic block (a branch between them makes ptxas inject
       // another fence).
       wgmma_fence();
-      wgmma_m64n128k32_s8(acc, a, b, accumulate);
+      wgmma_m64nNk32_s8<BN>(acc, a, b, accumulate);
       wgmma_commit();
+      if constexpr (!grouped) continue;
       if (!op.ends_group(step)) continue;
       // The group ends: wait for its MMAs, then fold (the next MMA overwrites acc).
       wgmma_wait<0>();
       wgmma_fence_operands(acc);
       const int grp = op.group_of(step);
-      for_each_register([&](int reg, std::size_t r, std::size_t col) { fold_group(op, grp, r, col, acc[reg], cf[reg]); });
+      for_each_register([&](int reg, std::size_t r, std::size_t col) {
+        if constexpr (grouped) fold_group(op, grp, r, col, acc[reg], cf[reg]);
+      });
     }
     wgmma_wait<1>();
     wgmma_fence_operands(acc);
@@ -460,8 +467,17 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
   // Nothing is in flight (the last step ended a group); saying so lets ptxas reuse the
   // accumulator registers in the epilogue without injecting a wait of its own.
   wgmma_wait<0>();
+  wgmma_fence_operands(acc);
   copy_async_wait<0>();
-  for_each_register([&](int reg, std::size_t r, std::size_t col) { store_result(op, r, col, cf[reg], y, ldy); });
+  for_each_register([&](int reg, std::size_t r, std::size_t col) {
+    if constexpr (grouped) {
+      store_result(op, r, col, cf[reg], y, ldy);
+    } else if (r < op.m && col < op.n) {  // (the tile may reach past n_padded)
+      float v = 0.0f;
+      fold_group(op, 0, r, col, acc[reg], v);
+      store_result(op, r, col, v, y, ldy);
+    }
+  });
 }
 
 /// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows). A
@@ -657,11 +673,15 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     }
     constexpr int a_bits = ActivationBits <= 4 ? 4 : 8;
     if (path_ == cuda::mma_path::wgmma) {
-      using S = cuda::detail::wgmma_tile_shape<a_bits, WeightBits>;
-      const auto kernel = cuda::detail::integer_gemm_wgmma_kernel<a_bits, WeightBits, Out>;
-      cuda::detail::allow_shared(kernel, S::shared_bytes);
-      const dim3 grid(static_cast<unsigned>(w_.n_padded / S::bn), cuda::detail::grid_for(x.rows, S::bm));
-      cuda::detail::launch(kernel, grid, S::threads, S::shared_bytes, stream, op, y.data, y.stride);
+      const auto run = [&](auto bn) {
+        using S = cuda::detail::wgmma_tile_shape<a_bits, WeightBits, decltype(bn)::value>;
+        const auto kernel = cuda::detail::integer_gemm_wgmma_kernel<a_bits, WeightBits, S::bn, Out>;
+        cuda::detail::allow_shared(kernel, S::shared_bytes);
+        const dim3 grid(cuda::detail::grid_for(w_.n_padded, S::bn), cuda::detail::grid_for(x.rows, S::bm));
+        cuda::detail::launch(kernel, grid, S::threads, S::shared_bytes, stream, op, y.data, y.stride);
+      };
+      if (w_.groups == 1) run(std::integral_constant<int, 256>{});
+      else run(std::integral_constant<int, 128>{});
       return;
     }
     const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), cuda::detail::grid_for(x.rows, 128));
