@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../../core/matrix_view.hpp"
@@ -75,14 +76,68 @@ __device__ __forceinline__ int fwht_index(int t, int e) {
   else return ((e >> S::log2run) << (S::log2n - S::log2warps)) | (t << S::log2run) | (e & (S::run - 1));
 }
 
+/// Whether runs of N values of T can move as 16-byte accesses from `row` (the runs start
+/// at multiples of N): whole 16-byte words per run and a 16-byte aligned row.
+template <int N, class T>
+__device__ __forceinline__ bool vector_runs(const T* row) {
+  if constexpr (N * sizeof(T) % 16 != 0) return false;
+  else return reinterpret_cast<std::uintptr_t>(row) % 16 == 0;
+}
+
+/// N consecutive values at p (16-byte aligned) as floats, 16 bytes per load.
+template <int N, class T>
+__device__ __forceinline__ void load_run(const T* p, float* v) {
+  constexpr int per = 16 / sizeof(T);
+  QUAROT_CUDA_UNROLL
+  for (int c = 0; c < N / per; ++c) {
+    const uint4 q = *reinterpret_cast<const uint4*>(p + c * per);
+    T e[per];
+    std::memcpy(e, &q, 16);
+    QUAROT_CUDA_UNROLL
+    for (int j = 0; j < per; ++j) v[c * per + j] = load_as_float(e + j);
+  }
+}
+
+/// N floats to N consecutive T at p (16-byte aligned), times `scale`, 16 bytes per store.
+template <int N, class T>
+__device__ __forceinline__ void store_run(T* p, const float* v, float scale) {
+  constexpr int per = 16 / sizeof(T);
+  QUAROT_CUDA_UNROLL
+  for (int c = 0; c < N / per; ++c) {
+    T e[per];
+    QUAROT_CUDA_UNROLL
+    for (int j = 0; j < per; ++j) store_from_float(e + j, v[c * per + j] * scale);
+    uint4 q;
+    std::memcpy(&q, e, 16);
+    *reinterpret_cast<uint4*>(p + c * per) = q;
+  }
+}
+
 /// Thread t's values of one row, loaded in the first layout (t·E + e), times the signs.
+/// Each thread's E values are contiguous: 16-byte loads where the row allows.
 template <class S, class T>
 __device__ __forceinline__ void fwht_load(const T* row, const float* signs, int t, bool live, float (&v)[S::e]) {
-  QUAROT_CUDA_UNROLL
-  for (int e = 0; e < S::e; ++e) {
-    const int i = t * S::e + e;
-    const float x = live ? load_as_float(row + i) : 0.0f;
-    v[e] = signs && live ? x * signs[i] : x;
+  if (live && vector_runs<S::e>(row)) {
+    load_run<S::e>(row + t * S::e, v);
+  } else {
+    QUAROT_CUDA_UNROLL
+    for (int e = 0; e < S::e; ++e) v[e] = live ? load_as_float(row + t * S::e + e) : 0.0f;
+  }
+  if (signs && live)
+    QUAROT_CUDA_UNROLL
+    for (int e = 0; e < S::e; ++e) v[e] *= signs[t * S::e + e];
+}
+
+/// Stores thread t's values, register e to index fwht_index<S>(t, e), times `scale`: runs
+/// of S::run consecutive indices, as 16-byte stores where the row allows.
+template <class S, class T>
+__device__ __forceinline__ void fwht_store(T* row, int t, const float (&v)[S::e], float scale) {
+  if (vector_runs<S::run>(row)) {
+    QUAROT_CUDA_UNROLL
+    for (int e = 0; e < S::e; e += S::run) store_run<S::run>(row + fwht_index<S>(t, e), v + e, scale);
+  } else {
+    QUAROT_CUDA_UNROLL
+    for (int e = 0; e < S::e; ++e) store_from_float(row + fwht_index<S>(t, e), v[e] * scale);
   }
 }
 
@@ -150,9 +205,7 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
   float v[S::e];
   fwht_load<S>(p, signs, t, live, v);
   fwht_levels<S>(v, smem + r_in_block * S::smem_floats, t);
-  if (live)
-    QUAROT_CUDA_UNROLL
-    for (int e = 0; e < S::e; ++e) store_from_float(p + fwht_index<S>(t, e), v[e] * scale);
+  if (live) fwht_store<S>(p, t, v, scale);
 }
 
 /// f(std::integral_constant<int, k>) for the runtime log2n = k in 0..15: the kernels are
