@@ -498,8 +498,11 @@ __global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_byt
 }
 
 /// W4A16 / W8A16 weight-only GEMM for decode: y[m][n] = Σ_g scale(g, n) · Σ_{k in g}
-/// x[m][k] · (w - z) + bias[n] in fp32. One warp per output column, lanes over K (8
-/// elements each, coalesced weight reads), rows in chunks of 4.
+/// x[m][k] · (w - z) + bias[n] in fp32. One warp per output column, lanes over K: each
+/// lane takes 32 consecutive levels per step with 16-byte loads (one for int4, two for
+/// int8; rows are padded to 64 levels, so a step never leaves its row), the warp 1024
+/// levels; the scale and zero point per 8 levels (group sizes are multiples of 8). Rows in
+/// chunks of 4.
 template <int WBits, class In, class Out>
 __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size_t ldx, std::size_t m_rows,
                                                           const std::uint8_t* w, std::size_t w_row_bytes,
@@ -507,36 +510,50 @@ __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size
                                                           std::size_t n_padded, std::size_t n, std::size_t k,
                                                           std::size_t group_size, const float* bias, Out* y,
                                                           std::size_t ldy) {
+  constexpr int per_lane = 32, words = per_lane * WBits / 8 / 4;  // 32-bit words of levels per step
   const std::size_t col = static_cast<std::size_t>(blockIdx.x) * 4 + threadIdx.x / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   if (col >= n) return;
   const std::uint8_t* wrow = w + col * w_row_bytes;
   for (std::size_t m0 = 0; m0 < m_rows; m0 += 4) {
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (std::size_t k0 = 8 * static_cast<std::size_t>(lane); k0 < k; k0 += 256) {
-      const std::size_t gi = (group_size ? k0 / group_size : 0) * n_padded + col;
-      const float s = scales[gi];
-      const int z = zeros[gi];
-      float wv[8];
-      if constexpr (WBits == 4) {
-        const std::uint32_t q = __ldg(reinterpret_cast<const std::uint32_t*>(wrow + k0 / 2));
-        QUAROT_CUDA_UNROLL
-        for (int j = 0; j < 8; ++j) wv[j] = static_cast<float>(((static_cast<int>(q >> (4 * j)) & 0x0f) ^ 8) - 8 - z);
-      } else {
-        const uint2 q = __ldg(reinterpret_cast<const uint2*>(wrow + k0));
-        QUAROT_CUDA_UNROLL
-        for (int j = 0; j < 8; ++j)
-          wv[j] = static_cast<float>(static_cast<std::int8_t>(((j < 4 ? q.x : q.y) >> (8 * (j % 4))) & 0xff) - z);
+    for (std::size_t k0 = per_lane * static_cast<std::size_t>(lane); k0 < k; k0 += 32 * per_lane) {
+      std::uint32_t q[words];
+      QUAROT_CUDA_UNROLL
+      for (int c = 0; c < words / 4; ++c) {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(wrow + k0 * WBits / 8) + c);
+        q[4 * c] = v.x;
+        q[4 * c + 1] = v.y;
+        q[4 * c + 2] = v.z;
+        q[4 * c + 3] = v.w;
       }
       QUAROT_CUDA_UNROLL
-      for (int r = 0; r < 4; ++r) {
-        if (m0 + r >= m_rows) break;
-        const In* xr = x + (m0 + r) * ldx + k0;
-        float dot = 0.0f;
+      for (int sub = 0; sub < per_lane / 8; ++sub) {  // 8 levels: one scale and zero point
+        const std::size_t kk = k0 + 8 * sub;
+        if (kk >= k) break;
+        const std::size_t gi = (group_size ? kk / group_size : 0) * n_padded + col;
+        const float s = scales[gi];
+        const int z = zeros[gi];
+        float wv[8];
         QUAROT_CUDA_UNROLL
-        for (int j = 0; j < 8; ++j)
-          if (k0 + j < k) dot = fmaf(load_as_float(xr + j), wv[j], dot);
-        acc[r] = fmaf(s, dot, acc[r]);
+        for (int j = 0; j < 8; ++j) {
+          if constexpr (WBits == 4) {
+            wv[j] = static_cast<float>(((static_cast<int>(q[sub] >> (4 * j)) & 0x0f) ^ 8) - 8 - z);
+          } else {
+            const std::uint32_t word = q[2 * sub + j / 4];
+            wv[j] = static_cast<float>(static_cast<std::int8_t>((word >> (8 * (j % 4))) & 0xff) - z);
+          }
+        }
+        QUAROT_CUDA_UNROLL
+        for (int r = 0; r < 4; ++r) {
+          if (m0 + r >= m_rows) break;
+          const In* xr = x + (m0 + r) * ldx + kk;
+          float dot = 0.0f;
+          QUAROT_CUDA_UNROLL
+          for (int j = 0; j < 8; ++j)
+            if (kk + j < k) dot = fmaf(load_as_float(xr + j), wv[j], dot);
+          acc[r] = fmaf(s, dot, acc[r]);
+        }
       }
     }
     QUAROT_CUDA_UNROLL
