@@ -4,7 +4,7 @@
 //
 // Integer GEMM: y = x·Wᵀ with x quantized per token on the device (device_activations)
 // and W quantized per channel or per group (pack_weights). Tensor-core MMA:
-//   wgmma.m64n128k32 s8 x s8 -> s32    (sm_90a, every policy; Hopper has no int4 MMA, so
+//   wgmma.m64nNk32 s8 x s8 -> s32      (sm_90a, every policy; Hopper has no int4 MMA, so
 //                                      4-bit operands are widened to s8 in shared memory;
 //                                      sm90.cuh),
 //   mma.sync.m16n8k64 s4 x s4 -> s32  (W4A4 on sm_80-sm_89),
@@ -24,7 +24,8 @@
 // mma.sync tiles: 128 x 64 outputs per 4-warp block, K through a 3-stage cp.async
 // pipeline in shared memory (rows XOR-swizzled by 16-byte chunk so fragment loads are
 // conflict-free); fragments are read from shared memory with 32-bit loads (no ldmatrix
-// yet). wgmma tiles: 128 x 128 per two warpgroups (wgmma_tile_shape).
+// yet). wgmma tiles: 128 x 256 (per-channel weights) or 128 x 128 (groups) per two
+// warpgroups (wgmma_tile_shape).
 #pragma once
 
 #include <cstddef>
@@ -600,7 +601,7 @@ enum class mma_path {
   automatic,
   int4_mma,  ///< mma.sync m16n8k64 s4 (W4A4)
   int8_mma,  ///< mma.sync m16n8k32 s8, 4-bit operands widened in registers
-  wgmma      ///< sm_90a wgmma m64n128k32 s8, 4-bit operands widened in shared memory
+  wgmma      ///< sm_90a wgmma m64n{256,128}k32 s8, 4-bit operands widened in shared memory
 };
 
 }  // namespace quarot::cuda
