@@ -92,7 +92,7 @@ __device__ __forceinline__ void load_run(const T* p, float* v) {
   for (int c = 0; c < N / per; ++c) {
     const uint4 q = *reinterpret_cast<const uint4*>(p + c * per);
     T e[per];
-    std::memcpy(e, &q, 16);
+    std::memcpy(static_cast<void*>(e), &q, 16);  // T is trivially copyable (void*: -Wclass-memaccess)
     QUAROT_CUDA_UNROLL
     for (int j = 0; j < per; ++j) v[c * per + j] = load_as_float(e + j);
   }
