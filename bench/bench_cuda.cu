@@ -139,9 +139,7 @@ void BM_cuda_gemm(benchmark::State& state) {
   timed_loop(state, [&] { op(xa, nullptr, matrix_view<quarot::bfloat16>(y.data(), m, n, n)); });
   state.counters["GOP/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * m * n * k,
                                                benchmark::Counter::kIsRate);
-  state.SetLabel(op.path() == cuda::mma_path::int4_mma ? "int4 mma.sync"
-                 : op.path() == cuda::mma_path::wgmma  ? "wgmma"
-                                                       : "int8 mma.sync");
+  state.SetLabel(cuda::name(op.path()));
 }
 
 /// M x N x K, group size, path (0 automatic; on 2048 x 4096 x 4096 also the int8 mma.sync

@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
     const char* where = "the GPU";
 #endif
     std::printf("rotated W4A4 linear %zu x %zu x %zu on %s (%s)\n", m, n, k, where,
-                gemm.path() == quarot::cuda::mma_path::int4_mma ? "int4 MMA" : "int8 MMA");
+                quarot::cuda::name(gemm.path()));
     std::printf("  rotate + quantize + GEMM: %.3f ms per call (%.1f GOP/s)\n", ms, 2.0 * m * n * k / ms / 1e6);
     std::printf("  outputs equal to the CPU's bit for bit: %zu of %zu\n", same, m * n);
     std::printf("  relative error against the fp32 product x·Wᵀ: %.4f (4-bit weights and activations)\n",

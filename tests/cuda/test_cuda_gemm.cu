@@ -153,10 +153,7 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
   }
   std::string what = "W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " " + shape(m, n, k) +
                      (sym ? " sym" : " asym") + " g" + std::to_string(group) + (bias_on ? " bias" : "") +
-                     (op.path() == cuda::mma_path::int4_mma ? " int4 MMA"
-                      : op.path() == cuda::mma_path::wgmma  ? " wgmma"
-                                                            : " int8 MMA") +
-                     ": " +
+                     " " + cuda::name(op.path()) + ": " +
                      std::to_string(bad) + " fp32 and " + std::to_string(bad16) + " bf16 outputs differ from the CPU";
   if (bad) what += " (first at " + std::to_string(first) + ": " + std::to_string(got[first]) + " vs " +
                    std::to_string(expect[first]) + ")";

@@ -604,6 +604,17 @@ enum class mma_path {
   wgmma      ///< sm_90a wgmma m64n{256,128}k32 s8, 4-bit operands widened in shared memory
 };
 
+/// The path's name, for logs and benchmark labels.
+constexpr const char* name(mma_path p) noexcept {
+  switch (p) {
+    case mma_path::automatic: return "automatic";
+    case mma_path::int4_mma: return "int4 mma.sync";
+    case mma_path::int8_mma: return "int8 mma.sync";
+    case mma_path::wgmma: return "wgmma";
+  }
+  return "?";
+}
+
 }  // namespace quarot::cuda
 
 namespace quarot::gemm {
