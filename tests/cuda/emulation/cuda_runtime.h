@@ -84,7 +84,8 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 
 namespace quarot_cuda_emulation {
 
-/// The emulated device: sm_86-like (int4 MMA, 99 KiB of opt-in shared memory per block); the tests make it a Hopper (9.0) for the wgmma path.
+/// The emulated device: sm_86-like (int4 MMA, 99 KiB of opt-in shared memory per block);
+/// the tests make it a Hopper (9.0) for the wgmma path.
 inline int compute_major = 8, compute_minor = 6;
 /// Opt-in shared memory per block: 99 KiB (sm_86), 227 KiB on the emulated Hopper.
 inline int max_shared_optin() { return compute_major >= 9 ? 232448 : 101376; }
@@ -348,24 +349,29 @@ inline std::size_t shared_address(const void* p) {
   return static_cast<std::size_t>(b - ctx->shared);
 }
 
-/// Element (row, k) of an s8 operand in shared memory through a wgmma descriptor. Only
-/// the no-swizzle K-major layout is emulated: byte (row / 8)·SBO + (k / 16)·LBO +
-/// (row % 8)·16 + k % 16 from the start address (PTX ISA, "Shared Memory Matrix Layout").
-inline int descriptor_element(std::uint64_t desc, int row, int k) {
-  const std::size_t start = (desc & 0x3fffu) << 4, lbo = ((desc >> 16) & 0x3fffu) << 4,
-                    sbo = ((desc >> 32) & 0x3fffu) << 4;
-  if ((desc >> 49 & 7u) != 0 || (desc >> 62) != 0) {
-    std::fprintf(stderr, "emulation: only no-swizzle wgmma descriptors with base offset 0 are emulated\n");
-    std::abort();
+/// An s8 operand in shared memory through a wgmma descriptor, decoded once per MMA. Only
+/// the no-swizzle K-major layout is emulated: element (row, k) is byte (row / 8)·SBO +
+/// (k / 16)·LBO + (row % 8)·16 + k % 16 from the start address (PTX ISA, "Shared Memory
+/// Matrix Layout").
+struct shared_operand {
+  std::size_t start, lbo, sbo;
+  explicit shared_operand(std::uint64_t desc)
+      : start((desc & 0x3fffu) << 4), lbo(((desc >> 16) & 0x3fffu) << 4), sbo(((desc >> 32) & 0x3fffu) << 4) {
+    if ((desc >> 49 & 7u) != 0 || (desc >> 62) != 0) {
+      std::fprintf(stderr, "emulation: only no-swizzle wgmma descriptors with base offset 0 are emulated\n");
+      std::abort();
+    }
   }
-  const std::size_t at = start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
-  if (at >= ctx->shared_bytes) {
-    std::fprintf(stderr, "emulation: wgmma operand byte %zu past the %zu bytes of shared memory\n", at,
-                 ctx->shared_bytes);
-    std::abort();
+  int operator()(int row, int k) const {
+    const std::size_t at = start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
+    if (at >= ctx->shared_bytes) {
+      std::fprintf(stderr, "emulation: wgmma operand byte %zu past the %zu bytes of shared memory\n", at,
+                   ctx->shared_bytes);
+      std::abort();
+    }
+    return static_cast<std::int8_t>(ctx->shared[at]);
   }
-  return static_cast<std::int8_t>(ctx->shared[at]);
-}
+};
 
 /// wgmma.mma_async.m64nNk32.s32.s8.s8 for this thread's N / 2 accumulators (warp w of its
 /// warpgroup, g = lane / 4, c = lane % 4: register 4j + 2i + e is row 16w + g + 8i,
@@ -375,12 +381,13 @@ inline void wgmma_s8(int* d, int n, std::uint64_t a, std::uint64_t b, bool accum
 }
 inline void run_wgmma(const wgmma_op& op) {
   const int w = static_cast<int>(ctx->warp % 4), g = static_cast<int>(ctx->lane / 4), c = static_cast<int>(ctx->lane % 4);
+  const shared_operand a(op.a), b(op.b);
   for (int j = 0; j < op.n / 8; ++j)
     for (int i = 0; i < 2; ++i)
       for (int e = 0; e < 2; ++e) {
         const int row = 16 * w + g + 8 * i, col = 8 * j + 2 * c + e;
         int s = 0;
-        for (int k = 0; k < 32; ++k) s += descriptor_element(op.a, row, k) * descriptor_element(op.b, col, k);
+        for (int k = 0; k < 32; ++k) s += a(row, k) * b(col, k);
         int& out = op.d[4 * j + 2 * i + e];
         out = op.accumulate ? out + s : s;
       }

@@ -443,9 +443,8 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     copy_async_commit();
     for (int j = 0; j < 2; ++j) {
       const int step = 2 * s + j;
-      const std::uint64_t a = shared_matrix_descriptor(base + interleaved_offset(64 * wg, 32 * j, S::sbo), 128, S::sbo);
-      const std::uint64_t b = shared_matrix_descriptor(base + S::a_tile + interleaved_offset(0, 32 * j, S::sbo), 128,
-                                                       S::sbo);
+      const std::uint64_t a = shared_matrix_descriptor(base + interleaved_offset(64 * wg, 32 * j, S::sbo), S::sbo);
+      const std::uint64_t b = shared_matrix_descriptor(base + S::a_tile + interleaved_offset(0, 32 * j, S::sbo), S::sbo);
       const bool accumulate = !op.starts_group(step);  // a group's first MMA starts from zero
       // The fence and the MMA in one basic block (a branch between them makes ptxas inject
       // another fence).
@@ -635,18 +634,17 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     quarot::detail::require(w.bits == WeightBits, "GEMM policy expects ", WeightBits, "-bit packed weights, got ",
                             w.bits, "-bit");
     quarot::detail::require(w.k <= 65536, "GEMM: K = ", w.k, " exceeds 65536 (int32 accumulator bound)");
-    if (path_ == cuda::mma_path::automatic) {
-      const int cc = cuda::detail::compute_capability();
-      path_ = cuda::detail::has_wgmma()                                          ? cuda::mma_path::wgmma
+    const int cc = cuda::detail::compute_capability();
+    const bool wgmma = cuda::detail::has_wgmma();
+    if (path_ == cuda::mma_path::automatic)
+      path_ = wgmma                                                              ? cuda::mma_path::wgmma
               : WeightBits == 4 && ActivationBits <= 4 && cc >= 80 && cc < 90 ? cuda::mma_path::int4_mma
                                                                               : cuda::mma_path::int8_mma;
-    }
     quarot::detail::require(path_ != cuda::mma_path::int4_mma || (WeightBits == 4 && ActivationBits <= 4),
                             "CUDA GEMM: the int4 MMA path needs W4A4");
-    quarot::detail::require(path_ != cuda::mma_path::wgmma || cuda::detail::has_wgmma(),
+    quarot::detail::require(path_ != cuda::mma_path::wgmma || wgmma,
                             "CUDA GEMM: the wgmma path needs a compute capability 9.0 device running code built for "
-                            "sm_90a (CMake CUDA architecture 90a); this device has compute capability ",
-                            cuda::detail::compute_capability());
+                            "sm_90a (CMake CUDA architecture 90a); this device has compute capability ", cc);
     const std::size_t k_step = path_ == cuda::mma_path::int4_mma ? 64 : 32;
     quarot::detail::require(w.groups == 1 || w.group_size % k_step == 0, "CUDA GEMM: group size ", w.group_size,
                             " is not a multiple of the MMA's K step ", k_step);

@@ -30,18 +30,21 @@
 
 namespace quarot::cuda::detail {
 
-/// Byte offset of (row, k) in the no-swizzle K-major layout with the given SBO (LBO = 128:
-/// the K chunks of an 8-row group are adjacent).
+/// The layout's LBO: the K chunks of an 8-row group are adjacent core matrices.
+inline constexpr int interleaved_lbo = 128;
+
+/// Byte offset of (row, k) in the no-swizzle K-major layout with the given SBO.
 __device__ __forceinline__ int interleaved_offset(int row, int k, int sbo) {
-  return (row / 8) * sbo + (k / 16) * 128 + (row % 8) * 16 + k % 16;
+  return (row / 8) * sbo + (k / 16) * interleaved_lbo + (row % 8) * 16 + k % 16;
 }
 
-/// The descriptor of a no-swizzle K-major operand starting at `p` (shared memory, 16-byte
-/// aligned): start address, LBO and SBO in 16-byte units; base offset 0, layout type 0.
-__device__ __forceinline__ std::uint64_t shared_matrix_descriptor(const void* p, int lbo, int sbo) {
+/// The descriptor of a no-swizzle K-major operand (interleaved_offset's layout) starting at
+/// `p` (shared memory, 16-byte aligned): start address, LBO and SBO in 16-byte units; base
+/// offset 0, layout type 0.
+__device__ __forceinline__ std::uint64_t shared_matrix_descriptor(const void* p, int sbo) {
   const auto address = static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
   return static_cast<std::uint64_t>((address >> 4) & 0x3fffu) |
-         static_cast<std::uint64_t>((static_cast<unsigned>(lbo) >> 4) & 0x3fffu) << 16 |
+         static_cast<std::uint64_t>((static_cast<unsigned>(interleaved_lbo) >> 4) & 0x3fffu) << 16 |
          static_cast<std::uint64_t>((static_cast<unsigned>(sbo) >> 4) & 0x3fffu) << 32;
 }
 
