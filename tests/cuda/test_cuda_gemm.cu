@@ -259,8 +259,30 @@ int main() {
     });
   {
     const cuda_test::emulated_hopper hopper(true);
-    if (!cuda::detail::has_wgmma()) std::printf("wgmma path not checked: no sm_90a code runs on this device\n");
+    if (!cuda::detail::has_wgmma()) {
+      std::printf("wgmma path not checked: no sm_90a code runs on this device\n");
+    } else {  // the check `automatic` relies on before it picks wgmma
+      const std::string failure = cuda::detail::wgmma_self_test();
+      t.check(failure.empty(), "wgmma self-test: " + (failure.empty() ? std::string("passed") : failure));
+    }
   }
+#if defined(QUAROT_CUDA_EMULATION)
+  {  // a device that reads the descriptors' LBO and SBO the other way round: the self-test
+     // names a wrong output, and `automatic` takes int8 mma.sync, still bit-exact
+    const cuda_test::emulated_hopper hopper(true);
+    quarot_cuda_emulation::wgmma_swapped_offsets = true;
+    const std::string failure = cuda::detail::wgmma_self_test();
+    t.check(failure.find("wgmma tile gave y(") != std::string::npos,
+            "wgmma self-test on swapped descriptor offsets reports a wrong output: \"" + failure + "\"");
+    t.check(!cuda::detail::wgmma_verified(), "wgmma not verified on swapped descriptor offsets");
+    const auto w = cuda_test::random_values(64 * 64, 1);
+    const auto wq = rtn_quantizer({.bits = 8}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 64));
+    const gemm::integer_gemm<gemm::integer_policy<cuda::device, 8, 8>> op(gemm::pack_weights(wq, 8));
+    t.check(op.path() == P::int8_mma, std::string("automatic path after a failed self-test: ") + cuda::name(op.path()));
+    check_linear<4, 4>(t, 9, 96, 1024, 4, true);
+    quarot_cuda_emulation::wgmma_swapped_offsets = false;
+  }
+#endif
   // N: a partial 64- and 128-column tile either way; fewer tiles under the sanitizers.
   const std::size_t n_pc = cuda_test::quick ? 72 : 200, n_g = cuda_test::quick ? 72 : 136;
   for (std::size_t m : {std::size_t{1}, std::size_t{3}, std::size_t{17}, std::size_t{cuda_test::emulated ? 70 : 130}})

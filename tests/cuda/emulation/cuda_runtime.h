@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <ucontext.h>
@@ -353,6 +354,11 @@ inline std::size_t shared_address(const void* p) {
 /// the no-swizzle K-major layout is emulated: element (row, k) is byte (row / 8)·SBO +
 /// (k / 16)·LBO + (row % 8)·16 + k % 16 from the start address (PTX ISA, "Shared Memory
 /// Matrix Layout").
+/// A fault the tests inject: decode descriptors with LBO and SBO in each other's places — a
+/// device that read the layout otherwise than sm90.cuh does, which the GEMM's self-test
+/// (detail::wgmma_self_test) must catch.
+inline bool wgmma_swapped_offsets = false;
+
 struct shared_operand {
   std::size_t start, lbo, sbo;
   explicit shared_operand(std::uint64_t desc)
@@ -361,6 +367,7 @@ struct shared_operand {
       std::fprintf(stderr, "emulation: only no-swizzle wgmma descriptors with base offset 0 are emulated\n");
       std::abort();
     }
+    if (wgmma_swapped_offsets) std::swap(lbo, sbo);
   }
   int operator()(int row, int k) const {
     const std::size_t at = start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;

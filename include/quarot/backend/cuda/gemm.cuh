@@ -28,10 +28,13 @@
 // warpgroups (wgmma_tile_shape).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -480,6 +483,93 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
   });
 }
 
+/// Runs both wgmma kernels — the per-channel 128 x 256 tile and the grouped 128 x 128
+/// tiles — on a W8A8 product of 128 x 384 by 384 x 256 pseudo-random s8 levels with unit
+/// scales, whose exact integer result (|y| < 2^23, exact in fp32) is computed here. K = 384
+/// is six stages, so the shared-memory ring wraps and each buffer is refilled while other
+/// MMAs are in flight. Returns "" when every output matches, else the first mismatch. The
+/// descriptor and accumulator layouts (sm90.cuh) are the PTX ISA's as we read it and the
+/// emulation models them the same way, so only a run on the hardware can confirm them:
+/// `automatic` selects wgmma only after this passes (wgmma_verified).
+inline std::string wgmma_self_test(cudaStream_t stream = nullptr) {
+  constexpr std::size_t m = 128, n = 256, k = 384, group = 128, groups = k / group;
+  const auto level = [](std::size_t i, std::size_t j, unsigned salt) {
+    std::uint32_t h = static_cast<std::uint32_t>(i) * 0x9e3779b1u ^ static_cast<std::uint32_t>(j) * 0x85ebca77u ^ salt;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    return static_cast<std::int8_t>(h & 0xffu);
+  };
+  std::vector<std::uint8_t> a(m * k), w(n * k);
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t j = 0; j < k; ++j) a[r * k + j] = static_cast<std::uint8_t>(level(r, j, 0x1234u));
+  for (std::size_t c = 0; c < n; ++c)
+    for (std::size_t j = 0; j < k; ++j) w[c * k + j] = static_cast<std::uint8_t>(level(c, j, 0xbeefu));
+  const std::vector<float> ones(groups * n, 1.0f);
+  device_buffer<std::uint8_t> da(a.size()), dw(w.size());
+  device_buffer<float> dones(ones.size()), dy(m * n);
+  da.upload(a.data(), a.size(), stream);
+  dw.upload(w.data(), w.size(), stream);
+  dones.upload(ones.data(), ones.size(), stream);
+
+  cuda_gemm_operands op{};
+  op.a = da.data();
+  op.a_row_bytes = k;
+  op.row_scales = dones.data();
+  op.w = dw.data();
+  op.w_row_bytes = k;
+  op.scales = dones.data();
+  op.m = m;
+  op.n = op.n_padded = n;
+  op.steps = static_cast<int>(k / 32);
+  op.symmetric = true;
+  std::vector<std::int64_t> expect(m * n);
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t c = 0; c < n; ++c)
+      for (std::size_t j = 0; j < k; ++j)
+        expect[r * n + c] += static_cast<std::int64_t>(static_cast<std::int8_t>(a[r * k + j])) *
+                             static_cast<std::int8_t>(w[c * k + j]);
+  std::vector<float> y(m * n);
+  const auto run = [&](auto bn, int groups_used) -> std::string {
+    using S = wgmma_tile_shape<8, 8, decltype(bn)::value>;
+    const auto kernel = integer_gemm_wgmma_kernel<8, 8, S::bn, float>;
+    op.groups = groups_used;
+    op.group_steps = groups_used == 1 ? op.steps : static_cast<int>(group / 32);
+    dy.fill_bytes(0xff, stream);  // NaN: an output the kernel skips cannot pass
+    allow_shared(kernel, S::shared_bytes);
+    launch(kernel, dim3(n / S::bn, m / S::bm), S::threads, S::shared_bytes, stream, op, dy.data(), n);
+    dy.download(y.data(), y.size(), stream);
+    for (std::size_t i = 0; i < m * n; ++i)
+      if (y[i] != static_cast<float>(expect[i]))
+        return quarot::detail::concat("the ", S::bm, " x ", S::bn, " wgmma tile gave y(", i / n, ", ", i % n,
+                                      ") = ", y[i], ", expected ", expect[i]);
+    return {};
+  };
+  std::string failure = run(std::integral_constant<int, 256>{}, 1);
+  if (failure.empty()) failure = run(std::integral_constant<int, 128>{}, static_cast<int>(groups));
+  return failure;
+}
+
+/// Whether the integer GEMM may take the wgmma path on its own: the device runs this
+/// program's sm_90a code (has_wgmma) and the kernels reproduced wgmma_self_test's product
+/// there. Asked once per device; a failure is reported once on stderr, and the GEMM then
+/// takes mma.sync (correct, slower) unless wgmma is forced.
+inline bool wgmma_verified() {
+  if (!has_wgmma()) return false;
+  int dev = 0;
+  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  static std::atomic<int> known[64];  // 0 unknown, 1 no, 2 yes
+#if !defined(QUAROT_CUDA_EMULATION)   // (the emulation's device changes between tests)
+  if (dev >= 0 && dev < 64 && known[dev].load() != 0) return known[dev].load() == 2;
+#endif
+  const std::string failure = wgmma_self_test();
+  if (!failure.empty())
+    std::fprintf(stderr, "quarot: the wgmma GEMM failed its self-test on CUDA device %d (%s); using mma.sync\n", dev,
+                 failure.c_str());
+  if (dev >= 0 && dev < 64) known[dev].store(failure.empty() ? 2 : 1);
+  return failure.empty();
+}
+
 /// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows). A
 /// template, as every kernel in these headers: a header's non-template kernel would be
 /// defined in every translation unit that includes it.
@@ -594,8 +684,10 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
 }
 
 /// Which tensor-core path an integer GEMM takes: automatic (warpgroup MMA where the device
-/// runs this program's sm_90a code, else int4 mma.sync for W4A4 on sm_80 to sm_89 and int8
-/// mma.sync otherwise), or one forced (tests run each one the device has).
+/// runs this program's sm_90a code and the kernels passed their self-test there,
+/// detail::wgmma_verified; else int4 mma.sync for W4A4 on sm_80 to sm_89 and int8 mma.sync
+/// otherwise), or one forced (tests run each one the device has; a forced wgmma skips the
+/// self-test, so that a failure shows in the caller's own results).
 enum class mma_path {
   automatic,
   int4_mma,  ///< mma.sync m16n8k64 s4 (W4A4)
@@ -637,7 +729,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     const int cc = cuda::detail::compute_capability();
     const bool wgmma = cuda::detail::has_wgmma();
     if (path_ == cuda::mma_path::automatic)
-      path_ = wgmma                                                              ? cuda::mma_path::wgmma
+      path_ = wgmma && cuda::detail::wgmma_verified()                         ? cuda::mma_path::wgmma
               : WeightBits == 4 && ActivationBits <= 4 && cc >= 80 && cc < 90 ? cuda::mma_path::int4_mma
                                                                               : cuda::mma_path::int8_mma;
     quarot::detail::require(path_ != cuda::mma_path::int4_mma || (WeightBits == 4 && ActivationBits <= 4),
