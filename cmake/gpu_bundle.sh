@@ -32,6 +32,7 @@ for t in test_cuda_fwht test_cuda_gemm cuda_quantized_linear; do
   grep -m 20 FAILED "$out/$t.log"
   [ $rc -eq 0 ] || status=1
 done
+grep -h -m 3 "self-test" "$out"/*.log  # the wgmma check `automatic` relies on (sm_90a only)
 ./quarot_bench_cuda --benchmark_min_time=0.2 --benchmark_counters_tabular=true ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"} \
   --benchmark_out="$out/bench.json" --benchmark_out_format=json > "$out/bench.txt" 2>&1
 echo "bench: exit $? (table in bench.txt, JSON in bench.json)"
