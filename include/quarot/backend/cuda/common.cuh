@@ -2,6 +2,7 @@
 // quarot::error naming the call, and a small owning device buffer.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -87,6 +88,22 @@ inline std::size_t max_shared_per_block() {
   QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
   QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   return static_cast<std::size_t>(bytes);
+}
+
+/// A fact about the current device, `answer(device)`, asked once per device and process
+/// (devices 0-63; others every time) with `known` (0 unknown, 1 no, 2 yes) as the caller's
+/// own table. Never cached on the tests' emulation, whose device changes between tests.
+template <class Answer>
+bool once_per_device(std::atomic<int> (&known)[64], Answer&& answer) {
+  int dev = 0;
+  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  const bool cacheable = dev >= 0 && dev < 64;
+#if !defined(QUAROT_CUDA_EMULATION)
+  if (cacheable && known[dev].load() != 0) return known[dev].load() == 2;
+#endif
+  const bool yes = answer(dev);
+  if (cacheable) known[dev].store(yes ? 2 : 1);
+  return yes;
 }
 
 /// Grid size for `rows` rows of `per_block` rows each, checked against the grid limit.

@@ -556,18 +556,14 @@ inline std::string wgmma_self_test(cudaStream_t stream = nullptr) {
 /// takes mma.sync (correct, slower) unless wgmma is forced.
 inline bool wgmma_verified() {
   if (!has_wgmma()) return false;
-  int dev = 0;
-  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
-  static std::atomic<int> known[64];  // 0 unknown, 1 no, 2 yes
-#if !defined(QUAROT_CUDA_EMULATION)   // (the emulation's device changes between tests)
-  if (dev >= 0 && dev < 64 && known[dev].load() != 0) return known[dev].load() == 2;
-#endif
-  const std::string failure = wgmma_self_test();
-  if (!failure.empty())
-    std::fprintf(stderr, "quarot: the wgmma GEMM failed its self-test on CUDA device %d (%s); using mma.sync\n", dev,
-                 failure.c_str());
-  if (dev >= 0 && dev < 64) known[dev].store(failure.empty() ? 2 : 1);
-  return failure.empty();
+  static std::atomic<int> known[64];
+  return once_per_device(known, [](int dev) {
+    const std::string failure = wgmma_self_test();
+    if (!failure.empty())
+      std::fprintf(stderr, "quarot: the wgmma GEMM failed its self-test on CUDA device %d (%s); using mma.sync\n",
+                   dev, failure.c_str());
+    return failure.empty();
+  });
 }
 
 /// rowsums[r · groups + g] = Σ of row r's levels in group g (int4 or int8 rows). A

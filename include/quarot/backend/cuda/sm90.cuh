@@ -183,18 +183,14 @@ __global__ void wgmma_probe(int* out) {
 /// kernel answers once per device.
 inline bool has_wgmma() {
   if (compute_capability() != 90) return false;
-  int dev = 0;
-  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
-  static std::atomic<int> known[64];  // 0 unknown, 1 no, 2 yes
-#if !defined(QUAROT_CUDA_EMULATION)   // (the emulation's device changes between tests)
-  if (dev >= 0 && dev < 64 && known[dev].load() != 0) return known[dev].load() == 2;
-#endif
-  device_buffer<int> flag(1);
-  launch(wgmma_probe<0>, 1, 1, 0, nullptr, flag.data());
-  int yes = 0;
-  flag.download(&yes, 1);
-  if (dev >= 0 && dev < 64) known[dev].store(yes ? 2 : 1);
-  return yes != 0;
+  static std::atomic<int> known[64];
+  return once_per_device(known, [](int) {
+    device_buffer<int> flag(1);
+    launch(wgmma_probe<0>, 1, 1, 0, nullptr, flag.data());
+    int yes = 0;
+    flag.download(&yes, 1);
+    return yes != 0;
+  });
 }
 
 }  // namespace quarot::cuda::detail
