@@ -309,6 +309,12 @@ int main() {
   for (P path : {P::int8_mma, P::wgmma})  // groups end inside a K stage; K padding past the last group
     check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, path);
   check_gemm<4, 4>(t, 3, 300, 256, false, 0, true, P::wgmma);  // a 256-column tile past the padded N
+  for (P path : {P::int8_mma, P::wgmma}) {  // wgmma rings that wrap; W8A8's stages of 128 K end in a half one
+    check_gemm<8, 8>(t, 17, 72, 704, true, 0, true, path);
+    check_gemm<8, 8>(t, 17, 72, 960, false, 64, false, path);
+    check_gemm<4, 8>(t, 17, 72, 520, true, 0, false, path);  // 4-bit weights: 9 stages of 64 through 6 buffers
+    check_gemm<4, 4>(t, 17, 72, 520, false, 0, true, path);
+  }
 
   for (int bits : {4, 8}) {
     check_weight_only<float>(t, bits, 1, 100, 200, true, 0);

@@ -340,25 +340,35 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
 
 // ------------------------------------------------------------------ sm_90a: wgmma
 /// The sm_90a block tile: 128 x BN outputs, two warpgroups of 64 x BN (one
-/// wgmma.m64nBNk32 per 32 K each), K in stages of 64 through a ring of 4 shared-memory
-/// buffers, refilled 2 stages ahead: a buffer is overwritten only after the MMAs that read
-/// it have retired (each stage ends with wgmma.wait_group 1, and the barrier before the
-/// refill orders that for both warpgroups). 8-bit operands are copied with cp.async
-/// straight into the interleaved s8 layout (sm90.cuh); 4-bit ones are copied packed and
-/// widened to s8 in shared memory, as Hopper has no int4 MMA. BN = 256 (per-channel
-/// weights) reads half the shared-memory bytes per multiply-add of BN = 128 (A is read
-/// once per MMA either way), but holds 128 accumulators per thread: per-group weights,
-/// which also keep an fp32 partial per output, use BN = 128.
+/// wgmma.m64nBNk32 per 32 K each), K in stages of `ks` through a ring of shared-memory
+/// buffers, refilled `ahead` = stages - 2 stages ahead: a buffer is overwritten only after
+/// the MMAs that read it have retired (each stage ends with wgmma.wait_group 1, and the
+/// barrier before the refill orders that for both warpgroups). 8-bit operands are copied
+/// with cp.async straight into the interleaved s8 layout (sm90.cuh); 4-bit ones are copied
+/// packed and widened to s8 in shared memory, as Hopper has no int4 MMA. BN = 256
+/// (per-channel weights) reads half the shared-memory bytes per multiply-add of BN = 128
+/// (A is read once per MMA either way), but holds 128 accumulators per thread: per-group
+/// weights, which also keep an fp32 partial per output, use BN = 128.
+/// Depth: at ~200 registers per thread only one block fits on an SM, so the ring takes the
+/// shared memory it can use (up to 227 KiB, 6 buffers at most): W8A8 stages of 128 K (one
+/// barrier per 4 MMAs per warpgroup), 4 buffers at BN = 256; with a 4-bit operand, whose
+/// packed copy also needs room, stages of 64 K and 6 buffers. That keeps 256–512 K of
+/// operands in flight ahead of the MMAs (the first version had 128 K: 2 stages of 64),
+/// for L2 latency under load.
 template <int ABits, int WBits, int BN>
 struct wgmma_tile_shape {
   static constexpr int bm = 128, bn = BN, threads = 256;
-  static constexpr int ks = 64, stages = 4, ahead = 2;
+  static constexpr int ks = ABits == 8 && WBits == 8 ? 128 : 64;
+  static constexpr int steps = ks / 32;      // MMAs per stage and warpgroup
   static constexpr int sbo = ks / 16 * 128;  // bytes between 8-row groups of a stage's s8 tile
   static constexpr int a_tile = bm * ks, w_tile = bn * ks;
   static constexpr int a_packed = ABits == 4 ? bm * ks / 2 : 0, w_packed = WBits == 4 ? bn * ks / 2 : 0;
   // A stage: [A s8 tile][W s8 tile][A packed][W packed].
   static constexpr int stage_bytes = a_tile + w_tile + a_packed + w_packed;
+  static constexpr int stages = 227 * 1024 / stage_bytes < 6 ? 227 * 1024 / stage_bytes : 6;
+  static constexpr int ahead = stages - 2;
   static constexpr int shared_bytes = stages * stage_bytes;
+  static_assert(ahead >= 1, "the wgmma ring needs at least 3 buffers");
 };
 
 /// Stage s of one operand — rows [r0, r0 + R) of `src` (row_bytes each; rows from `rows`
@@ -409,7 +419,7 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
   const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
   const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
-  const int kstages = op.steps / 2;
+  const int kstages = (op.steps + S::steps - 1) / S::steps;  // (K is padded to 64, the last stage may be half)
   const auto stage = [&](int s) { return smem + (s % S::stages) * S::stage_bytes; };
   const auto load_stage = [&](int s) {
     unsigned char* base = stage(s);
@@ -444,8 +454,9 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     __syncthreads();  // stage s is in for every thread; stage s - 2's MMAs have retired in both warpgroups
     if (s + S::ahead < kstages) load_stage(s + S::ahead);
     copy_async_commit();
-    for (int j = 0; j < 2; ++j) {
-      const int step = 2 * s + j;
+    for (int j = 0; j < S::steps; ++j) {
+      const int step = S::steps * s + j;
+      if (step == op.steps) break;  // the half stage past a K of 64 mod 128
       const std::uint64_t a = shared_matrix_descriptor(base + interleaved_offset(64 * wg, 32 * j, S::sbo), S::sbo);
       const std::uint64_t b = shared_matrix_descriptor(base + S::a_tile + interleaved_offset(0, 32 * j, S::sbo), S::sbo);
       const bool accumulate = !op.starts_group(step);  // a group's first MMA starts from zero
@@ -484,15 +495,17 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
 }
 
 /// Runs both wgmma kernels — the per-channel 128 x 256 tile and the grouped 128 x 128
-/// tiles — on a W8A8 product of 128 x 384 by 384 x 256 pseudo-random s8 levels with unit
-/// scales, whose exact integer result (|y| < 2^23, exact in fp32) is computed here. K = 384
-/// is six stages, so the shared-memory ring wraps and each buffer is refilled while other
-/// MMAs are in flight. Returns "" when every output matches, else the first mismatch. The
-/// descriptor and accumulator layouts (sm90.cuh) are the PTX ISA's as we read it and the
-/// emulation models them the same way, so only a run on the hardware can confirm them:
+/// tiles (groups of 128, the last one of 64) — on a W8A8 product of 128 x 960 by 960 x 256
+/// pseudo-random s8 levels with unit scales, and compares every output with the exact
+/// integer result computed here (the sums stay far below 2^24, so fp32 holds them
+/// exactly; checked). K = 960 is 7.5 stages of 128: the shared-memory ring wraps, buffers
+/// are refilled while other MMAs are in flight, and the last stage is the half one that K
+/// padded to 64 leaves. Returns "" when every output matches, else the first mismatch.
+/// The descriptor and accumulator layouts (sm90.cuh) are the PTX ISA's as we read it, and
+/// the emulation models them the same way, so only a run on the hardware can confirm them:
 /// `automatic` selects wgmma only after this passes (wgmma_verified).
 inline std::string wgmma_self_test(cudaStream_t stream = nullptr) {
-  constexpr std::size_t m = 128, n = 256, k = 384, group = 128, groups = k / group;
+  constexpr std::size_t m = 128, n = 256, k = 960, group = 128, groups = (k + group - 1) / group;
   const auto level = [](std::size_t i, std::size_t j, unsigned salt) {
     std::uint32_t h = static_cast<std::uint32_t>(i) * 0x9e3779b1u ^ static_cast<std::uint32_t>(j) * 0x85ebca77u ^ salt;
     h ^= h >> 15;
@@ -523,12 +536,16 @@ inline std::string wgmma_self_test(cudaStream_t stream = nullptr) {
   op.n = op.n_padded = n;
   op.steps = static_cast<int>(k / 32);
   op.symmetric = true;
-  std::vector<std::int64_t> expect(m * n);
+  std::vector<std::int32_t> expect(m * n);  // |sum| ≤ 960 · 2^14 < 2^31
   for (std::size_t r = 0; r < m; ++r)
-    for (std::size_t c = 0; c < n; ++c)
+    for (std::size_t c = 0; c < n; ++c) {
+      std::int32_t sum = 0;
       for (std::size_t j = 0; j < k; ++j)
-        expect[r * n + c] += static_cast<std::int64_t>(static_cast<std::int8_t>(a[r * k + j])) *
-                             static_cast<std::int8_t>(w[c * k + j]);
+        sum += static_cast<std::int8_t>(a[r * k + j]) * static_cast<std::int8_t>(w[c * k + j]);
+      quarot::detail::require(sum > -(1 << 24) && sum < (1 << 24), "wgmma self-test: the reference sum ", sum,
+                              " is not exact in fp32");
+      expect[r * n + c] = sum;
+    }
   std::vector<float> y(m * n);
   const auto run = [&](auto bn, int groups_used) -> std::string {
     using S = wgmma_tile_shape<8, 8, decltype(bn)::value>;
