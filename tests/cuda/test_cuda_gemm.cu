@@ -309,6 +309,8 @@ int main() {
   for (P path : {P::int8_mma, P::wgmma})  // groups end inside a K stage; K padding past the last group
     check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, path);
   check_gemm<4, 4>(t, 3, 300, 256, false, 0, true, P::wgmma);  // a 256-column tile past the padded N
+  for (P path : {P::int8_mma, P::wgmma})  // N = 75: rows of y off 16-byte alignment, a partial last piece
+    check_gemm<8, 8>(t, 5, 75, 128, true, 0, true, path);
   for (P path : {P::int8_mma, P::wgmma}) {  // wgmma rings that wrap; W8A8's stages of 128 K end in a half one
     check_gemm<8, 8>(t, 17, 72, 704, true, 0, true, path);
     check_gemm<8, 8>(t, 17, 72, 960, false, 64, false, path);
