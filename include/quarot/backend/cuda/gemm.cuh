@@ -256,20 +256,67 @@ __device__ __forceinline__ float result_value(const cuda_gemm_operands& op, std:
   return fmaf(op.row_scales[r], cf, op.bias ? op.bias[col] : 0.0f);
 }
 
-/// Stores result_value for outputs inside the M x N result.
-template <class Out>
-__device__ __forceinline__ void store_result(const cuda_gemm_operands& op, std::size_t r, std::size_t col, float cf,
-                                            Out* y, std::size_t ldy) {
-  if (r >= op.m || col >= op.n) return;
-  const float v = result_value(op, r, col, cf);
-  if constexpr (std::is_same_v<Out, float>) y[r * ldy + col] = v;
-  else store_from_float(y + r * ldy + col, v);
+/// result_value inside the M x N result, 0 outside (a staged tile's cells that are not
+/// copied out).
+__device__ __forceinline__ float staged_value(const cuda_gemm_operands& op, std::size_t r, std::size_t col, float cf) {
+  return r < op.m && col < op.n ? result_value(op, r, col, cf) : 0.0f;
+}
+
+/// A block's 128 x BN results in shared memory on their way to y (both integer GEMM
+/// kernels reuse their K-loop buffers for it): stored straight from the MMA result layout,
+/// each warp instruction would write 2 or 4 bytes into each of 8 rows of y; staged, y gets
+/// whole 16-byte pieces of rows from consecutive threads. Rows are `pitch` bytes apart:
+/// the padding (8 words for fp32, 4 for 16-bit types) puts the 8 rows that one warp's
+/// register pairs touch on different banks, and keeps rows 16-byte aligned.
+template <class Out, int BN>
+struct output_tile {
+  static constexpr int pitch = BN * static_cast<int>(sizeof(Out)) + (sizeof(Out) == 4 ? 32 : 16);
+  static constexpr int bytes = 128 * pitch;
+};
+
+/// Results (r, col) and (r, col + 1), already computed, into the output tile at (row, col).
+template <class Out, int BN>
+__device__ __forceinline__ void stage_result_pair(unsigned char* tile, int row, int col, float v0, float v1) {
+  unsigned char* dst = tile + row * output_tile<Out, BN>::pitch + col * static_cast<int>(sizeof(Out));
+  if constexpr (sizeof(Out) == 4) {
+    *reinterpret_cast<uint2*>(dst) = uint2{__float_as_uint(v0), __float_as_uint(v1)};
+  } else {
+    Out pair[2];
+    store_from_float(pair, v0);
+    store_from_float(pair + 1, v1);
+    std::uint32_t word;
+    std::memcpy(&word, static_cast<const void*>(pair), 4);
+    *reinterpret_cast<std::uint32_t*>(dst) = word;
+  }
+}
+
+/// The output tile (block rows from m0, columns from n0) to y: consecutive threads copy
+/// consecutive 16-byte pieces of a row, one 16-byte store each where the piece lies inside
+/// N and is aligned in y, else value by value; nothing outside the M x N result.
+template <class Out, int BN>
+__device__ __forceinline__ void copy_out_tile(const unsigned char* tile, const cuda_gemm_operands& op, std::size_t m0,
+                                              std::size_t n0, Out* y, std::size_t ldy, int tid, int threads) {
+  constexpr int per = 16 / static_cast<int>(sizeof(Out)), pieces = BN / per;
+  for (int i = tid; i < 128 * pieces; i += threads) {
+    const int row = i / pieces, piece = i % pieces;
+    const std::size_t r = m0 + row, col = n0 + static_cast<std::size_t>(piece) * per;
+    if (r >= op.m || col >= op.n) continue;
+    const unsigned char* src = tile + row * output_tile<Out, BN>::pitch + piece * 16;
+    Out* dst = y + r * ldy + col;
+    if (col + per <= op.n && reinterpret_cast<std::uintptr_t>(dst) % 16 == 0) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < per && col + e < op.n; ++e)
+        std::memcpy(static_cast<void*>(dst + e), src + e * static_cast<int>(sizeof(Out)), sizeof(Out));
+    }
+  }
 }
 
 template <mma_kind Kind, int ABits, int WBits, class Out>
 __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
   using S = gemm_tile_shape<Kind, ABits, WBits>;
-  __shared__ __align__(16) unsigned char tiles[S::shared_bytes];
+  using T = output_tile<Out, S::bn>;
+  __shared__ __align__(16) unsigned char tiles[S::shared_bytes > T::bytes ? S::shared_bytes : T::bytes];
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
   const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
@@ -338,9 +385,19 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
     }
   }
   copy_async_wait<0>();
-  for_each_result([&](int mt, int nt, int i) {
-    store_result(op, m0 + result_row(wm, mt, g, i), n0 + result_col(wn, nt, c, i), cf[mt][nt][i], y, ldy);
-  });
+  __syncthreads();  // every warp is done with the stage buffers
+  QUAROT_CUDA_UNROLL
+  for (int mt = 0; mt < 4; ++mt)
+    QUAROT_CUDA_UNROLL
+    for (int nt = 0; nt < 4; ++nt)
+      QUAROT_CUDA_UNROLL
+      for (int i = 0; i < 4; i += 2) {  // results i and i + 1: columns 2c and 2c + 1 of one row
+        const int row = result_row(wm, mt, g, i), col = result_col(wn, nt, c, i);
+        stage_result_pair<Out, S::bn>(tiles, row, col, staged_value(op, m0 + row, n0 + col, cf[mt][nt][i]),
+                                      staged_value(op, m0 + row, n0 + col + 1, cf[mt][nt][i + 1]));
+      }
+  __syncthreads();
+  copy_out_tile<Out, S::bn>(tiles, op, m0, n0, y, ldy, tid, 128);
 }
 
 // ------------------------------------------------------------------ sm_90a: wgmma
@@ -413,59 +470,10 @@ __device__ __forceinline__ void widen_stage(unsigned char* tile, const unsigned 
   }
 }
 
-/// The wgmma kernel's output tile in shared memory (the ring is free once the K loop is
-/// done): 128 rows of BN values of Out, `pitch` bytes apart. The padding (8 words for
-/// fp32, 4 for 16-bit types) puts the 8 rows that one warp's register pair stores touch on
-/// different banks; rows stay 16-byte aligned for the copy out.
-template <class Out, int BN>
-struct wgmma_output_tile {
-  static constexpr int pitch = BN * static_cast<int>(sizeof(Out)) + (sizeof(Out) == 4 ? 32 : 16);
-  static constexpr int bytes = 128 * pitch;
-};
-
-/// Results (r, col) and (r, col + 1), already computed, into the output tile at (row, col).
-template <class Out, int BN>
-__device__ __forceinline__ void stage_result_pair(unsigned char* tile, int row, int col, float v0, float v1) {
-  unsigned char* dst = tile + row * wgmma_output_tile<Out, BN>::pitch + col * static_cast<int>(sizeof(Out));
-  if constexpr (sizeof(Out) == 4) {
-    *reinterpret_cast<uint2*>(dst) = uint2{__float_as_uint(v0), __float_as_uint(v1)};
-  } else {
-    Out pair[2];
-    store_from_float(pair, v0);
-    store_from_float(pair + 1, v1);
-    std::uint32_t word;
-    std::memcpy(&word, static_cast<const void*>(pair), 4);
-    *reinterpret_cast<std::uint32_t*>(dst) = word;
-  }
-}
-
-/// The output tile (block rows from m0, columns from n0) to y: consecutive threads copy
-/// consecutive 16-byte pieces of a row, one 16-byte store each where the piece lies inside
-/// N and is aligned in y, else value by value; nothing outside the M x N result.
-template <class Out, int BN>
-__device__ __forceinline__ void copy_out_tile(const unsigned char* tile, const cuda_gemm_operands& op, std::size_t m0,
-                                              std::size_t n0, Out* y, std::size_t ldy, int tid, int threads) {
-  constexpr int per = 16 / static_cast<int>(sizeof(Out)), pieces = BN / per;
-  for (int i = tid; i < 128 * pieces; i += threads) {
-    const int row = i / pieces, piece = i % pieces;
-    const std::size_t r = m0 + row, col = n0 + static_cast<std::size_t>(piece) * per;
-    if (r >= op.m || col >= op.n) continue;
-    const unsigned char* src = tile + row * wgmma_output_tile<Out, BN>::pitch + piece * 16;
-    Out* dst = y + r * ldy + col;
-    if (col + per <= op.n && reinterpret_cast<std::uintptr_t>(dst) % 16 == 0) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
-      for (int e = 0; e < per && col + e < op.n; ++e)
-        std::memcpy(static_cast<void*>(dst + e), src + e * static_cast<int>(sizeof(Out)), sizeof(Out));
-    }
-  }
-}
-
-/// The integer GEMM on sm_90a warpgroup MMAs (s8 x s8 -> s32); the epilogue computes what
-/// the mma.sync kernel's does (fold_group, result_value), so results are bit-identical to
-/// it and to the CPU, and stores through the output tile in shared memory
-/// (wgmma_output_tile). Needs K padded to 64 (device_weights does it); BN = 256 only for
-/// one group.
+/// The integer GEMM on sm_90a warpgroup MMAs (s8 x s8 -> s32); the epilogue is the
+/// mma.sync kernel's (fold_group, result_value, through output_tile), so results are
+/// bit-identical to it and to the CPU. Needs K padded to 64 (device_weights does it);
+/// BN = 256 only for one group.
 template <int ABits, int WBits, int BN, class Out>
 __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
   using S = wgmma_tile_shape<ABits, WBits, BN>;
@@ -538,17 +546,14 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
   wgmma_wait<0>();
   wgmma_fence_operands(acc);
   copy_async_wait<0>();
-  // The epilogue goes through shared memory: stored straight from the registers, a warp
-  // instruction would write 2 or 4 bytes to each of 8 rows; staged, y gets whole 16-byte
-  // pieces of rows from consecutive threads.
-  static_assert(wgmma_output_tile<Out, BN>::bytes <= S::shared_bytes, "the output tile fits in the ring");
+  // The epilogue goes through shared memory (output_tile).
+  static_assert(output_tile<Out, BN>::bytes <= S::shared_bytes, "the output tile fits in the ring");
   __syncthreads();  // both warpgroups are done with the ring
   const auto value = [&](int reg, std::size_t r, std::size_t col) {
-    if (r >= op.m || col >= op.n) return 0.0f;  // (the tile may reach past n_padded)
     float v = 0.0f;
     if constexpr (grouped) v = cf[reg];
-    else fold_group(op, 0, r, col, acc[reg], v);
-    return result_value(op, r, col, v);
+    else if (r < op.m && col < op.n) fold_group(op, 0, r, col, acc[reg], v);  // (the tile may reach past n_padded)
+    return staged_value(op, r, col, v);
   };
   QUAROT_CUDA_UNROLL
   for (int j = 0; j < BN / 8; ++j)
