@@ -113,9 +113,22 @@ struct wgmma_op {
   std::uint64_t a, b;
   bool accumulate;
 };
-struct wgmma_state {
-  std::vector<wgmma_op> open;                 // issued since the last commit
-  std::vector<std::vector<wgmma_op>> groups;  // committed, oldest first
+/// One 16-byte cp.async issued by a thread: its destination reads as poison from the issue
+/// on and gets the data (read from global memory at the issue) only when a
+/// cp.async.wait_group retires its group, so that a kernel which reads a buffer before
+/// waiting, or refills one that is still being read, computes garbage, as it may on the
+/// device.
+struct copy_op {
+  unsigned char* dst;
+  unsigned char data[16];
+};
+/// A thread's asynchronous operations: wgmma (wgmma.commit_group / wait_group) and cp.async
+/// (cp.async.commit_group / wait_group), each in committed groups, oldest first.
+struct async_state {
+  std::vector<wgmma_op> open;                 // wgmma issued since the last commit
+  std::vector<std::vector<wgmma_op>> groups;
+  std::vector<copy_op> open_copies;           // cp.async issued since the last commit
+  std::vector<std::vector<copy_op>> copy_groups;
 };
 
 struct thread_context {
@@ -124,7 +137,7 @@ struct thread_context {
   std::uint32_t* warp_slots;  // 32 lanes x 16 words
   unsigned char* shared;
   std::size_t shared_bytes;
-  wgmma_state* wgmma;
+  async_state* async;
 };
 
 /// A block's threads are fibers (ucontext) run by one host thread: each runs until it
@@ -134,7 +147,7 @@ struct fiber {
   ucontext_t context;
   std::unique_ptr<unsigned char[]> stack;
   thread_context thread;
-  wgmma_state wgmma;
+  async_state async;
   bool done = false;
 };
 struct barrier_state {
@@ -289,8 +302,8 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
                                     slots.data() + static_cast<std::size_t>(t / 32) * 32 * 16,
                                     shared.data(),
                                     shared.size(),
-                                    &f.wgmma};
-          f.wgmma = wgmma_state{};
+                                    &f.async};
+          f.async = async_state{};
           start_fiber(f);
         }
         // Round robin until every fiber has returned.
@@ -386,7 +399,7 @@ struct shared_operand {
 /// warpgroup, g = lane / 4, c = lane % 4: register 4j + 2i + e is row 16w + g + 8i,
 /// column 8j + 2c + e), deferred to the wait_group that retires it.
 inline void wgmma_s8(int* d, int n, std::uint64_t a, std::uint64_t b, bool accumulate) {
-  ctx->wgmma->open.push_back(wgmma_op{d, n, a, b, accumulate});
+  ctx->async->open.push_back(wgmma_op{d, n, a, b, accumulate});
 }
 inline void run_wgmma(const wgmma_op& op) {
   const int w = static_cast<int>(ctx->warp % 4), g = static_cast<int>(ctx->lane / 4), c = static_cast<int>(ctx->lane % 4);
@@ -402,15 +415,35 @@ inline void run_wgmma(const wgmma_op& op) {
       }
 }
 inline void wgmma_commit() {
-  wgmma_state& st = *ctx->wgmma;
+  async_state& st = *ctx->async;
   st.groups.push_back(std::move(st.open));
   st.open.clear();
 }
 inline void wgmma_wait(int pending) {
-  wgmma_state& st = *ctx->wgmma;
+  async_state& st = *ctx->async;
   while (static_cast<int>(st.groups.size()) > pending) {
     for (const wgmma_op& op : st.groups.front()) run_wgmma(op);
     st.groups.erase(st.groups.begin());
+  }
+}
+
+/// cp.async.cg.shared.global of 16 bytes (`bytes` = 0: zeros), deferred as copy_op says.
+inline void cp_async16(void* smem, const void* gmem, int bytes) {
+  copy_op op{static_cast<unsigned char*>(smem), {}};
+  if (bytes) std::memcpy(op.data, gmem, 16);
+  std::memset(smem, 0xa5, 16);  // poison until the wait that retires it
+  ctx->async->open_copies.push_back(op);
+}
+inline void cp_async_commit() {
+  async_state& st = *ctx->async;
+  st.copy_groups.push_back(std::move(st.open_copies));
+  st.open_copies.clear();
+}
+inline void cp_async_wait(int pending) {
+  async_state& st = *ctx->async;
+  while (static_cast<int>(st.copy_groups.size()) > pending) {
+    for (const copy_op& op : st.copy_groups.front()) std::memcpy(op.dst, op.data, 16);
+    st.copy_groups.erase(st.copy_groups.begin());
   }
 }
 

@@ -167,8 +167,7 @@ struct cuda_gemm_operands {
 /// writes zeros instead (rows past M, K past the row's end).
 __device__ __forceinline__ void copy16_async(void* smem, const void* gmem, int bytes) {
 #if defined(QUAROT_CUDA_EMULATION)
-  if (bytes) std::memcpy(smem, gmem, 16);
-  else std::memset(smem, 0, 16);
+  ::quarot_cuda_emulation::cp_async16(smem, gmem, bytes);  // lands at the wait that retires it
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
@@ -177,14 +176,18 @@ __device__ __forceinline__ void copy16_async(void* smem, const void* gmem, int b
 #endif
 }
 __device__ __forceinline__ void copy_async_commit() {
-#if !defined(QUAROT_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 /// Waits until at most N committed copy groups are still in flight.
 template <int N>
 __device__ __forceinline__ void copy_async_wait() {
-#if !defined(QUAROT_CUDA_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::cp_async_wait(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
