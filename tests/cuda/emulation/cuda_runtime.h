@@ -122,13 +122,29 @@ struct copy_op {
   unsigned char* dst;
   unsigned char data[16];
 };
-/// A thread's asynchronous operations: wgmma (wgmma.commit_group / wait_group) and cp.async
-/// (cp.async.commit_group / wait_group), each in committed groups, oldest first.
+/// One kind of a thread's asynchronous operations: those issued since the last commit, and
+/// the committed groups, oldest first (*.commit_group / *.wait_group).
+template <class Op>
+struct async_queue {
+  std::vector<Op> open;
+  std::vector<std::vector<Op>> groups;
+  void commit() {
+    groups.push_back(std::move(open));
+    open.clear();
+  }
+  /// Runs `complete` on every operation of the groups older than the `pending` newest.
+  template <class F>
+  void retire(int pending, F&& complete) {
+    while (static_cast<int>(groups.size()) > pending) {
+      for (const Op& op : groups.front()) complete(op);
+      groups.erase(groups.begin());
+    }
+  }
+};
+/// A thread's wgmma and cp.async operations.
 struct async_state {
-  std::vector<wgmma_op> open;                 // wgmma issued since the last commit
-  std::vector<std::vector<wgmma_op>> groups;
-  std::vector<copy_op> open_copies;           // cp.async issued since the last commit
-  std::vector<std::vector<copy_op>> copy_groups;
+  async_queue<wgmma_op> mma;
+  async_queue<copy_op> copies;
 };
 
 struct thread_context {
@@ -399,7 +415,7 @@ struct shared_operand {
 /// warpgroup, g = lane / 4, c = lane % 4: register 4j + 2i + e is row 16w + g + 8i,
 /// column 8j + 2c + e), deferred to the wait_group that retires it.
 inline void wgmma_s8(int* d, int n, std::uint64_t a, std::uint64_t b, bool accumulate) {
-  ctx->async->open.push_back(wgmma_op{d, n, a, b, accumulate});
+  ctx->async->mma.open.push_back(wgmma_op{d, n, a, b, accumulate});
 }
 inline void run_wgmma(const wgmma_op& op) {
   const int w = static_cast<int>(ctx->warp % 4), g = static_cast<int>(ctx->lane / 4), c = static_cast<int>(ctx->lane % 4);
@@ -414,37 +430,19 @@ inline void run_wgmma(const wgmma_op& op) {
         out = op.accumulate ? out + s : s;
       }
 }
-inline void wgmma_commit() {
-  async_state& st = *ctx->async;
-  st.groups.push_back(std::move(st.open));
-  st.open.clear();
-}
-inline void wgmma_wait(int pending) {
-  async_state& st = *ctx->async;
-  while (static_cast<int>(st.groups.size()) > pending) {
-    for (const wgmma_op& op : st.groups.front()) run_wgmma(op);
-    st.groups.erase(st.groups.begin());
-  }
-}
+inline void wgmma_commit() { ctx->async->mma.commit(); }
+inline void wgmma_wait(int pending) { ctx->async->mma.retire(pending, run_wgmma); }
 
 /// cp.async.cg.shared.global of 16 bytes (`bytes` = 0: zeros), deferred as copy_op says.
 inline void cp_async16(void* smem, const void* gmem, int bytes) {
   copy_op op{static_cast<unsigned char*>(smem), {}};
   if (bytes) std::memcpy(op.data, gmem, 16);
   std::memset(smem, 0xa5, 16);  // poison until the wait that retires it
-  ctx->async->open_copies.push_back(op);
+  ctx->async->copies.open.push_back(op);
 }
-inline void cp_async_commit() {
-  async_state& st = *ctx->async;
-  st.copy_groups.push_back(std::move(st.open_copies));
-  st.open_copies.clear();
-}
+inline void cp_async_commit() { ctx->async->copies.commit(); }
 inline void cp_async_wait(int pending) {
-  async_state& st = *ctx->async;
-  while (static_cast<int>(st.copy_groups.size()) > pending) {
-    for (const copy_op& op : st.copy_groups.front()) std::memcpy(op.dst, op.data, 16);
-    st.copy_groups.erase(st.copy_groups.begin());
-  }
+  ctx->async->copies.retire(pending, [](const copy_op& op) { std::memcpy(op.dst, op.data, 16); });
 }
 
 }  // namespace quarot_cuda_emulation
