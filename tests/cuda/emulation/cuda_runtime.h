@@ -381,15 +381,15 @@ inline std::size_t shared_address(const void* p) {
   return static_cast<std::size_t>(b - ctx->shared);
 }
 
-/// An s8 operand in shared memory through a wgmma descriptor, decoded once per MMA. Only
-/// the no-swizzle K-major layout is emulated: element (row, k) is byte (row / 8)·SBO +
-/// (k / 16)·LBO + (row % 8)·16 + k % 16 from the start address (PTX ISA, "Shared Memory
-/// Matrix Layout").
 /// A fault the tests inject: decode descriptors with LBO and SBO in each other's places — a
 /// device that read the layout otherwise than sm90.cuh does, which the GEMM's self-test
 /// (detail::wgmma_self_test) must catch.
 inline bool wgmma_swapped_offsets = false;
 
+/// An s8 operand in shared memory through a wgmma descriptor, decoded once per MMA. Only
+/// the no-swizzle K-major layout is emulated: element (row, k) is byte (row / 8)·SBO +
+/// (k / 16)·LBO + (row % 8)·16 + k % 16 from the start address (PTX ISA, "Shared Memory
+/// Matrix Layout").
 struct shared_operand {
   std::size_t start, lbo, sbo;
   explicit shared_operand(std::uint64_t desc)

@@ -493,13 +493,14 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     load_wgmma_stage<WBits, S::bn, S>(base + S::a_tile, base + S::a_tile + S::w_tile + S::a_packed, op.w,
                                       op.w_row_bytes, n0, op.n_padded, s, tid);
   };
-  // Result register 4j + 2i + e is row 64·wg + 16·warp + g + 8i, column 8j + 2c + e.
-  const auto for_each_register = [&](auto&& f) {
+  // Result register 4j + 2i + e is row 64·wg + 16·warp + g + 8i, column 8j + 2c + e of the
+  // block tile: f(reg, row, col) for each even register reg, (row, col) being reg's place
+  // and (row, col + 1) reg + 1's.
+  const auto for_each_register_pair = [&](auto&& f) {
     QUAROT_CUDA_UNROLL
     for (int j = 0; j < BN / 8; ++j)
       QUAROT_CUDA_UNROLL
-      for (int i = 0; i < 4; ++i)
-        f(4 * j + i, m0 + 64 * wg + 16 * warp + g + 8 * (i / 2), n0 + 8 * j + 2 * c + i % 2);
+      for (int i = 0; i < 2; ++i) f(4 * j + 2 * i, 64 * wg + 16 * warp + g + 8 * i, 8 * j + 2 * c);
   };
 
   int acc[BN / 2] = {};
@@ -537,8 +538,9 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
       wgmma_wait<0>();
       wgmma_fence_operands(acc);
       const int grp = op.group_of(step);
-      for_each_register([&](int reg, std::size_t r, std::size_t col) {
-        if constexpr (grouped) fold_group(op, grp, r, col, acc[reg], cf[reg]);
+      for_each_register_pair([&](int reg, int row, int col) {
+        if constexpr (grouped)
+          for (int e = 0; e < 2; ++e) fold_group(op, grp, m0 + row, n0 + col + e, acc[reg + e], cf[reg + e]);
       });
     }
     wgmma_wait<1>();
@@ -558,13 +560,9 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     else if (r < op.m && col < op.n) fold_group(op, 0, r, col, acc[reg], v);  // (the tile may reach past n_padded)
     return staged_value(op, r, col, v);
   };
-  QUAROT_CUDA_UNROLL
-  for (int j = 0; j < BN / 8; ++j)
-    QUAROT_CUDA_UNROLL
-    for (int i = 0; i < 2; ++i) {  // registers 4j + 2i and 4j + 2i + 1: columns 8j + 2c and 8j + 2c + 1
-      const int row = 64 * wg + 16 * warp + g + 8 * i, col = 8 * j + 2 * c, reg = 4 * j + 2 * i;
-      stage_result_pair<Out, BN>(smem, row, col, value(reg, m0 + row, n0 + col), value(reg + 1, m0 + row, n0 + col + 1));
-    }
+  for_each_register_pair([&](int reg, int row, int col) {
+    stage_result_pair<Out, BN>(smem, row, col, value(reg, m0 + row, n0 + col), value(reg + 1, m0 + row, n0 + col + 1));
+  });
   __syncthreads();
   copy_out_tile<Out, BN>(smem, op, m0, n0, y, ldy, tid, S::threads);
 }
