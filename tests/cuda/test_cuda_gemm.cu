@@ -205,34 +205,137 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
 }
 
 /// quarot::linear on the device vs the CPU layer (scalar kernels): same packed weights,
-/// bias and online rotation, every output bit for bit.
+/// bias and online rotation, every output bit for bit; the device layer runs M rows, then
+/// 1, then (M + 1) / 2 (a decode loop: its activation buffer shrinks and regrows).
 template <int WBits, int ABits>
 void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, int bits, bool rotate) {
-  const auto x = cuda_test::random_values(m * k, 17 + k);
   auto w = cuda_test::random_values(n * k, 19 + n, 3.0f);
   for (auto& v : w) v *= 0.05f;
   const auto bias = cuda_test::random_values(n, 23);
-  const randomized_hadamard q(k, 29, cpu::isa::scalar);
-  const auto wq = rtn_quantizer({.bits = WBits, .gran = granularity::per_group, .group_size = 128}, cpu::isa::scalar)
+  const bool grouped = k % 128 == 0;  // g128, else per channel
+  const auto wq = rtn_quantizer({.bits = WBits, .gran = grouped ? granularity::per_group : granularity::per_channel,
+                                 .group_size = grouped ? std::size_t{128} : 0},
+                                cpu::isa::scalar)
                       .quantize(make_matrix_view(w, n, k));
   const auto packed = gemm::pack_weights(wq, WBits);
   linear<gemm::integer_policy<cpu::scalar, WBits, ABits>> cpu_layer(packed, bias, bits, 0.9f);
   linear<gemm::integer_policy<cuda::device, WBits, ABits>> gpu_layer(packed, bias, bits, 0.9f);
   if (rotate) {
+    const randomized_hadamard q(k, 29, cpu::isa::scalar);
     cpu_layer.with_online_rotation(q);
     gpu_layer.with_online_rotation(q);
   }
-  std::vector<float> expect(m * n), got(m * n);
-  cpu_layer.forward(make_matrix_view(x, m, k), make_matrix_view(expect, m, n));
-  cuda::device_buffer<float> dx(x.size()), dy(m * n);
-  dx.upload(x.data(), x.size());
-  gpu_layer.forward(matrix_view<const float>(dx.data(), m, k, k), matrix_view<float>(dy.data(), m, n, n));
-  dy.download(got.data(), got.size());
-  std::size_t bad = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) bad += std::memcmp(&got[i], &expect[i], 4) != 0;
-  t.check(bad == 0, "linear W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " (" + std::to_string(bits) +
-                        "-bit levels) " + shape(m, n, k) + (rotate ? " rotated" : "") + " bias: " + std::to_string(bad) +
-                        " outputs differ from the CPU layer");
+  for (const std::size_t rows : {m, std::size_t{1}, (m + 1) / 2}) {
+    const auto x = cuda_test::random_values(rows * k, 17 + k + rows);
+    std::vector<float> expect(rows * n), got(rows * n);
+    cpu_layer.forward(make_matrix_view(x, rows, k), make_matrix_view(expect, rows, n));
+    cuda::device_buffer<float> dx(x.size()), dy(rows * n);
+    dx.upload(x.data(), x.size());
+    gpu_layer.forward(matrix_view<const float>(dx.data(), rows, k, k), matrix_view<float>(dy.data(), rows, n, n));
+    dy.download(got.data(), got.size());
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) bad += std::memcmp(&got[i], &expect[i], 4) != 0;
+    t.check(bad == 0, "linear W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " (" +
+                          std::to_string(bits) + "-bit levels) " + shape(rows, n, k) + (rotate ? " rotated" : "") +
+                          " bias: " + std::to_string(bad) + " outputs differ from the CPU layer");
+  }
+}
+
+/// Number of cudaMalloc calls so far (the emulation counts them; -1 on a device).
+long malloc_calls() {
+#if defined(QUAROT_CUDA_EMULATION)
+  return quarot_cuda_emulation::malloc_calls.load();
+#else
+  return -1;
+#endif
+}
+
+/// device_buffer keeps its allocation while a new size fits; device_activations reshapes
+/// within it (a decode loop's varying batch) without allocating, and every row's padding
+/// is zero after each reshape, also when the row layout changes inside the same bytes.
+void check_buffer_reuse(cuda_test::counter& t) {
+  cuda::device_buffer<float> b(100);
+  const float* p = b.data();
+  const long calls = malloc_calls();
+  b.resize(10);
+  b.resize(100);
+  t.check(b.data() == p && b.size() == 100 && b.capacity() == 100 && malloc_calls() == calls,
+          "device_buffer: resize within the capacity keeps the allocation");
+  b.resize(101);
+  t.check(b.size() == 101 && b.capacity() == 101 && b.device() == cuda::detail::current_device(),
+          "device_buffer: resize past the capacity reallocates on the current device");
+  b.clear();
+  t.check(b.empty() && b.capacity() == 0 && b.device() == -1, "device_buffer: clear frees the allocation");
+
+  cuda::device_activations a;
+  long allocations = 0;  // cudaMalloc calls in quantize_activations (emulation)
+  const auto quantize = [&](std::size_t rows, std::size_t cols, int bits, std::uint64_t seed) {
+    const auto x = cuda_test::random_values(rows * cols, seed);
+    cuda::device_buffer<float> dx(x.size());
+    dx.upload(x.data(), x.size());
+    const long calls_before = malloc_calls();
+    cuda::quantize_activations(cuda::device{}, matrix_view<const float>(dx.data(), rows, cols, cols), bits, 1.0f, a);
+    allocations += malloc_calls() - calls_before;
+    quantized_activations expect;
+    quantize_activations(cpu::scalar{}, make_matrix_view(x, rows, cols), bits, 1.0f, expect);
+    std::vector<std::uint8_t> raw(a.rows * a.row_bytes);
+    a.data.download(raw.data(), raw.size());
+    const std::size_t used = bits <= 4 ? (cols + 1) / 2 : cols;  // bytes the kernel writes per row
+    std::size_t dirty = 0;
+    for (std::size_t r = 0; r < a.rows; ++r)
+      for (std::size_t j = used; j < a.row_bytes; ++j) dirty += raw[r * a.row_bytes + j] != 0;
+    std::string why;
+    const bool levels = same(a.download(), expect, why);
+    t.check(levels && dirty == 0, "activations " + std::to_string(rows) + "x" + std::to_string(cols) + " at " +
+                                      std::to_string(bits) + " bits after reshape: " + std::to_string(dirty) +
+                                      " padding bytes not zero" + (levels ? "" : ", " + why));
+  };
+  quantize(6, 100, 4, 1);  // 6 rows of 64 bytes, 6 scales
+  const std::uint8_t* data = a.data.data();
+  allocations = 0;
+  quantize(3, 100, 8, 2);  // 3 rows of 128 bytes in the same 384
+  quantize(6, 100, 4, 3);  // int8 levels where the int4 padding goes: cleared
+  quantize(2, 100, 4, 4);
+  quantize(6, 100, 4, 5);  // rows 2..5 still zero-padded from before
+  quantize(1, 128, 4, 6);  // no padding at all
+  quantize(5, 100, 4, 7);
+  t.check(a.data.data() == data && allocations == 0,
+          "device_activations: reshapes within the capacity do not allocate (" + std::to_string(allocations) +
+              " cudaMalloc calls)");
+  quantize(7, 100, 4, 7);  // grows
+}
+
+/// Data allocated on one device is refused, with both devices named, while another is
+/// current (on two or more devices; the emulation has two).
+void check_wrong_device(cuda_test::counter& t) {
+  if (cuda::device_count() < 2) {
+    std::printf("wrong-device checks not run: one device\n");
+    return;
+  }
+  const auto w = cuda_test::random_values(64 * 128, 1);
+  const auto wq = rtn_quantizer({.bits = 4}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 128));
+  const gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 8>> op(gemm::pack_weights(wq, 4));
+  const cuda::randomized_hadamard q(128, 3);
+  cuda::device_activations a;
+  cuda::device_buffer<float> x(2 * 128), y(2 * 64);
+  x.fill_bytes(0);
+  cuda::quantize_activations(cuda::device{}, matrix_view<const float>(x.data(), 2, 128, 128), 8, 1.0f, a);
+  const linear<gemm::integer_policy<cuda::device, 4, 8>> layer(gemm::pack_weights(wq, 4));
+  QUAROT_CUDA_CHECK(cudaSetDevice(1));
+  t.expect_error(errc::invalid_argument, "linear layer built on device 0, called on device 1",
+                 [&] { layer.forward(matrix_view<const float>(x.data(), 2, 128, 128), matrix_view<float>(y.data(), 2, 64, 64)); });
+  t.expect_error(errc::invalid_argument, "GEMM with weights on device 0 while device 1 is current",
+                 [&] { op(a, nullptr, matrix_view<float>(y.data(), 2, 64, 64)); });
+  t.expect_error(errc::invalid_argument, "randomized Hadamard from device 0 on device 1",
+                 [&] { q.apply(cuda::device{}, matrix_view<float>(x.data(), 2, 128, 128)); });
+  cuda::device_buffer<float> x1(2 * 128);
+  x1.fill_bytes(0);
+  cuda::quantize_activations(cuda::device{}, matrix_view<const float>(x1.data(), 2, 128, 128), 8, 1.0f, a);
+  t.check(a.data.device() == 1 && a.scales.device() == 1 && a.status.device() == 1,
+          "device_activations reshaped on device 1 move there");
+  QUAROT_CUDA_CHECK(cudaSetDevice(0));
+  t.expect_error(errc::invalid_argument, "GEMM with activations on device 1 while device 0 is current",
+                 [&] { op(a, nullptr, matrix_view<float>(y.data(), 2, 64, 64)); });
 }
 
 }  // namespace
@@ -249,6 +352,8 @@ int main() {
     for (int bits : {4, 8}) check_rotate_quantize(t, n <= 1024 && !cuda_test::quick ? 133 : 5, n, bits);
   for (std::size_t n : {12, 28, 5120, 11008}) check_rotate_quantize(t, 3, n, 4);
   check_non_finite(t);
+  check_buffer_reuse(t);
+  check_wrong_device(t);
 
   using P = cuda::mma_path;
   if (!cuda::detail::has_wgmma())  // a GPU other than Hopper/sm_90a, or the emulation's default sm_86
@@ -327,6 +432,7 @@ int main() {
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
+  check_linear<4, 8>(t, 6, 64, 200, 8, false);  // K padding: the regrown activation rows stay zero-padded
   check_linear<4, 8>(t, 5, 80, 512, 8, true);
   check_linear<8, 8>(t, 2, 64, 512, 6, true);  // power-of-two K: the rotation is bit-exact too
   {
@@ -353,5 +459,10 @@ int main() {
     cuda::device_buffer<float> y(2 * 64);
     op(a, nullptr, matrix_view<float>(y.data(), 2, 64, 64));
   });
+#if defined(QUAROT_CUDA_EMULATION)
+  t.check(quarot_cuda_emulation::async_live == 0, "every stream-ordered scratch freed (" +
+                                                      std::to_string(quarot_cuda_emulation::async_live.load()) +
+                                                      " live)");
+#endif
   return t.finish();
 }

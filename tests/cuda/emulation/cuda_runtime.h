@@ -93,6 +93,13 @@ inline int compute_major = 8, compute_minor = 6;
 /// Opt-in shared memory per block: 99 KiB (sm_86), 227 KiB on the emulated Hopper.
 inline int max_shared_optin() { return compute_major >= 9 ? 232448 : 101376; }
 constexpr int default_shared = 48 * 1024;
+/// Two emulated devices, alike, and the current one (cudaSetDevice): the tests check that
+/// data allocated on one is not used while the other is current.
+constexpr int devices = 2;
+inline int current_device = 0;
+/// cudaMalloc calls so far (the tests check that a buffer within its capacity does not
+/// allocate) and stream-ordered allocations not yet freed (cudaMallocAsync / cudaFreeAsync).
+inline std::atomic<long> malloc_calls{0}, async_live{0};
 
 inline thread_local cudaError_t last_error = cudaSuccess;
 inline std::mutex& atomic_mutex() {
@@ -533,11 +540,16 @@ inline const char* cudaGetErrorName(cudaError_t e) {
 }
 inline const char* cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
 inline cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
+  *n = ::quarot_cuda_emulation::devices;
   return cudaSuccess;
 }
 inline cudaError_t cudaGetDevice(int* d) {
-  *d = 0;
+  *d = ::quarot_cuda_emulation::current_device;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= ::quarot_cuda_emulation::devices) return cudaErrorInvalidValue;
+  ::quarot_cuda_emulation::current_device = d;
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int /*device*/) {
@@ -555,12 +567,25 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
+  ++::quarot_cuda_emulation::malloc_calls;
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!*p) return cudaErrorMemoryAllocation;
   std::memset(*p, 0xa5, bytes);  // fresh device memory is garbage, not zeros
   return cudaSuccess;
 }
 inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMallocAsync(void** p, std::size_t bytes, cudaStream_t) {
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!*p) return cudaErrorMemoryAllocation;
+  ++::quarot_cuda_emulation::async_live;
+  std::memset(*p, 0xa5, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  if (p) --::quarot_cuda_emulation::async_live;
   std::free(p);
   return cudaSuccess;
 }

@@ -73,10 +73,27 @@ __device__ inline void store_from_float(quarot::bfloat16* p, float v) {
 /// Whether v is neither infinite nor NaN (from its exponent bits).
 __device__ __forceinline__ bool is_finite(float v) { return (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u; }
 
+/// The current device (cudaGetDevice).
+inline int current_device() {
+  int dev = 0;
+  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  return dev;
+}
+
+/// Throws errc::invalid_argument naming both devices when `what`, allocated on `device`
+/// (-1: nothing allocated, no check), is used while another device is current: a kernel
+/// there would fault on the pointers (or, with peer access, read across the bus).
+inline void require_current_device(int device, const char* what) {
+  if (device < 0) return;
+  const int current = current_device();
+  quarot::detail::require(current == device, what, " live on CUDA device ", device, " but the current device is ",
+                          current, " (cudaSetDevice(", device, ") before the call)");
+}
+
 /// The compute capability of the current device as 10·major + minor (80, 86, 89, 90, ...).
 inline int compute_capability() {
-  int dev = 0, major = 0, minor = 0;
-  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  const int dev = current_device();
+  int major = 0, minor = 0;
   QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
   return 10 * major + minor;
@@ -84,8 +101,8 @@ inline int compute_capability() {
 
 /// The most dynamic shared memory one block of the current device may use (opt-in).
 inline std::size_t max_shared_per_block() {
-  int dev = 0, bytes = 0;
-  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  const int dev = current_device();
+  int bytes = 0;
   QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   return static_cast<std::size_t>(bytes);
 }
@@ -95,8 +112,7 @@ inline std::size_t max_shared_per_block() {
 /// own table. Never cached on the tests' emulation, whose device changes between tests.
 template <class Answer>
 bool once_per_device(std::atomic<int> (&known)[64], Answer&& answer) {
-  int dev = 0;
-  QUAROT_CUDA_CHECK(cudaGetDevice(&dev));
+  const int dev = current_device();
   const bool cacheable = dev >= 0 && dev < 64;
 #if !defined(QUAROT_CUDA_EMULATION)
   if (cacheable && known[dev].load() != 0) return known[dev].load() == 2;
@@ -146,39 +162,60 @@ inline std::string unavailable_reason() {
   return n == 0 ? "no CUDA device" : "";
 }
 
-/// An owning array of T in device memory (cudaMalloc; no managed memory).
+/// An owning array of T in device memory (cudaMalloc; no managed memory) on the device that
+/// was current when it allocated. resize() keeps the allocation when the new size fits
+/// (size() <= capacity()), so that a per-call buffer sized by a varying batch (decode)
+/// allocates once, at its largest size, and never again: cudaMalloc and cudaFree may
+/// synchronize the device, and neither is allowed while a stream is being captured into a
+/// CUDA graph.
 template <class T>
 class device_buffer {
  public:
   device_buffer() = default;
-  explicit device_buffer(std::size_t n) : n_(n) {
-    if (n) QUAROT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
-  }
+  explicit device_buffer(std::size_t n) { resize(n); }
   device_buffer(const device_buffer&) = delete;
   device_buffer& operator=(const device_buffer&) = delete;
-  device_buffer(device_buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  device_buffer(device_buffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), capacity_(std::exchange(o.capacity_, 0)),
+        device_(std::exchange(o.device_, -1)) {}
   device_buffer& operator=(device_buffer&& o) noexcept {
     if (this != &o) {
-      reset();
+      release();
       p_ = std::exchange(o.p_, nullptr);
       n_ = std::exchange(o.n_, 0);
+      capacity_ = std::exchange(o.capacity_, 0);
+      device_ = std::exchange(o.device_, -1);
     }
     return *this;
   }
-  ~device_buffer() { reset(); }
+  ~device_buffer() { release(); }
 
   [[nodiscard]] T* data() noexcept { return p_; }
   [[nodiscard]] const T* data() const noexcept { return p_; }
   [[nodiscard]] std::size_t size() const noexcept { return n_; }
   [[nodiscard]] bool empty() const noexcept { return n_ == 0; }
+  /// Elements the allocation holds (size() <= capacity()).
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  /// The device the allocation lives on, or -1 when there is none.
+  [[nodiscard]] int device() const noexcept { return device_; }
 
-  /// Makes room for n elements; the contents are not kept when it reallocates.
+  /// Makes the size n. Reallocates, without keeping the contents, only when n exceeds the
+  /// capacity; otherwise the contents stay as they are.
   void resize(std::size_t n) {
-    if (n == n_) return;
-    reset();
-    if (n) QUAROT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
-    n_ = n;
+    if (n <= capacity_) {
+      n_ = n;
+      return;
+    }
+    quarot::detail::require(n <= static_cast<std::size_t>(-1) / sizeof(T), "device_buffer: ", n,
+                            " elements overflow the byte count");
+    release();
+    QUAROT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+    device_ = detail::current_device();
+    n_ = capacity_ = n;
   }
+  /// Frees the allocation (size and capacity 0).
+  void clear() noexcept { release(); }
+
   /// Sets every byte to `byte` (asynchronously on `stream`).
   void fill_bytes(int byte, cudaStream_t stream = nullptr) {
     if (n_) QUAROT_CUDA_CHECK(cudaMemsetAsync(p_, byte, n_ * sizeof(T), stream));
@@ -195,13 +232,40 @@ class device_buffer {
   }
 
  private:
-  void reset() noexcept {
+  void release() noexcept {
     if (p_) cudaFree(p_);
     p_ = nullptr;
-    n_ = 0;
+    n_ = capacity_ = 0;
+    device_ = -1;
   }
   T* p_ = nullptr;
-  std::size_t n_ = 0;
+  std::size_t n_ = 0, capacity_ = 0;
+  int device_ = -1;
 };
+
+namespace detail {
+/// A per-call device array of T from the stream-ordered allocator (cudaMallocAsync on
+/// `stream`), freed on the same stream when it goes out of scope, that is after the work
+/// queued on it meanwhile. Scratch of this kind keeps a const call reentrant: two calls on
+/// two streams get two arrays, where a member buffer would be shared between them.
+template <class T>
+class stream_scratch {
+ public:
+  stream_scratch(std::size_t n, cudaStream_t stream) : stream_(stream) {
+    if (n) QUAROT_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&p_), n * sizeof(T), stream));
+  }
+  stream_scratch(const stream_scratch&) = delete;
+  stream_scratch& operator=(const stream_scratch&) = delete;
+  ~stream_scratch() {
+    if (p_) cudaFreeAsync(p_, stream_);
+  }
+  [[nodiscard]] T* data() const noexcept { return p_; }
+
+ private:
+  T* p_ = nullptr;
+  cudaStream_t stream_;
+};
+
+}  // namespace detail
 
 }  // namespace quarot::cuda

@@ -305,6 +305,10 @@ class device_hadamard {
   [[nodiscard]] const hadamard_plan& plan() const noexcept { return plan_; }
   [[nodiscard]] const float* signs() const noexcept { return signs_.empty() ? nullptr : signs_.data(); }
   [[nodiscard]] const float* dense_factor() const noexcept { return h_.empty() ? nullptr : h_.data(); }
+  /// The device that holds the signs and H_m, -1 when there are neither (2^k, no signs).
+  [[nodiscard]] int device() const noexcept { return signs_.empty() ? h_.device() : signs_.device(); }
+  /// Throws errc::invalid_argument when another device than this transform's is current.
+  void require_current_device() const { detail::require_current_device(device(), "CUDA Hadamard transform: its data"); }
   [[nodiscard]] float scale() const noexcept { return quarot::detail::inv_sqrt(plan_.n); }  // the CPU's 1/√n
   /// Itself: rotate_quantize takes any transform with data().
   [[nodiscard]] const device_hadamard& data() const noexcept { return *this; }
@@ -317,6 +321,7 @@ class device_hadamard {
     quarot::detail::require(x.cols == plan_.n, "CUDA Hadamard transform of size ", plan_.n, " applied to rows of ",
                             x.cols);
     if (x.empty()) return;
+    require_current_device();
     if (plan_.m == 1) {
       fwht_rows(x, quarot::detail::log2_exact(plan_.n), scale(), signs(), stream);
       return;

@@ -758,6 +758,7 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
   quarot::detail::require(w.groups == 1 || w.group_size % 8 == 0, "CUDA weight_only_gemm: group size ", w.group_size,
                           " is not a multiple of 8");
   if (x.rows == 0 || w.n == 0) return;
+  detail::require_current_device(w.data.device(), "CUDA weight_only_gemm: the weights");
   const unsigned blocks = detail::grid_for(w.n, 4);
   if (w.bits == 4)
     detail::launch(detail::weight_only_kernel<4, In, Out>, blocks, 128, 0, stream, x.data, x.stride, x.rows,
@@ -798,7 +799,9 @@ namespace quarot::gemm {
 
 /// The integer GEMM of an integer_policy on the CUDA backend: the CPU class's interface,
 /// with device activations (cuda::device_activations, from cuda::quantize_activations or
-/// cuda::rotate_quantize), a device bias pointer and a device output view.
+/// cuda::rotate_quantize), a device bias pointer and a device output view. A call holds no
+/// state of the object (asymmetric weights' row sums are stream-ordered scratch), so calls
+/// on several streams may run at once; each needs the weights' device current.
 template <int WeightBits, int ActivationBits>
 class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
  public:
@@ -845,6 +848,8 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     quarot::detail::require(y.rows == x.rows && y.cols == w_.n, "CUDA GEMM: output is ", y.rows, " x ", y.cols,
                             ", expected ", x.rows, " x ", w_.n);
     if (x.rows == 0 || w_.n == 0) return;
+    cuda::detail::require_current_device(w_.data.device(), "CUDA GEMM: the weights");
+    cuda::detail::require_current_device(x.data.device(), "CUDA GEMM: the activations");
     const bool int4 = path_ == cuda::mma_path::int4_mma;
     const int k_step = int4 ? 64 : 32;
     cuda::detail::cuda_gemm_operands op{};
@@ -863,18 +868,19 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     op.groups = static_cast<int>(w_.groups);
     op.group_steps = w_.groups == 1 ? op.steps : static_cast<int>(w_.group_size / k_step);
     op.symmetric = w_.symmetric;
+    // Asymmetric weights: per-call scratch, so that calls on two streams do not share it.
+    const cuda::detail::stream_scratch<std::int32_t> rowsums(w_.symmetric ? 0 : x.rows * w_.groups, stream);
     if (!w_.symmetric) {
-      rowsums_.resize(x.rows * w_.groups);
       const std::size_t items = x.rows * w_.groups;
       const int group_size = static_cast<int>(w_.groups == 1 ? w_.k_padded : w_.group_size);
       const unsigned blocks = cuda::detail::grid_for(items, 256);
       if (x.packed())
         cuda::detail::launch(cuda::detail::activation_group_sums<true>, blocks, 256, 0, stream, x.data.data(),
-                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums_.data());
+                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums.data());
       else
         cuda::detail::launch(cuda::detail::activation_group_sums<false>, blocks, 256, 0, stream, x.data.data(),
-                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums_.data());
-      op.rowsums = rowsums_.data();
+                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums.data());
+      op.rowsums = rowsums.data();
     }
     constexpr int a_bits = ActivationBits <= 4 ? 4 : 8;
     if (path_ == cuda::mma_path::wgmma) {
@@ -902,7 +908,6 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
  private:
   cuda::device_weights w_;
   cuda::mma_path path_;
-  mutable cuda::device_buffer<std::int32_t> rowsums_;  // asymmetric weights: per-call scratch
 };
 
 }  // namespace quarot::gemm

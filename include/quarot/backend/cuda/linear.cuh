@@ -60,11 +60,17 @@ class linear<gemm::integer_policy<cuda::device, WeightBits, ActivationBits>> {
   }
 
   /// y (M x N) = quantize(rotate(x))·Wᵀ + b, x (M x K, fp32, fp16 or bf16) and y (fp32 or
-  /// bf16) in device memory, on `stream`.
+  /// bf16) in device memory, on `stream`, with the device that built the layer current.
+  /// The quantized activations go through one buffer of the layer (last_activations()),
+  /// allocated at the largest M seen and then reused, so forward calls on one layer must
+  /// be ordered (one stream, or synchronized between streams). For concurrent streams on
+  /// shared weights, call cuda::rotate_quantize and the reentrant gemm::integer_gemm with
+  /// one device_activations per stream.
   template <storage_float T, gemm::output_element Out>
   void forward(matrix_view<const T> x, matrix_view<Out> y, cudaStream_t stream = nullptr) const {
     quarot::detail::require(x.cols == in_features(), "linear: input has ", x.cols, " features, expected ",
                             in_features());
+    cuda::detail::require_current_device(gemm_.weights().data.device(), "linear: the layer's weights");
     if (rotation_) cuda::rotate_quantize(cuda::device{}, *rotation_, x, bits_, clip_, qa_, stream);
     else cuda::quantize_activations(cuda::device{}, x, bits_, clip_, qa_, stream);
     gemm_(qa_, bias_.empty() ? nullptr : bias_.data(), y, stream);

@@ -39,23 +39,40 @@ struct device_activations {
   device_buffer<std::uint8_t> data;
   device_buffer<float> scales;
   device_buffer<unsigned long long> status;  ///< first non-finite row, or ULLONG_MAX
+  /// Rows of `data` whose padding is known to be zero (reshape's bookkeeping: the kernels
+  /// write every real level and never the padding).
+  std::size_t zero_padded_rows = 0;
 
   [[nodiscard]] bool packed() const noexcept { return bits <= 4; }
 
-  /// Sizes the buffers for rows x cols at `bits` (2..8), padding zeroed, status cleared.
+  /// Sizes the buffers for rows x cols at `bits` (2..8) on the current device, padding
+  /// zeroed, status cleared. Nothing is allocated while the buffers' capacity holds the
+  /// shape (a decode loop whose batch varies allocates once, at its largest batch), and
+  /// only rows whose padding is not known to be zero are cleared.
   void reshape(std::size_t r, std::size_t c, int b, cudaStream_t stream = nullptr) {
     quarot::detail::require(b >= 2 && b <= 8, "CUDA activation bits ", b, " are not in [2, 8]");
-    // The kernels write every real level; the padding is zeroed only when the shape changes.
-    const bool same_shape = r == rows && c == cols && b == bits && data.size() == rows * row_bytes;
+    const std::size_t kp = (c + 63) / 64 * 64, rb = b <= 4 ? kp / 2 : kp;
+    quarot::detail::require(r == 0 || rb <= static_cast<std::size_t>(-1) / r, "CUDA activations: ", r, " rows of ",
+                            rb, " bytes overflow the byte count");
+    if (data.device() >= 0 && data.device() != detail::current_device()) {  // follow the current device
+      data.clear();
+      scales.clear();
+      status.clear();
+    }
+    // Rows keep zero padding only while the row layout and the allocation are the same.
+    if (c != cols || b != bits || r * rb > data.capacity()) zero_padded_rows = 0;
     rows = r;
     cols = c;
     bits = b;
-    k_padded = (c + 63) / 64 * 64;
-    row_bytes = b <= 4 ? k_padded / 2 : k_padded;
+    k_padded = kp;
+    row_bytes = rb;
     data.resize(rows * row_bytes);
     scales.resize(rows);
     status.resize(1);
-    if (!same_shape) data.fill_bytes(0, stream);
+    if (k_padded != cols && rows > zero_padded_rows)
+      QUAROT_CUDA_CHECK(cudaMemsetAsync(data.data() + zero_padded_rows * row_bytes, 0,
+                                        (rows - zero_padded_rows) * row_bytes, stream));
+    if (rows > zero_padded_rows) zero_padded_rows = rows;
     status.fill_bytes(0xff, stream);
   }
 
@@ -284,6 +301,7 @@ void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bit
   detail::check_quantize_args(x.cols, bits, clip_ratio);
   out.reshape(x.rows, x.cols, bits, stream);
   if (x.empty()) return;
+  h.require_current_device();
   const hadamard_plan& plan = h.plan();
   if (plan.m == 1) {
     detail::with_log2n(quarot::detail::log2_exact(plan.n), [&](auto k) {
