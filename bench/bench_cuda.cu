@@ -121,10 +121,12 @@ void BM_cuda_gemm(benchmark::State& state) {
   const auto m = static_cast<std::size_t>(state.range(0)), n = static_cast<std::size_t>(state.range(1)),
              k = static_cast<std::size_t>(state.range(2)), group = static_cast<std::size_t>(state.range(3));
   const auto path = static_cast<cuda::mma_path>(state.range(4));
+  const auto split_k = static_cast<int>(state.range(5));
   using gemm_type = quarot::gemm::integer_gemm<quarot::gemm::integer_policy<cuda::device, WBits, ABits>>;
   std::optional<gemm_type> made;
   try {
     made.emplace(random_packed(n, k, WBits, group), path);
+    made->set_split_k(split_k);
   } catch (const quarot::error& e) {  // a forced path this device cannot run
     state.SkipWithError(e.what());
     return;
@@ -139,21 +141,31 @@ void BM_cuda_gemm(benchmark::State& state) {
   timed_loop(state, [&] { op(xa, nullptr, matrix_view<quarot::bfloat16>(y.data(), m, n, n)); });
   state.counters["GOP/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * m * n * k,
                                                benchmark::Counter::kIsRate);
-  state.SetLabel(cuda::name(op.path()));
+  // Decode reads the weights once per call: compare with BM_cuda_memcpy_d2d of their bytes.
+  state.counters["weight_bytes/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * n * k * WBits / 8,
+                                                        benchmark::Counter::kIsRate);
+  state.SetLabel(cuda::name(op.path_for(m)));
 }
 
 /// M x N x K, group size, path (0 automatic; on 2048 x 4096 x 4096 also the int8 mma.sync
-/// path and, for W4A4, the int4 one forced, to compare with what automatic picks).
+/// path and, for W4A4, the int4 one forced, to compare with what automatic picks), split-K
+/// (0 automatic; for decode, M = 1 and 16 at 4096 x 4096, also 1 = never and the wgmma
+/// path forced, to judge the automatic split-K and the mma.sync hand-over on Hopper).
 template <bool W4A4>
 void gemm_shapes(benchmark::internal::Benchmark* b) {
   const long automatic = static_cast<long>(cuda::mma_path::automatic);
   for (long m : {1, 16, 2048})
     for (auto nk : {std::pair<long, long>{4096, 4096}, {11008, 4096}, {4096, 11008}})
-      for (long g : {0, 128}) b->Args({m, nk.first, nk.second, g, automatic});
+      for (long g : {0, 128}) b->Args({m, nk.first, nk.second, g, automatic, 0});
   for (auto path : {cuda::mma_path::int8_mma, cuda::mma_path::int4_mma})
     for (long g : {0, 128})
-      if (W4A4 || path != cuda::mma_path::int4_mma) b->Args({2048, 4096, 4096, g, static_cast<long>(path)});
-  b->ArgNames({"m", "n", "k", "group", "path"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+      if (W4A4 || path != cuda::mma_path::int4_mma) b->Args({2048, 4096, 4096, g, static_cast<long>(path), 0});
+  for (long m : {1, 16})
+    for (long g : {0, 128}) {
+      b->Args({m, 4096, 4096, g, automatic, 1});
+      b->Args({m, 4096, 4096, g, static_cast<long>(cuda::mma_path::wgmma), 0});
+    }
+  b->ArgNames({"m", "n", "k", "group", "path", "split"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 BENCHMARK(BM_cuda_gemm<4, 4>)->Apply(gemm_shapes<true>);
 BENCHMARK(BM_cuda_gemm<8, 8>)->Apply(gemm_shapes<false>);

@@ -113,7 +113,7 @@ void check_non_finite(cuda_test::counter& t) {
 
 template <int WBits, int ABits>
 void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group,
-                bool bias_on, cuda::mma_path path) {
+                bool bias_on, cuda::mma_path path, int split_k = 0) {
   const cuda_test::emulated_hopper hopper(path == cuda::mma_path::wgmma);
   if (path == cuda::mma_path::wgmma && !cuda::detail::has_wgmma()) return;  // reported once in main
   const auto x = cuda_test::random_values(m * k, m * 7 + k);
@@ -138,7 +138,8 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
   if (bias_on) dbias.upload(bias.data(), bias.size());
   cuda::device_activations xd;
   cuda::quantize_activations(cuda::device{}, matrix_view<const float>(dx.data(), m, k, k), ABits, 1.0f, xd);
-  const gemm::integer_gemm<gemm::integer_policy<cuda::device, WBits, ABits>> op(packed, path);
+  gemm::integer_gemm<gemm::integer_policy<cuda::device, WBits, ABits>> op(packed, path);
+  op.set_split_k(split_k);
   op(xd, bias_on ? dbias.data() : nullptr, matrix_view<float>(dy.data(), m, n, n));
   op(xd, bias_on ? dbias.data() : nullptr, matrix_view<bfloat16>(dy16.data(), m, n, n));
   std::vector<float> got(m * n);
@@ -153,7 +154,7 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
   }
   std::string what = "W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " " + shape(m, n, k) +
                      (sym ? " sym" : " asym") + " g" + std::to_string(group) + (bias_on ? " bias" : "") +
-                     " " + cuda::name(op.path()) + ": " +
+                     " " + cuda::name(op.path_for(m)) + (split_k ? " split-K " + std::to_string(split_k) : "") + ": " +
                      std::to_string(bad) + " fp32 and " + std::to_string(bad16) + " bf16 outputs differ from the CPU";
   if (bad) what += " (first at " + std::to_string(first) + ": " + std::to_string(got[first]) + " vs " +
                    std::to_string(expect[first]) + ")";
@@ -239,6 +240,49 @@ void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size
                           std::to_string(bits) + "-bit levels) " + shape(rows, n, k) + (rotate ? " rotated" : "") +
                           " bias: " + std::to_string(bad) + " outputs differ from the CPU layer");
   }
+}
+
+/// detail::plan_split_k on many shapes: the splits cover K's steps in order, start at
+/// stages (even steps) and, for grouped weights, at group starts; units are the groups or
+/// the splits; automatic plans keep 4 stages per split and the partials within half the
+/// weight bytes. (Host code: checked without a device too.)
+void check_split_plans(cuda_test::counter& t) {
+  std::size_t bad = 0, plans = 0;
+  std::string first;
+  for (int steps = 1; steps <= 70; ++steps)
+    for (int group_steps : {0, 1, 2, 3, 4, 8}) {
+      const int groups = group_steps ? std::max(1, steps / group_steps) : 1;
+      const int gs = group_steps && groups > 1 ? group_steps : steps;
+      if (groups > 1 && steps - groups * gs > 1) continue;  // K padding is at most one step past the groups
+      for (std::size_t tiles : {1, 2, 64, 130, 500})
+        for (int requested : {0, 2, 3, 7, 16}) {
+          const std::size_t m = 3, n_padded = 128 * tiles, weight_bytes = n_padded * 32 * steps;
+          const auto p = cuda::detail::plan_split_k(steps, gs, groups, m, n_padded, weight_bytes, tiles, 132, requested);
+          ++plans;
+          bool ok = p.splits >= 1 && (p.splits == 1 || p.split_steps % 2 == 0);
+          if (p.splits > 1) {
+            ok = ok && (p.splits - 1) * p.split_steps < steps && (requested == 0 || p.splits <= requested);
+            ok = ok && p.units == (groups > 1 ? groups : p.splits);
+            if (groups > 1) ok = ok && p.split_steps % gs == 0 && (p.splits - 1) * p.split_steps / gs < groups;
+            if (requested == 0)
+              ok = ok && (groups > 1 || p.split_steps >= 8) &&
+                   static_cast<std::size_t>(p.units) * m * n_padded * 4 <= weight_bytes / 2;
+          }
+          if (!ok && bad++ == 0)
+            first = "steps " + std::to_string(steps) + " group_steps " + std::to_string(gs) + " groups " +
+                    std::to_string(groups) + " tiles " + std::to_string(tiles) + " requested " +
+                    std::to_string(requested) + ": " + std::to_string(p.splits) + " splits of " +
+                    std::to_string(p.split_steps) + " steps, " + std::to_string(p.units) + " units";
+        }
+    }
+  t.check(bad == 0, "split-K plans: " + std::to_string(bad) + " of " + std::to_string(plans) + " invalid" +
+                        (bad ? " (first: " + first + ")" : ""));
+  const auto decode = cuda::detail::plan_split_k(128, 4, 32, 1, 4096, 4096 * 2048, 64, 132, 0);
+  t.check(decode.splits == 4 && decode.split_steps == 32,
+          "split-K plan for W4A4 decode (M = 1, N = K = 4096, g128, 132 SMs): " + std::to_string(decode.splits) +
+              " splits of " + std::to_string(decode.split_steps) + " steps (expected 4 of 32: 256 blocks, one wave)");
+  const auto prefill = cuda::detail::plan_split_k(128, 4, 32, 2048, 4096, 4096 * 2048, 64 * 16, 132, 0);
+  t.check(prefill.splits == 1, "no split-K at M = 2048 (1024 tiles)");
 }
 
 /// Number of cudaMalloc calls so far (the emulation counts them; -1 on a device).
@@ -344,6 +388,7 @@ int main() {
   cuda_test::counter t;
   t.expect_error(errc::invalid_argument, "device_activations of 16 bits",
                  [] { cuda::device_activations a; a.reshape(1, 1, 16); });
+  check_split_plans(t);
   if (!cuda_test::device_ready()) return t.skip();
 
   for (int bits : {2, 3, 4, 6, 8})
@@ -356,6 +401,33 @@ int main() {
   check_wrong_device(t);
 
   using P = cuda::mma_path;
+  // Split-K (mma.sync kernels), forced, bit for bit: per channel (the splits' int32 sums
+  // add), grouped (whole groups; g32 with int8 steps of 32 puts two groups in a stage),
+  // asymmetric, two row blocks, K padding inside the last split.
+  for (int split : {2, 3, 5}) {
+    check_gemm<8, 8>(t, 3, 72, 704, true, 0, true, P::int8_mma, split);
+    check_gemm<8, 8>(t, 5, 72, 960, false, 64, false, P::int8_mma, split);
+    check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, P::int8_mma, split);
+    check_gemm<4, 8>(t, cuda_test::emulated ? 130 : 150, 72, 320, false, 64, true, P::int8_mma, split);
+    check_gemm<4, 4>(t, 1, 136, 520, false, 0, true, P::int4_mma, split);
+    check_gemm<4, 4>(t, 17, 72, 1024, true, 128, false, P::int4_mma, split);
+  }
+  {  // automatic: a small M on a Hopper leaves wgmma for int8 mma.sync with split-K
+    const cuda_test::emulated_hopper hopper(true);
+    if (cuda::detail::has_wgmma()) {
+      const auto w = cuda_test::random_values(72 * 1024, 1);
+      const auto wq = rtn_quantizer({.bits = 4}, cpu::isa::scalar).quantize(make_matrix_view(w, 72, 1024));
+      const gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 4>> op(gemm::pack_weights(wq, 4));
+      t.check(op.path() == P::wgmma && op.path_for(1) == P::int8_mma && op.path_for(64) == P::int8_mma &&
+                  op.path_for(65) == P::wgmma,
+              std::string("automatic Hopper path: ") + cuda::name(op.path()) + ", " + cuda::name(op.path_for(1)) +
+                  " for M = 1, " + cuda::name(op.path_for(65)) + " for M = 65");
+      check_gemm<4, 4>(t, 3, 72, 1024, false, 128, true, P::automatic);
+      gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 4>> forced(gemm::pack_weights(wq, 4), P::wgmma);
+      t.expect_error(errc::invalid_argument, "split-K with the path forced to wgmma", [&] { forced.set_split_k(2); });
+    }
+  }
+
   if (!cuda::detail::has_wgmma())  // a GPU other than Hopper/sm_90a, or the emulation's default sm_86
     t.expect_error(errc::invalid_argument, "wgmma path forced without sm_90a", [] {
       const auto w = cuda_test::random_values(64 * 64, 1);

@@ -81,7 +81,8 @@ enum cudaMemcpyKind {
 enum cudaDeviceAttr {
   cudaDevAttrComputeCapabilityMajor,
   cudaDevAttrComputeCapabilityMinor,
-  cudaDevAttrMaxSharedMemoryPerBlockOptin
+  cudaDevAttrMaxSharedMemoryPerBlockOptin,
+  cudaDevAttrMultiProcessorCount
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 
@@ -306,41 +307,54 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
   b.body_arg = body_arg;
   block_run* const outer = current_block();
   current_block() = &b;
+  // The blocks in a scrambled order (the device promises none): a kernel whose blocks
+  // depend on one another's order (split-K's last block per tile) is checked for it.
+  std::vector<dim3> order;
+  order.reserve(static_cast<std::size_t>(grid.x) * grid.y * grid.z);
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        std::fill(shared.begin(), shared.end(), static_cast<unsigned char>(0xcd));  // no stale values
-        b.block = barrier_state{threads, 0, 0};
-        b.warps.assign(warps, barrier_state{});
-        for (unsigned w = 0; w < warps; ++w) b.warps[w].live = std::min(32u, threads - 32 * w);
-        for (unsigned t = 0; t < threads; ++t) {
-          fiber& f = b.fibers[t];
-          f.done = false;
-          f.thread = thread_context{dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y)),
-                                    dim3(bx, by, bz),
-                                    block,
-                                    grid,
-                                    t % 32,
-                                    t / 32,
-                                    slots.data() + static_cast<std::size_t>(t / 32) * 32 * 16,
-                                    shared.data(),
-                                    shared.size(),
-                                    &f.async};
-          f.async = async_state{};
-          start_fiber(f);
-        }
-        // Round robin until every fiber has returned.
-        for (unsigned left = threads; left > 0;) {
-          left = 0;
-          for (unsigned t = 0; t < threads; ++t) {
-            fiber& f = b.fibers[t];
-            if (f.done) continue;
-            b.current = t;
-            resume(b, f);
-            left += !f.done;
-          }
-        }
+      for (unsigned bx = 0; bx < grid.x; ++bx) order.push_back(dim3(bx, by, bz));
+  std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
+  for (std::size_t i = order.size(); i > 1; --i) {  // Fisher-Yates with a fixed xorshift
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    std::swap(order[i - 1], order[state % i]);
+  }
+  for (const dim3 block_index : order) {
+    const unsigned bx = block_index.x, by = block_index.y, bz = block_index.z;
+    std::fill(shared.begin(), shared.end(), static_cast<unsigned char>(0xcd));  // no stale values
+    b.block = barrier_state{threads, 0, 0};
+    b.warps.assign(warps, barrier_state{});
+    for (unsigned w = 0; w < warps; ++w) b.warps[w].live = std::min(32u, threads - 32 * w);
+    for (unsigned t = 0; t < threads; ++t) {
+      fiber& f = b.fibers[t];
+      f.done = false;
+      f.thread = thread_context{dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y)),
+                                dim3(bx, by, bz),
+                                block,
+                                grid,
+                                t % 32,
+                                t / 32,
+                                slots.data() + static_cast<std::size_t>(t / 32) * 32 * 16,
+                                shared.data(),
+                                shared.size(),
+                                &f.async};
+      f.async = async_state{};
+      start_fiber(f);
+    }
+    // Round robin until every fiber has returned.
+    for (unsigned left = threads; left > 0;) {
+      left = 0;
+      for (unsigned t = 0; t < threads; ++t) {
+        fiber& f = b.fibers[t];
+        if (f.done) continue;
+        b.current = t;
+        resume(b, f);
+        left += !f.done;
       }
+    }
+  }
   current_block() = outer;
   ctx = nullptr;
 }
@@ -521,6 +535,18 @@ inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v)
   if (v < old) *p = v;
   return old;
 }
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  std::lock_guard<std::mutex> lock(::quarot_cuda_emulation::atomic_mutex());
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+// Blocks run one after another on one thread: every store is visible to the next block.
+inline void __threadfence() {}
+template <class T>
+T __ldcg(const T* p) {
+  return *p;
+}
 [[noreturn]] inline void __trap() { std::abort(); }
 
 // ---------------------------------------------------------------------- runtime API
@@ -557,6 +583,7 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int /*device
     case cudaDevAttrComputeCapabilityMajor: *v = ::quarot_cuda_emulation::compute_major; break;
     case cudaDevAttrComputeCapabilityMinor: *v = ::quarot_cuda_emulation::compute_minor; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = ::quarot_cuda_emulation::max_shared_optin(); break;
+    case cudaDevAttrMultiProcessorCount: *v = ::quarot_cuda_emulation::compute_major >= 9 ? 132 : 84; break;
   }
   return cudaSuccess;
 }

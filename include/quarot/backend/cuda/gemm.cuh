@@ -28,6 +28,7 @@
 // warpgroups (wgmma_tile_shape).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -148,7 +149,6 @@ struct cuda_gemm_operands {
   std::size_t m, n, n_padded;
   int steps, group_steps, groups;  // K steps in all, per group, groups
   bool symmetric;
-
   // K is padded (to 64) past the last group, which the padding steps join: K = 96 in groups
   // of 32 is 3 groups over 4 steps of 32.
   /// The weight group of K step `step`.
@@ -160,6 +160,24 @@ struct cuda_gemm_operands {
   /// Whether `step` is the last of its group (the group's sums are folded after it).
   __device__ bool ends_group(int step) const {
     return step + 1 == steps || ((step + 1) % group_steps == 0 && (step + 1) / group_steps < groups);
+  }
+};
+
+/// Split-K of the mma.sync kernel (a parameter of its own: the wgmma kernel does not
+/// split, and its parameters stay as they were). Split z (blockIdx.z of `splits`) runs K
+/// steps [z · split_steps, min(steps, (z + 1) · split_steps)), the last one to the end,
+/// and stores its exact int32 sums in `partials` (units x m x n_padded: one unit per group
+/// for grouped weights, whose splits are whole groups, else one per split); the tile's
+/// last split to finish, counted in `tile_done` (zeroed), folds them in the CPU's order.
+/// splits <= 1: no split (the pointers unused).
+struct split_k_operands {
+  int splits, split_steps;
+  std::int32_t* partials;
+  unsigned* tile_done;
+
+  /// The slot of unit `unit`'s int32 sum of output (r, col).
+  __device__ std::int32_t* partial(const cuda_gemm_operands& op, int unit, std::size_t r, std::size_t col) const {
+    return partials + (static_cast<std::size_t>(unit) * op.m + r) * op.n_padded + col;
   }
 };
 
@@ -316,7 +334,8 @@ __device__ __forceinline__ void copy_out_tile(const unsigned char* tile, const c
 }
 
 template <mma_kind Kind, int ABits, int WBits, class Out>
-__global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
+__global__ void __launch_bounds__(128, 2) integer_gemm_kernel(cuda_gemm_operands op, split_k_operands sk, Out* y,
+                                                                 std::size_t ldy) {
   using S = gemm_tile_shape<Kind, ABits, WBits>;
   using T = output_tile<Out, S::bn>;
   __shared__ __align__(16) unsigned char tiles[S::shared_bytes > T::bytes ? S::shared_bytes : T::bytes];
@@ -325,23 +344,29 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
   const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
   const int wm = (warp / 2) * 64, wn = (warp % 2) * 32;  // the warp's tile in the block tile
   const int a_row_bytes = static_cast<int>(op.a_row_bytes), w_row_bytes = static_cast<int>(op.w_row_bytes);
-  const int kstages = (op.steps + 1) / 2;
+  // This block's K steps (all of them without split-K); split_steps is even, so a split
+  // starts at a stage, and the last split runs to the end of the padded K.
+  const int split = static_cast<int>(blockIdx.z);
+  const int first_step = split * sk.split_steps;
+  const int end_step = split + 1 >= sk.splits ? op.steps : min(op.steps, first_step + sk.split_steps);
+  const int first_stage = first_step / 2, kstages = (end_step - first_step + 1) / 2;
 
-  // Stage s of A and W into buffer s % stages (rows past M and bytes past a row: zeros).
+  // The block's stage s (K stage first_stage + s) of A and W into buffer s % stages (rows
+  // past M and bytes past a row: zeros).
   const auto load_stage = [&](int s) {
     unsigned char* a_dst = tiles + (s % S::stages) * (S::a_stage_bytes + S::w_stage_bytes);
     unsigned char* w_dst = a_dst + S::a_stage_bytes;
     for (int i = tid; i < S::bm * S::a_chunks; i += 128) {
       const int row = i / S::a_chunks, chunk = i % S::a_chunks;
       const std::size_t r = m0 + row;
-      const int byte = s * S::a_chunks * 16 + chunk * 16;
+      const int byte = (first_stage + s) * S::a_chunks * 16 + chunk * 16;
       const bool live = r < op.m && byte < a_row_bytes;
       copy16_async(a_dst + swizzled<S::a_chunks>(row, chunk * 16),
                    op.a + (live ? r * op.a_row_bytes + byte : 0), live ? 16 : 0);
     }
     for (int i = tid; i < S::bn * S::w_chunks; i += 128) {
       const int row = i / S::w_chunks, chunk = i % S::w_chunks;
-      const int byte = s * S::w_chunks * 16 + chunk * 16;
+      const int byte = (first_stage + s) * S::w_chunks * 16 + chunk * 16;
       const bool live = byte < w_row_bytes;  // columns are padded to 64: every row exists
       copy16_async(w_dst + swizzled<S::w_chunks>(row, chunk * 16),
                    op.w + (live ? (n0 + row) * op.w_row_bytes + byte : 0), live ? 16 : 0);
@@ -362,8 +387,8 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
     const unsigned char* a_src = tiles + (s % S::stages) * (S::a_stage_bytes + S::w_stage_bytes);
     const unsigned char* w_src = a_src + S::a_stage_bytes;
     for (int j = 0; j < 2; ++j) {
-      const int step = 2 * s + j;
-      if (step >= op.steps) break;
+      const int step = first_step + 2 * s + j;
+      if (step >= end_step) break;
       std::uint32_t a[4][4], b[4][2];
       QUAROT_CUDA_UNROLL
       for (int mt = 0; mt < 4; ++mt) {
@@ -377,6 +402,17 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
       for (int mt = 0; mt < 4; ++mt)
         QUAROT_CUDA_UNROLL
         for (int nt = 0; nt < 4; ++nt) mma<Kind>(acc[mt][nt], a[mt], b[nt]);
+      if (sk.splits > 1) {
+        // Split-K: the exact sums of a group (or of the split) go to the partials.
+        if (!op.ends_group(step) && step + 1 != end_step) continue;
+        const int unit = op.groups > 1 ? op.group_of(step) : split;
+        for_each_result([&](int mt, int nt, int i) {
+          const std::size_t r = m0 + result_row(wm, mt, g, i);
+          if (r < op.m) *sk.partial(op, unit, r, n0 + result_col(wn, nt, c, i)) = acc[mt][nt][i];
+          acc[mt][nt][i] = 0;
+        });
+        continue;
+      }
       if (!op.ends_group(step)) continue;
       // The group ends: exact integer correction, c = fma(scale, float(acc), c), acc = 0.
       const int grp = op.group_of(step);
@@ -388,6 +424,30 @@ __global__ void __launch_bounds__(128) integer_gemm_kernel(cuda_gemm_operands op
     }
   }
   copy_async_wait<0>();
+  if (sk.splits > 1) {
+    __shared__ int last;
+    __threadfence();  // this block's partials are visible to every block before it is counted
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(sk.tile_done + blockIdx.y * gridDim.x + blockIdx.x, 1u) + 1 == unsigned(sk.splits);
+    __syncthreads();
+    if (!last) return;  // another split of the tile finishes it
+    __threadfence();
+    // The tile's last split folds every unit in the CPU's order (groups in order; the
+    // splits' int32 sums add exactly).
+    for_each_result([&](int mt, int nt, int i) {
+      const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
+      float& v = cf[mt][nt][i];
+      v = 0.0f;
+      if (r >= op.m) return;
+      if (op.groups > 1) {
+        for (int grp = 0; grp < op.groups; ++grp) fold_group(op, grp, r, col, __ldcg(sk.partial(op, grp, r, col)), v);
+      } else {
+        int sum = 0;
+        for (int u = 0; u < sk.splits; ++u) sum += __ldcg(sk.partial(op, u, r, col));
+        fold_group(op, 0, r, col, sum, v);
+      }
+    });
+  }
   __syncthreads();  // every warp is done with the stage buffers
   QUAROT_CUDA_UNROLL
   for (int mt = 0; mt < 4; ++mt)
@@ -770,6 +830,60 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
                    bias, y.data, y.stride);
 }
 
+namespace detail {
+
+/// How the mma.sync integer GEMM splits K over blockIdx.z (cuda_gemm_operands::splits).
+struct split_k_plan {
+  int splits = 1, split_steps = 0;
+  int units = 0;  ///< int32 partial sums per output: the groups, or the splits
+};
+
+/// Split-K for the mma.sync kernels: `tiles` output tiles (128 x 64) leave SMs idle when
+/// M is small (decode: N / 64 blocks for any M <= 128), so K is split until the blocks
+/// fill the device. The count minimizes ceil(tiles · s / slots) / s, the time in waves of
+/// `slots` = 2 blocks per SM (their registers allow two) over the work per block, smaller
+/// s on ties and at most 16; each split keeps at least 4 stages for the pipeline to fill,
+/// grouped weights split at group boundaries, and the partials (units · m · n_padded
+/// int32, written and read once, in L2) may not exceed half the weight bytes.
+/// `requested`: 0 automatic, 1 never, s >= 2 at most s splits (no minimum per split and
+/// no size bound; tests and tuning).
+inline split_k_plan plan_split_k(int steps, int group_steps, int groups, std::size_t m, std::size_t n_padded,
+                                 std::size_t weight_bytes, std::size_t tiles, int sm_count, int requested) {
+  const split_k_plan none{1, steps, 0};
+  if (requested == 1 || steps < 2 || m == 0) return none;
+  const bool automatic = requested == 0;
+  int want = requested;
+  if (automatic) {
+    const std::size_t slots = 2 * static_cast<std::size_t>(sm_count > 0 ? sm_count : 1);
+    double best = 1.0;
+    want = 1;
+    for (int s = 2; s <= 16; ++s) {
+      const double t = static_cast<double>((tiles * s + slots - 1) / slots) / s;
+      if (t < best) best = t, want = s;
+    }
+    const std::size_t unit_bytes = m * n_padded * sizeof(std::int32_t);
+    const std::size_t max_units = weight_bytes / 2 / unit_bytes;
+    if (groups > 1 && static_cast<std::size_t>(groups) > max_units) return none;
+    if (groups == 1 && static_cast<std::size_t>(want) > max_units) want = static_cast<int>(max_units);
+  }
+  const auto ceil_div = [](int a, int b) { return (a + b - 1) / b; };
+  split_k_plan p;
+  if (groups > 1) {  // whole groups per split, and whole stages of 2 steps
+    const int q = group_steps % 2 == 0 ? 1 : 2;
+    const int per = ceil_div(ceil_div(groups, std::max(1, std::min(want, ceil_div(groups, q)))), q) * q;
+    p = {ceil_div(groups, per), per * group_steps, groups};
+  } else {
+    const int min_steps = automatic ? 8 : 2;
+    const int splits = std::max(1, std::min(want, steps / min_steps));
+    const int per = ceil_div(ceil_div(steps, splits), 2) * 2;
+    p = {ceil_div(steps, per), per, 0};
+    p.units = p.splits;
+  }
+  return p.splits < 2 ? none : p;
+}
+
+}  // namespace detail
+
 /// Which tensor-core path an integer GEMM takes: automatic (warpgroup MMA where the device
 /// runs this program's sm_90a code and the kernels passed their self-test there,
 /// detail::wgmma_verified; else int4 mma.sync for W4A4 on sm_80 to sm_89 and int8 mma.sync
@@ -811,7 +925,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
 
   explicit integer_gemm(const packed_weights& w, cuda::mma_path path = cuda::mma_path::automatic,
                         cudaStream_t stream = nullptr)
-      : w_(cuda::device_weights::upload(w, stream)), path_(path) {
+      : w_(cuda::device_weights::upload(w, stream)), path_(path), automatic_(path == cuda::mma_path::automatic) {
     quarot::detail::require(w.bits == WeightBits, "GEMM policy expects ", WeightBits, "-bit packed weights, got ",
                             w.bits, "-bit");
     quarot::detail::require(w.k <= 65536, "GEMM: K = ", w.k, " exceeds 65536 (int32 accumulator bound)");
@@ -829,6 +943,31 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     const std::size_t k_step = path_ == cuda::mma_path::int4_mma ? 64 : 32;
     quarot::detail::require(w.groups == 1 || w.group_size % k_step == 0, "CUDA GEMM: group size ", w.group_size,
                             " is not a multiple of the MMA's K step ", k_step);
+    QUAROT_CUDA_CHECK(
+        cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, cuda::detail::current_device()));
+  }
+
+  /// Split-K of the mma.sync kernels (bit-identical results either way): 0 automatic (the
+  /// default: K is split when the output tiles leave SMs idle, as in decode; see
+  /// detail::plan_split_k), 1 never, s >= 2 at most s splits. The wgmma kernel does not
+  /// split: with the path forced to wgmma only 0 and 1 are accepted.
+  integer_gemm& set_split_k(int s) {
+    quarot::detail::require(s >= 0 && s <= 64, "CUDA GEMM: split-K ", s, " is not in [0, 64]");
+    quarot::detail::require(s <= 1 || path_ != cuda::mma_path::wgmma || automatic_, "CUDA GEMM: split-K ", s,
+                            " with the path forced to wgmma, which does not split K");
+    split_k_ = s;
+    return *this;
+  }
+  [[nodiscard]] int split_k() const noexcept { return split_k_; }
+
+  /// The path a call with m activation rows takes: path(), except that an automatic wgmma
+  /// gives small products to int8 mma.sync with split-K: at m <= 64 with fewer wgmma tiles
+  /// (128 x 256) than SMs, streaming the weights through every SM beats tensor-core rate,
+  /// which mma.sync has to spare there (prediction, docs/PERFORMANCE.md).
+  [[nodiscard]] cuda::mma_path path_for(std::size_t m) const noexcept {
+    if (path_ != cuda::mma_path::wgmma || !automatic_ || m > 64) return path_;
+    const std::size_t tiles = (w_.n_padded + 255) / 256 * ((m + 127) / 128);
+    return tiles < static_cast<std::size_t>(sm_count_) ? cuda::mma_path::int8_mma : path_;
   }
 
   [[nodiscard]] std::size_t n() const noexcept { return w_.n; }
@@ -850,7 +989,8 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     if (x.rows == 0 || w_.n == 0) return;
     cuda::detail::require_current_device(w_.data.device(), "CUDA GEMM: the weights");
     cuda::detail::require_current_device(x.data.device(), "CUDA GEMM: the activations");
-    const bool int4 = path_ == cuda::mma_path::int4_mma;
+    const cuda::mma_path path = path_for(x.rows);
+    const bool int4 = path == cuda::mma_path::int4_mma;
     const int k_step = int4 ? 64 : 32;
     cuda::detail::cuda_gemm_operands op{};
     op.a = x.data.data();
@@ -883,7 +1023,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
       op.rowsums = rowsums.data();
     }
     constexpr int a_bits = ActivationBits <= 4 ? 4 : 8;
-    if (path_ == cuda::mma_path::wgmma) {
+    if (path == cuda::mma_path::wgmma) {
       const auto run = [&](auto bn) {
         using S = cuda::detail::wgmma_tile_shape<a_bits, WeightBits, decltype(bn)::value>;
         const auto kernel = cuda::detail::integer_gemm_wgmma_kernel<a_bits, WeightBits, S::bn, Out>;
@@ -895,19 +1035,32 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
       else run(std::integral_constant<int, 128>{});
       return;
     }
-    const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), cuda::detail::grid_for(x.rows, 128));
+    const unsigned row_blocks = cuda::detail::grid_for(x.rows, 128);
+    const std::size_t tiles = w_.n_padded / 64 * row_blocks;
+    const auto plan = cuda::detail::plan_split_k(op.steps, op.group_steps, op.groups, x.rows, w_.n_padded,
+                                                 w_.n_padded * w_.row_bytes, tiles, sm_count_, split_k_);
+    const bool split = plan.splits > 1;
+    const cuda::detail::stream_scratch<std::int32_t> partials(
+        split ? static_cast<std::size_t>(plan.units) * x.rows * w_.n_padded : 0, stream);
+    const cuda::detail::stream_scratch<unsigned> tile_done(split ? tiles : 0, stream);
+    if (split) QUAROT_CUDA_CHECK(cudaMemsetAsync(tile_done.data(), 0, tiles * sizeof(unsigned), stream));
+    const cuda::detail::split_k_operands sk{plan.splits, plan.split_steps, partials.data(), tile_done.data()};
+    const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), row_blocks, static_cast<unsigned>(plan.splits));
     using K = cuda::detail::mma_kind;
     if (int4)
-      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s4, 4, 4, Out>, grid, 128, 0, stream, op, y.data,
+      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s4, 4, 4, Out>, grid, 128, 0, stream, op, sk, y.data,
                            y.stride);
     else
-      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s8, a_bits, WeightBits, Out>,
-                           grid, 128, 0, stream, op, y.data, y.stride);
+      cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s8, a_bits, WeightBits, Out>, grid, 128, 0, stream, op,
+                           sk, y.data, y.stride);
   }
 
  private:
   cuda::device_weights w_;
   cuda::mma_path path_;
+  bool automatic_;  // path_ was chosen here (path_for may then trade wgmma for mma.sync)
+  int split_k_ = 0;
+  int sm_count_ = 1;
 };
 
 }  // namespace quarot::gemm
