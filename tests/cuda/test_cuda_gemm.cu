@@ -206,10 +206,11 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
 }
 
 /// quarot::linear on the device vs the CPU layer (scalar kernels): same packed weights,
-/// bias and online rotation, every output bit for bit; the device layer runs M rows, then
-/// 1, then (M + 1) / 2 (a decode loop: its activation buffer shrinks and regrows).
+/// bias and online rotation, every output bit for bit; with `decode_loop` the device layer
+/// runs M rows, then 1, then (M + 1) / 2 (its activation buffer shrinks and regrows).
 template <int WBits, int ABits>
-void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, int bits, bool rotate) {
+void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, int bits, bool rotate,
+                  bool decode_loop = false) {
   auto w = cuda_test::random_values(n * k, 19 + n, 3.0f);
   for (auto& v : w) v *= 0.05f;
   const auto bias = cuda_test::random_values(n, 23);
@@ -227,6 +228,7 @@ void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size
     gpu_layer.with_online_rotation(q);
   }
   for (const std::size_t rows : {m, std::size_t{1}, (m + 1) / 2}) {
+    if (rows != m && !decode_loop) break;
     const auto x = cuda_test::random_values(rows * k, 17 + k + rows);
     std::vector<float> expect(rows * n), got(rows * n);
     cpu_layer.forward(make_matrix_view(x, rows, k), make_matrix_view(expect, rows, n));
@@ -404,12 +406,16 @@ int main() {
   // Split-K (mma.sync kernels), forced, bit for bit: per channel (the splits' int32 sums
   // add), grouped (whole groups; g32 with int8 steps of 32 puts two groups in a stage),
   // asymmetric, two row blocks, K padding inside the last split.
+  // (Under the sanitizers two shapes at 3 splits; the automatic plans split the small
+  // GEMMs above too, the emulated device having 2 SMs.)
   for (int split : {2, 3, 5}) {
+    if (cuda_test::quick && split != 3) continue;
+    check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, P::int8_mma, split);
+    check_gemm<4, 4>(t, 1, 136, 520, false, 0, true, P::int4_mma, split);
+    if (cuda_test::quick) continue;
     check_gemm<8, 8>(t, 3, 72, 704, true, 0, true, P::int8_mma, split);
     check_gemm<8, 8>(t, 5, 72, 960, false, 64, false, P::int8_mma, split);
-    check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, P::int8_mma, split);
     check_gemm<4, 8>(t, cuda_test::emulated ? 130 : 150, 72, 320, false, 64, true, P::int8_mma, split);
-    check_gemm<4, 4>(t, 1, 136, 520, false, 0, true, P::int4_mma, split);
     check_gemm<4, 4>(t, 17, 72, 1024, true, 128, false, P::int4_mma, split);
   }
   {  // automatic: a small M on a Hopper leaves wgmma for int8 mma.sync with split-K
@@ -422,7 +428,7 @@ int main() {
                   op.path_for(65) == P::wgmma,
               std::string("automatic Hopper path: ") + cuda::name(op.path()) + ", " + cuda::name(op.path_for(1)) +
                   " for M = 1, " + cuda::name(op.path_for(65)) + " for M = 65");
-      check_gemm<4, 4>(t, 3, 72, 1024, false, 128, true, P::automatic);
+      check_gemm<4, 4>(t, 3, 72, 512, false, 128, true, P::automatic);
       gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 4>> forced(gemm::pack_weights(wq, 4), P::wgmma);
       t.expect_error(errc::invalid_argument, "split-K with the path forced to wgmma", [&] { forced.set_split_k(2); });
     }
@@ -504,9 +510,9 @@ int main() {
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
-  check_linear<4, 8>(t, 6, 64, 200, 8, false);  // K padding: the regrown activation rows stay zero-padded
+  check_linear<4, 8>(t, 6, 64, 200, 8, false, true);  // K padding: the regrown activation rows stay zero-padded
   check_linear<4, 8>(t, 5, 80, 512, 8, true);
-  check_linear<8, 8>(t, 2, 64, 512, 6, true);  // power-of-two K: the rotation is bit-exact too
+  check_linear<8, 8>(t, 4, 64, 512, 6, true, true);  // power-of-two K: the rotation is bit-exact too
   {
     const cuda_test::emulated_hopper hopper(true);  // automatic path on Hopper: wgmma
     if (cuda::detail::has_wgmma()) check_linear<4, 4>(t, 9, 96, 1024, 4, true);

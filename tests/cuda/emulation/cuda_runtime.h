@@ -94,6 +94,10 @@ inline int compute_major = 8, compute_minor = 6;
 /// Opt-in shared memory per block: 99 KiB (sm_86), 227 KiB on the emulated Hopper.
 inline int max_shared_optin() { return compute_major >= 9 ? 232448 : 101376; }
 constexpr int default_shared = 48 * 1024;
+/// Streaming multiprocessors: few, so that the automatic split-K plans of the tests' small
+/// GEMMs stay at 2 splits or none (an emulated block costs its whole fiber set-up whatever its
+/// K range; with a real device's 84-132 SMs they took up to 16).
+inline int multiprocessors = 2;
 /// Two emulated devices, alike, and the current one (cudaSetDevice): the tests check that
 /// data allocated on one is not used while the other is current.
 constexpr int devices = 2;
@@ -583,7 +587,7 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int /*device
     case cudaDevAttrComputeCapabilityMajor: *v = ::quarot_cuda_emulation::compute_major; break;
     case cudaDevAttrComputeCapabilityMinor: *v = ::quarot_cuda_emulation::compute_minor; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = ::quarot_cuda_emulation::max_shared_optin(); break;
-    case cudaDevAttrMultiProcessorCount: *v = ::quarot_cuda_emulation::compute_major >= 9 ? 132 : 84; break;
+    case cudaDevAttrMultiProcessorCount: *v = ::quarot_cuda_emulation::multiprocessors; break;
   }
   return cudaSuccess;
 }

@@ -149,6 +149,7 @@ struct cuda_gemm_operands {
   std::size_t m, n, n_padded;
   int steps, group_steps, groups;  // K steps in all, per group, groups
   bool symmetric;
+
   // K is padded (to 64) past the last group, which the padding steps join: K = 96 in groups
   // of 32 is 3 groups over 4 steps of 32.
   /// The weight group of K step `step`.
@@ -427,38 +428,47 @@ __global__ void __launch_bounds__(128, 2) integer_gemm_kernel(cuda_gemm_operands
   if (sk.splits > 1) {
     __shared__ int last;
     __threadfence();  // this block's partials are visible to every block before it is counted
-    __syncthreads();
+    __syncthreads();  // (and every warp is done with the stage buffers)
     if (tid == 0) last = atomicAdd(sk.tile_done + blockIdx.y * gridDim.x + blockIdx.x, 1u) + 1 == unsigned(sk.splits);
     __syncthreads();
     if (!last) return;  // another split of the tile finishes it
     __threadfence();
-    // The tile's last split folds every unit in the CPU's order (groups in order; the
-    // splits' int32 sums add exactly).
-    for_each_result([&](int mt, int nt, int i) {
-      const std::size_t r = m0 + result_row(wm, mt, g, i), col = n0 + result_col(wn, nt, c, i);
-      float& v = cf[mt][nt][i];
-      v = 0.0f;
-      if (r >= op.m) return;
-      if (op.groups > 1) {
-        for (int grp = 0; grp < op.groups; ++grp) fold_group(op, grp, r, col, __ldcg(sk.partial(op, grp, r, col)), v);
-      } else {
-        int sum = 0;
-        for (int u = 0; u < sk.splits; ++u) sum += __ldcg(sk.partial(op, u, r, col));
-        fold_group(op, 0, r, col, sum, v);
+    // The tile's last split folds every unit in the CPU's order, straight into the output
+    // tile: consecutive threads take consecutive column pairs (coalesced partials), and a
+    // flat loop keeps the fold out of the per-register code (unrolled over a thread's 64
+    // results, it took ptxas ~10 s per kernel instead of 0.3 and 20 more registers).
+    for (int e = tid; e < S::bm * S::bn / 2; e += 128) {
+      const int row = e / (S::bn / 2), col = 2 * (e % (S::bn / 2));
+      const std::size_t r = m0 + row;
+      if (r >= op.m) break;  // rows only grow with e
+      float v[2];
+      for (int h = 0; h < 2; ++h) {
+        const std::size_t cl = n0 + col + h;
+        v[h] = 0.0f;
+        if (op.groups > 1) {
+          for (int grp = 0; grp < op.groups; ++grp) fold_group(op, grp, r, cl, __ldcg(sk.partial(op, grp, r, cl)), v[h]);
+        } else {
+          int sum = 0;  // the splits' int32 sums add exactly
+          for (int u = 0; u < sk.splits; ++u) sum += __ldcg(sk.partial(op, u, r, cl));
+          fold_group(op, 0, r, cl, sum, v[h]);
+        }
       }
-    });
-  }
-  __syncthreads();  // every warp is done with the stage buffers
-  QUAROT_CUDA_UNROLL
-  for (int mt = 0; mt < 4; ++mt)
+      stage_result_pair<Out, S::bn>(tiles, row, col, staged_value(op, r, n0 + col, v[0]),
+                                    staged_value(op, r, n0 + col + 1, v[1]));
+    }
+  } else {
+    __syncthreads();  // every warp is done with the stage buffers
     QUAROT_CUDA_UNROLL
-    for (int nt = 0; nt < 4; ++nt)
+    for (int mt = 0; mt < 4; ++mt)
       QUAROT_CUDA_UNROLL
-      for (int i = 0; i < 4; i += 2) {  // results i and i + 1: columns 2c and 2c + 1 of one row
-        const int row = result_row(wm, mt, g, i), col = result_col(wn, nt, c, i);
-        stage_result_pair<Out, S::bn>(tiles, row, col, staged_value(op, m0 + row, n0 + col, cf[mt][nt][i]),
-                                      staged_value(op, m0 + row, n0 + col + 1, cf[mt][nt][i + 1]));
-      }
+      for (int nt = 0; nt < 4; ++nt)
+        QUAROT_CUDA_UNROLL
+        for (int i = 0; i < 4; i += 2) {  // results i and i + 1: columns 2c and 2c + 1 of one row
+          const int row = result_row(wm, mt, g, i), col = result_col(wn, nt, c, i);
+          stage_result_pair<Out, S::bn>(tiles, row, col, staged_value(op, m0 + row, n0 + col, cf[mt][nt][i]),
+                                        staged_value(op, m0 + row, n0 + col + 1, cf[mt][nt][i + 1]));
+        }
+  }
   __syncthreads();
   copy_out_tile<Out, S::bn>(tiles, op, m0, n0, y, ldy, tid, 128);
 }
@@ -832,7 +842,7 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
 
 namespace detail {
 
-/// How the mma.sync integer GEMM splits K over blockIdx.z (cuda_gemm_operands::splits).
+/// How the mma.sync integer GEMM splits K over blockIdx.z (split_k_operands).
 struct split_k_plan {
   int splits = 1, split_steps = 0;
   int units = 0;  ///< int32 partial sums per output: the groups, or the splits
@@ -914,8 +924,9 @@ namespace quarot::gemm {
 /// The integer GEMM of an integer_policy on the CUDA backend: the CPU class's interface,
 /// with device activations (cuda::device_activations, from cuda::quantize_activations or
 /// cuda::rotate_quantize), a device bias pointer and a device output view. A call holds no
-/// state of the object (asymmetric weights' row sums are stream-ordered scratch), so calls
-/// on several streams may run at once; each needs the weights' device current.
+/// state of the object (asymmetric weights' row sums and split-K partials are
+/// stream-ordered scratch), so calls on several streams may run at once; each needs the
+/// weights' device current.
 template <int WeightBits, int ActivationBits>
 class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
  public:
@@ -962,11 +973,12 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
 
   /// The path a call with m activation rows takes: path(), except that an automatic wgmma
   /// gives small products to int8 mma.sync with split-K: at m <= 64 with fewer wgmma tiles
-  /// (128 x 256) than SMs, streaming the weights through every SM beats tensor-core rate,
+  /// (128 x 256, grouped 128 x 128) than SMs, streaming the weights through every SM beats tensor-core rate,
   /// which mma.sync has to spare there (prediction, docs/PERFORMANCE.md).
   [[nodiscard]] cuda::mma_path path_for(std::size_t m) const noexcept {
     if (path_ != cuda::mma_path::wgmma || !automatic_ || m > 64) return path_;
-    const std::size_t tiles = (w_.n_padded + 255) / 256 * ((m + 127) / 128);
+    const std::size_t bn = w_.groups == 1 ? 256 : 128;  // the wgmma tile's width
+    const std::size_t tiles = (w_.n_padded + bn - 1) / bn * ((m + 127) / 128);
     return tiles < static_cast<std::size_t>(sm_count_) ? cuda::mma_path::int8_mma : path_;
   }
 
