@@ -63,9 +63,8 @@ int main(int argc, char** argv) {
     const quarot::gemm::integer_gemm<quarot::gemm::w4a4_policy<quarot::cuda::device>> gemm(packed);
     quarot::cuda::device_activations xa;
     const auto run = [&] {
-      quarot::cuda::rotate_quantize(quarot::cuda::device{}, dq, quarot::matrix_view<const quarot::half>(dx.data(), m, k, k),
-                                    4, 1.0f, xa);
-      gemm(xa, nullptr, quarot::matrix_view<quarot::bfloat16>(dy.data(), m, n, n));
+      quarot::cuda::rotate_quantize(quarot::cuda::device{}, dq, dx.view(m, k), 4, 1.0f, xa);
+      gemm(xa, nullptr, dy.view(m, n));  // views with their extent checked against the buffer
     };
     run();
     xa.require_finite();

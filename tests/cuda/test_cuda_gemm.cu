@@ -384,6 +384,116 @@ void check_wrong_device(cuda_test::counter& t) {
                  [&] { op(a, nullptr, matrix_view<float>(y.data(), 2, 64, 64)); });
 }
 
+/// Caller pointers a kernel could not read are refused, naming the argument: host memory
+/// (unless the device reads pageable memory), another device's memory, null, overlapping
+/// rows, misaligned elements. Interior pointers of a device allocation are accepted.
+void check_caller_pointers(cuda_test::counter& t) {
+  const auto w = cuda_test::random_values(64 * 128, 1);
+  const auto wq = rtn_quantizer({.bits = 4}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 128));
+  const linear<gemm::integer_policy<cuda::device, 4, 8>> layer(gemm::pack_weights(wq, 4));
+  const cuda::device_weights dw = cuda::device_weights::upload(gemm::pack_weights(wq, 4));
+  std::vector<float> host(3 * 128, 1.0f);
+  cuda::device_buffer<float> x(3 * 128), y(3 * 64), bias(64);
+  x.fill_bytes(0);
+  bias.fill_bytes(0);
+  const matrix_view<const float> dx(x.data(), 3, 128, 128), hx(host.data(), 3, 128, 128);
+  const matrix_view<float> dy(y.data(), 3, 64, 64);
+  const auto is_refusal = [&](const std::string& what, const std::string& needle, auto&& f) {
+    try {
+      f();
+      t.check(false, what + ": no error thrown");
+    } catch (const quarot::error& e) {
+      t.check(e.code() == errc::invalid_argument && std::string(e.what()).find(needle) != std::string::npos,
+              what + " -> " + e.what());
+    }
+  };
+  is_refusal("host rows into walsh_hadamard", "CUDA Walsh-Hadamard: the rows (0x", [&] {
+    cuda::walsh_hadamard(cuda::device{}, matrix_view<float>(host.data(), 3, 128, 128));
+  });
+  is_refusal("host signs into walsh_hadamard", "the signs", [&] {
+    cuda::walsh_hadamard(cuda::device{}, matrix_view<float>(x.data(), 3, 128, 128), true, host.data());
+  });
+  is_refusal("host rows into quantize_activations", "is host memory", [&] {
+    cuda::device_activations a;
+    cuda::quantize_activations(cuda::device{}, hx, 8, 1.0f, a);
+  });
+  is_refusal("host rows into rotate_quantize", "rotate_quantize: the rows", [&] {
+    cuda::device_activations a;
+    cuda::rotate_quantize(cuda::device{}, cuda::randomized_hadamard(128, 1), hx, 8, 1.0f, a);
+  });
+  is_refusal("host rows into linear", "the rows", [&] { layer.forward(hx, dy); });
+  is_refusal("host output of linear", "CUDA GEMM: the output", [&] {
+    std::vector<float> hy(3 * 64);
+    layer.forward(dx, matrix_view<float>(hy.data(), 3, 64, 64));
+  });
+  is_refusal("host bias into the GEMM", "CUDA GEMM: the bias", [&] {
+    const gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 8>> op(gemm::pack_weights(wq, 4));
+    op(layer.last_activations(), host.data(), dy);
+  });
+  is_refusal("host rows into weight_only_gemm", "weight_only_gemm: the activations", [&] {
+    cuda::weight_only_gemm(cuda::device{}, dw, hx, nullptr, dy);
+  });
+  is_refusal("host bias into weight_only_gemm", "weight_only_gemm: the bias", [&] {
+    cuda::weight_only_gemm(cuda::device{}, dw, dx, host.data(), dy);
+  });
+  is_refusal("null rows", "is a null pointer", [&] {
+    cuda::walsh_hadamard(cuda::device{}, matrix_view<float>(nullptr, 3, 128, 128));
+  });
+  is_refusal("overlapping output rows", "row stride 32 is smaller than the row length 64", [&] {
+    cuda::weight_only_gemm(cuda::device{}, dw, dx, nullptr, matrix_view<float>(y.data(), 3, 64, 32));
+  });
+  is_refusal("misaligned fp16 rows", "is not aligned to its 2-byte elements", [&] {
+    auto* odd = reinterpret_cast<quarot::half*>(reinterpret_cast<unsigned char*>(x.data()) + 1);
+    cuda::walsh_hadamard(cuda::device{}, matrix_view<quarot::half>(odd, 2, 128, 128));
+  });
+  // Interior pointers (row blocks of a larger allocation) and a device bias are fine, and
+  // so are a buffer's mutable views where the API reads const rows.
+  bool ok = true;
+  try {
+    cuda::walsh_hadamard(cuda::device{}, matrix_view<float>(x.data() + 128, 2, 128, 128));
+    cuda::weight_only_gemm(cuda::device{}, dw, dx.block_rows(1, 2), bias.data(), dy.block_rows(1, 2));
+    layer.forward(dx.block_rows(2, 1), dy.block_rows(2, 1));
+    cuda::weight_only_gemm(cuda::device{}, dw, x.view(3, 128), bias.data(), y.view(3, 64));
+    layer.forward(x.view(2, 128), y.view(2, 64));
+    cuda::device_activations a;
+    cuda::quantize_activations(cuda::device{}, x.view(3, 128), 8, 1.0f, a);
+    cuda::rotate_quantize(cuda::device{}, cuda::randomized_hadamard(128, 1), x.view(3, 128), 8, 1.0f, a);
+  } catch (const quarot::error& e) {
+    ok = false;
+    std::printf("%s\n", e.what());
+  }
+  t.check(ok, "interior device pointers accepted");
+  t.expect_error(errc::invalid_argument, "device_buffer::view past the end (3 x 128, stride 129)",
+                 [&] { (void)x.view(3, 128, 129); });
+  t.expect_error(errc::invalid_argument, "device_buffer::view of overlapping rows", [&] { (void)x.view(2, 128, 64); });
+  t.expect_error(errc::invalid_argument, "device_buffer::view whose element count overflows",
+                 [&] { (void)x.view(std::size_t{1} << 62, 128, std::size_t{1} << 40); });
+  t.check(x.view(3, 128).stride == 128 && x.view(1, 100, 500).stride == 500 && x.view(0, 7).rows == 0,
+          "device_buffer::view: default stride, one long-strided row, no rows");
+  if (cuda::device_count() >= 2) {
+    QUAROT_CUDA_CHECK(cudaSetDevice(1));
+    is_refusal("device 0 rows while device 1 is current", "is memory of CUDA device 0 but the current device is 1", [&] {
+      cuda::walsh_hadamard(cuda::device{}, matrix_view<float>(x.data(), 3, 128, 128));
+    });
+    QUAROT_CUDA_CHECK(cudaSetDevice(0));
+  }
+#if defined(QUAROT_CUDA_EMULATION)
+  {  // a device that reads pageable host memory (HMM, Grace Hopper) takes host rows
+    quarot_cuda_emulation::pageable_memory_access = true;
+    std::vector<float> rows = cuda_test::random_values(3 * 128, 9), expect = rows;
+    bool taken = true;
+    try {
+      cuda::walsh_hadamard(cuda::device{}, matrix_view<float>(rows.data(), 3, 128, 128));
+    } catch (const quarot::error&) {
+      taken = false;
+    }
+    hadamard_transform(128, cpu::isa::scalar).apply(cpu::scalar{}, make_matrix_view(expect, 3, 128));
+    t.check(taken && rows == expect, "host rows on a device with pageable memory access: transformed as on the CPU");
+    quarot_cuda_emulation::pageable_memory_access = false;
+  }
+#endif
+}
+
 }  // namespace
 
 int main() {
@@ -401,6 +511,7 @@ int main() {
   check_non_finite(t);
   check_buffer_reuse(t);
   check_wrong_device(t);
+  check_caller_pointers(t);
 
   using P = cuda::mma_path;
   // Split-K (mma.sync kernels), forced, bit for bit: per channel (the splits' int32 sums

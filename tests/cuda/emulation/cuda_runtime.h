@@ -82,7 +82,15 @@ enum cudaDeviceAttr {
   cudaDevAttrComputeCapabilityMajor,
   cudaDevAttrComputeCapabilityMinor,
   cudaDevAttrMaxSharedMemoryPerBlockOptin,
-  cudaDevAttrMultiProcessorCount
+  cudaDevAttrMultiProcessorCount,
+  cudaDevAttrPageableMemoryAccess
+};
+enum cudaMemoryType { cudaMemoryTypeUnregistered = 0, cudaMemoryTypeHost, cudaMemoryTypeDevice, cudaMemoryTypeManaged };
+struct cudaPointerAttributes {
+  cudaMemoryType type = cudaMemoryTypeUnregistered;
+  int device = 0;
+  void* devicePointer = nullptr;
+  void* hostPointer = nullptr;
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 
@@ -105,6 +113,42 @@ inline int current_device = 0;
 /// cudaMalloc calls so far (the tests check that a buffer within its capacity does not
 /// allocate) and stream-ordered allocations not yet freed (cudaMallocAsync / cudaFreeAsync).
 inline std::atomic<long> malloc_calls{0}, async_live{0};
+
+/// Whether the emulated devices read pageable host memory (as with HMM or on Grace
+/// Hopper; the tests switch it on to check that such memory is then accepted).
+inline bool pageable_memory_access = false;
+
+/// Live device allocations, start -> (bytes, device), for cudaPointerGetAttributes.
+struct allocation {
+  std::size_t bytes;
+  int device;
+};
+inline std::map<std::uintptr_t, allocation>& allocations() {
+  static std::map<std::uintptr_t, allocation> m;
+  return m;
+}
+inline std::mutex& allocation_mutex() {
+  static std::mutex m;
+  return m;
+}
+/// Device memory of `bytes` on the current device, filled with garbage (fresh device
+/// memory is not zeros) and recorded for cudaPointerGetAttributes.
+inline void* device_allocate(std::size_t bytes) {
+  void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!p) return nullptr;
+  std::memset(p, 0xa5, bytes);
+  const std::lock_guard<std::mutex> lock(allocation_mutex());
+  allocations()[reinterpret_cast<std::uintptr_t>(p)] = {bytes, current_device};
+  return p;
+}
+inline void device_free(void* p) {
+  if (!p) return;
+  {
+    const std::lock_guard<std::mutex> lock(allocation_mutex());
+    allocations().erase(reinterpret_cast<std::uintptr_t>(p));
+  }
+  std::free(p);
+}
 
 inline thread_local cudaError_t last_error = cudaSuccess;
 inline std::mutex& atomic_mutex() {
@@ -588,6 +632,7 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int /*device
     case cudaDevAttrComputeCapabilityMinor: *v = ::quarot_cuda_emulation::compute_minor; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = ::quarot_cuda_emulation::max_shared_optin(); break;
     case cudaDevAttrMultiProcessorCount: *v = ::quarot_cuda_emulation::multiprocessors; break;
+    case cudaDevAttrPageableMemoryAccess: *v = ::quarot_cuda_emulation::pageable_memory_access ? 1 : 0; break;
   }
   return cudaSuccess;
 }
@@ -599,25 +644,40 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {
 }
 inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
   ++::quarot_cuda_emulation::malloc_calls;
-  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  if (!*p) return cudaErrorMemoryAllocation;
-  std::memset(*p, 0xa5, bytes);  // fresh device memory is garbage, not zeros
-  return cudaSuccess;
+  *p = ::quarot_cuda_emulation::device_allocate(bytes);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 inline cudaError_t cudaFree(void* p) {
-  std::free(p);
+  ::quarot_cuda_emulation::device_free(p);
   return cudaSuccess;
 }
 inline cudaError_t cudaMallocAsync(void** p, std::size_t bytes, cudaStream_t) {
-  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  *p = ::quarot_cuda_emulation::device_allocate(bytes);
   if (!*p) return cudaErrorMemoryAllocation;
   ++::quarot_cuda_emulation::async_live;
-  std::memset(*p, 0xa5, bytes);
   return cudaSuccess;
 }
 inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   if (p) --::quarot_cuda_emulation::async_live;
-  std::free(p);
+  ::quarot_cuda_emulation::device_free(p);
+  return cudaSuccess;
+}
+/// Device memory (an interior pointer too) by the allocation that holds it; anything else
+/// is unregistered host memory (the emulation has no page-locked or managed memory).
+inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+  namespace emu = ::quarot_cuda_emulation;
+  *a = cudaPointerAttributes{};
+  a->device = -2;  // CUDA's value for unregistered memory
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  const std::lock_guard<std::mutex> lock(emu::allocation_mutex());
+  auto it = emu::allocations().upper_bound(at);  // the first allocation after p
+  if (it == emu::allocations().begin()) return cudaSuccess;
+  --it;  // the last one starting at or before p
+  if (at < it->first + it->second.bytes) {
+    a->type = cudaMemoryTypeDevice;
+    a->device = it->second.device;
+    a->devicePointer = const_cast<void*>(p);
+  }
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -13,6 +14,7 @@
 
 #include "../../core/backend.hpp"
 #include "../../core/error.hpp"
+#include "../../core/matrix_view.hpp"
 #include "../../core/numeric.hpp"
 
 namespace quarot::cuda {
@@ -90,6 +92,49 @@ inline void require_current_device(int device, const char* what) {
                           current, " (cudaSetDevice(", device, ") before the call)");
 }
 
+/// Whether the current device can read pageable host memory (HMM, or Grace's coherent
+/// memory: cudaDevAttrPageableMemoryAccess); asked once per device.
+inline bool pageable_memory_access();
+
+/// Throws errc::invalid_argument naming `what` and the pointer when a kernel on the current
+/// device could not read p, a caller's pointer: null, host memory the device cannot
+/// address (not from cudaMalloc / cudaMallocManaged / cudaHostAlloc), or memory of another
+/// device (refused as our own buffers are: without peer access a kernel would fault, and a
+/// fault is a sticky error that ends the context). cudaPointerGetAttributes finds the
+/// allocation of an interior pointer too; the extent of a view is the caller's to vouch
+/// for (the runtime API does not tell an allocation's size). One runtime call, no
+/// synchronization, allowed while a stream is captured.
+inline void require_device_pointer(const void* p, const char* what) {
+  quarot::detail::require(p != nullptr, what, " is a null pointer");
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // not an error that names the pointer: leave it to the kernel
+    return;
+  }
+  const int current = current_device();
+  if (a.type == cudaMemoryTypeDevice)
+    quarot::detail::require(a.device == current, what, " (", p, ") is memory of CUDA device ", a.device,
+                            " but the current device is ", current, " (cudaSetDevice(", a.device, ") before the call)");
+  else if (a.type == cudaMemoryTypeHost)
+    quarot::detail::require(a.devicePointer == p, what, " (", p, ") is page-locked host memory not mapped at the ",
+                            "same address on the device (cudaHostGetDevicePointer gives the device's address)");
+  else if (a.type == cudaMemoryTypeUnregistered)
+    quarot::detail::require(pageable_memory_access(), what, " (", p, ") is host memory, which CUDA device ", current,
+                            " cannot read: copy it to device memory (device_buffer, cudaMalloc) first");
+}
+
+/// require_device_pointer for a view's data (nothing to check when it is empty), and its
+/// shape: rows may not overlap (stride >= cols) and the data must be aligned for T.
+template <class T>
+void require_device_view(const matrix_view<T>& v, const char* what) {
+  if (v.empty()) return;
+  quarot::detail::require(v.stride >= v.cols, what, ": row stride ", v.stride, " is smaller than the row length ",
+                          v.cols);
+  quarot::detail::require(reinterpret_cast<std::uintptr_t>(v.data) % alignof(T) == 0, what, " (",
+                          static_cast<const void*>(v.data), ") is not aligned to its ", alignof(T), "-byte elements");
+  require_device_pointer(v.data, what);
+}
+
 /// The compute capability of the current device as 10·major + minor (80, 86, 89, 90, ...).
 inline int compute_capability() {
   const int dev = current_device();
@@ -120,6 +165,15 @@ bool once_per_device(std::atomic<int> (&known)[64], Answer&& answer) {
   const bool yes = answer(dev);
   if (cacheable) known[dev].store(yes ? 2 : 1);
   return yes;
+}
+
+inline bool pageable_memory_access() {
+  static std::atomic<int> known[64];
+  return once_per_device(known, [](int dev) {
+    int yes = 0;
+    QUAROT_CUDA_CHECK(cudaDeviceGetAttribute(&yes, cudaDevAttrPageableMemoryAccess, dev));
+    return yes != 0;
+  });
 }
 
 /// Grid size for `rows` rows of `per_block` rows each, checked against the grid limit.
@@ -216,6 +270,17 @@ class device_buffer {
   /// Frees the allocation (size and capacity 0).
   void clear() noexcept { release(); }
 
+  /// The first rows x cols elements as a row-major view with the given row stride
+  /// (default: cols), for the kernels' matrix_view arguments. Throws when the stride is
+  /// smaller than cols or the buffer is too short for the last row (the extent check a raw
+  /// device pointer cannot have).
+  [[nodiscard]] matrix_view<T> view(std::size_t rows, std::size_t cols, std::size_t stride = 0) {
+    return {p_, rows, cols, checked_stride(rows, cols, stride)};
+  }
+  [[nodiscard]] matrix_view<const T> view(std::size_t rows, std::size_t cols, std::size_t stride = 0) const {
+    return {p_, rows, cols, checked_stride(rows, cols, stride)};
+  }
+
   /// Sets every byte to `byte` (asynchronously on `stream`).
   void fill_bytes(int byte, cudaStream_t stream = nullptr) {
     if (n_) QUAROT_CUDA_CHECK(cudaMemsetAsync(p_, byte, n_ * sizeof(T), stream));
@@ -232,6 +297,19 @@ class device_buffer {
   }
 
  private:
+  std::size_t checked_stride(std::size_t rows, std::size_t cols, std::size_t stride) const {
+    if (stride == 0) stride = cols;
+    quarot::detail::require(stride >= cols, "device_buffer::view: row stride ", stride,
+                            " is smaller than the row length ", cols);
+    if (rows && cols) {
+      quarot::detail::require(stride <= (static_cast<std::size_t>(-1) - cols) / rows, "device_buffer::view: ", rows,
+                              " rows of stride ", stride, " overflow the element count");
+      const std::size_t need = (rows - 1) * stride + cols;
+      quarot::detail::require(need <= n_, "device_buffer::view: ", rows, " x ", cols, " with stride ", stride,
+                              " needs ", need, " elements, the buffer holds ", n_);
+    }
+    return stride;
+  }
   void release() noexcept {
     if (p_) cudaFree(p_);
     p_ = nullptr;

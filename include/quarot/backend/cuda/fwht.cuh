@@ -322,6 +322,7 @@ class device_hadamard {
                             x.cols);
     if (x.empty()) return;
     require_current_device();
+    require_device_view(x, "CUDA Hadamard transform: the rows");
     if (plan_.m == 1) {
       fwht_rows(x, quarot::detail::log2_exact(plan_.n), scale(), signs(), stream);
       return;
@@ -349,7 +350,8 @@ void walsh_hadamard(device, matrix_view<T> x, bool normalize = true, const float
   const std::size_t n = x.cols;
   quarot::detail::require(n >= 1 && (n & (n - 1)) == 0 && n <= (std::size_t{1} << 15), "CUDA Walsh-Hadamard size ",
                           n, " is not a power of two in [1, 2^15]");
-  quarot::detail::require(x.stride >= n, "CUDA Walsh-Hadamard: row stride ", x.stride, " < row length ", n);
+  detail::require_device_view(x, "CUDA Walsh-Hadamard: the rows");
+  if (signs) detail::require_device_pointer(signs, "CUDA Walsh-Hadamard: the signs");
   const float scale = normalize ? quarot::detail::inv_sqrt(n) : 1.0f;
   detail::fwht_rows(x, quarot::detail::log2_exact(n), scale, signs, stream);
 }

@@ -829,6 +829,9 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
                           " is not a multiple of 8");
   if (x.rows == 0 || w.n == 0) return;
   detail::require_current_device(w.data.device(), "CUDA weight_only_gemm: the weights");
+  detail::require_device_view(x, "CUDA weight_only_gemm: the activations");
+  detail::require_device_view(y, "CUDA weight_only_gemm: the output");
+  if (bias) detail::require_device_pointer(bias, "CUDA weight_only_gemm: the bias");
   const unsigned blocks = detail::grid_for(w.n, 4);
   if (w.bits == 4)
     detail::launch(detail::weight_only_kernel<4, In, Out>, blocks, 128, 0, stream, x.data, x.stride, x.rows,
@@ -838,6 +841,13 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
     detail::launch(detail::weight_only_kernel<8, In, Out>, blocks, 128, 0, stream, x.data, x.stride, x.rows,
                    w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(), w.n_padded, w.n, w.k, w.group_size,
                    bias, y.data, y.stride);
+}
+
+/// The same for a view of mutable activation rows (a device_buffer's view()).
+template <storage_float In, class Out>
+void weight_only_gemm(device d, const device_weights& w, matrix_view<In> x, const float* bias, matrix_view<Out> y,
+                      cudaStream_t stream = nullptr) {
+  weight_only_gemm(d, w, matrix_view<const In>(x), bias, y, stream);
 }
 
 namespace detail {
@@ -1001,6 +1011,8 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     if (x.rows == 0 || w_.n == 0) return;
     cuda::detail::require_current_device(w_.data.device(), "CUDA GEMM: the weights");
     cuda::detail::require_current_device(x.data.device(), "CUDA GEMM: the activations");
+    cuda::detail::require_device_view(y, "CUDA GEMM: the output");
+    if (bias) cuda::detail::require_device_pointer(bias, "CUDA GEMM: the bias");
     const cuda::mma_path path = path_for(x.rows);
     const bool int4 = path == cuda::mma_path::int4_mma;
     const int k_step = int4 ? 64 : 32;

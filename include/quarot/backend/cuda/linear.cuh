@@ -76,6 +76,12 @@ class linear<gemm::integer_policy<cuda::device, WeightBits, ActivationBits>> {
     gemm_(qa_, bias_.empty() ? nullptr : bias_.data(), y, stream);
   }
 
+  /// The same for a view of mutable input rows (a device_buffer's view()).
+  template <storage_float T, gemm::output_element Out>
+  void forward(matrix_view<T> x, matrix_view<Out> y, cudaStream_t stream = nullptr) const {
+    forward(matrix_view<const T>(x), y, stream);
+  }
+
   /// The quantized activations of the last forward call (device memory; require_finite()
   /// reports a non-finite input row).
   [[nodiscard]] const cuda::device_activations& last_activations() const noexcept { return qa_; }

@@ -282,9 +282,17 @@ void quantize_activations(device, matrix_view<const T> x, int bits, float clip_r
   detail::check_quantize_args(x.cols, bits, clip_ratio);
   out.reshape(x.rows, x.cols, bits, stream);
   if (x.empty()) return;
+  detail::require_device_view(x, "CUDA quantize_activations: the rows");
   detail::launch(detail::quantize_rows_kernel<T>, detail::grid_for(x.rows, 1), 256, 0, stream, x.data, x.stride,
                  static_cast<int>(x.cols), bits, clip_ratio, out.data.data(), out.row_bytes, out.scales.data(),
                  out.status.data());
+}
+
+/// The same for a view of mutable rows (a device_buffer's view()).
+template <storage_float T>
+void quantize_activations(device d, matrix_view<T> x, int bits, float clip_ratio, device_activations& out,
+                          cudaStream_t stream = nullptr) {
+  quantize_activations(d, matrix_view<const T>(x), bits, clip_ratio, out, stream);
 }
 
 /// The online rotation fused with the quantization: out = quantize(Q·x), Q the device
@@ -302,6 +310,7 @@ void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bit
   out.reshape(x.rows, x.cols, bits, stream);
   if (x.empty()) return;
   h.require_current_device();
+  detail::require_device_view(x, "CUDA rotate_quantize: the rows");
   const hadamard_plan& plan = h.plan();
   if (plan.m == 1) {
     detail::with_log2n(quarot::detail::log2_exact(plan.n), [&](auto k) {
@@ -318,6 +327,13 @@ void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bit
                    x.stride, static_cast<int>(plan.m), static_cast<int>(plan.p), h.dense_factor(), h.scale(), h.signs(),
                    bits, clip_ratio, out.data.data(), out.row_bytes, out.scales.data(), out.status.data());
   }
+}
+
+/// The same for a view of mutable rows (a device_buffer's view()).
+template <class Transform, storage_float T>
+void rotate_quantize(device d, const Transform& q, matrix_view<T> x, int bits, float clip_ratio,
+                     device_activations& out, cudaStream_t stream = nullptr) {
+  rotate_quantize(d, q, matrix_view<const T>(x), bits, clip_ratio, out, stream);
 }
 
 }  // namespace quarot::cuda
