@@ -92,6 +92,10 @@ int main() {
     check_pow2<quarot::half>(t, k, 7, 1, true);
     check_pow2<bfloat16>(t, k, 7, 0, true);
   }
+  // fp16 runs stored as 8-byte (2^13, 2^15) and 4-byte (2^14) words: rows 16-, 8-, 4- and
+  // 2-byte aligned in turn (pad 2 puts rows at 4-byte steps, pad 4 at 8-byte steps).
+  for (unsigned k : {13u, 14u, 15u})
+    for (std::size_t pad : {2, 4}) check_pow2<quarot::half>(t, k, 4, pad, k != 14);
   for (std::size_t n : {12, 20, 28, 40, 5120, 11008}) check_kronecker(t, n, 3);
   t.expect_error(errc::invalid_argument, "transform applied to rows of another size", [] {
     cuda::hadamard_transform h(64);

@@ -69,52 +69,89 @@ __device__ __forceinline__ int fwht_compact(int i) {
   else return ((i >> (B + 1)) << B) | (i & ((1 << B) - 1));
 }
 
-/// The row index of register e of thread t after fwht_levels.
+/// The row index of register e of thread t after fwht_levels: fwht_index(t, 0) +
+/// fwht_index(0, e) (disjoint bit fields, written as a sum), so that the stores take the
+/// thread's base once and the register's part as a constant offset. (With the fields
+/// or-ed and the index per store, ptxas spilled 204-256 bytes in the 2^15 fp16 / bf16
+/// kernels and used 100-114 registers at 2^14; now no size spills and 2^11-2^14 take
+/// 48-64, so that two 512-thread blocks fit an SM.)
 template <class S>
 __device__ __forceinline__ int fwht_index(int t, int e) {
   if constexpr (S::log2warps == 0) return t * S::e + e;
-  else return ((e >> S::log2run) << (S::log2n - S::log2warps)) | (t << S::log2run) | (e & (S::run - 1));
+  else return ((e >> S::log2run) << (S::log2n - S::log2warps)) + (t << S::log2run) + (e & (S::run - 1));
 }
 
-/// Whether runs of N values of T can move as 16-byte accesses from `row` (the runs start
-/// at multiples of N): whole 16-byte words per run and a 16-byte aligned row.
+/// The widest access (16, 8 or 4 bytes) that a run of N values of T splits into whole
+/// words of; sizeof(T) when none does (a single fp16 / bf16 value).
+template <int N, class T>
+inline constexpr int run_word_bytes = N * sizeof(T) % 16 == 0  ? 16
+                                      : N * sizeof(T) % 8 == 0 ? 8
+                                      : N * sizeof(T) % 4 == 0 ? 4
+                                                               : static_cast<int>(sizeof(T));
+/// The unsigned word type of `Bytes` bytes (uint4, uint2, unsigned).
+template <int Bytes>
+struct run_word;
+template <>
+struct run_word<16> {
+  using type = uint4;
+};
+template <>
+struct run_word<8> {
+  using type = uint2;
+};
+template <>
+struct run_word<4> {
+  using type = unsigned;
+};
+template <>
+struct run_word<2> {
+  using type = unsigned short;
+};
+
+/// Whether runs of N values of T can move as whole-word accesses from `row` (the runs
+/// start at multiples of N): a word size that divides the run, and a row aligned to it.
+/// fp16 runs of 4 (n = 2^13, 2^15) move 8 bytes at a time, of 2 (2^14) 4 bytes: a quarter
+/// and a half of the store instructions of element-wise stores.
 template <int N, class T>
 __device__ __forceinline__ bool vector_runs(const T* row) {
-  if constexpr (N * sizeof(T) % 16 != 0) return false;
-  else return reinterpret_cast<std::uintptr_t>(row) % 16 == 0;
+  return reinterpret_cast<std::uintptr_t>(row) % run_word_bytes<N, T> == 0;
 }
 
-/// N consecutive values at p (16-byte aligned) as floats, 16 bytes per load.
+/// N consecutive values at p (aligned to the run's word) as floats, a word per load.
 template <int N, class T>
 __device__ __forceinline__ void load_run(const T* p, float* v) {
-  constexpr int per = 16 / sizeof(T);
+  constexpr int bytes = run_word_bytes<N, T>, per = bytes / static_cast<int>(sizeof(T));
+  using word = typename run_word<bytes>::type;
   QUAROT_CUDA_UNROLL
   for (int c = 0; c < N / per; ++c) {
-    const uint4 q = *reinterpret_cast<const uint4*>(p + c * per);
+    const word q = *reinterpret_cast<const word*>(p + c * per);
     T e[per];
-    std::memcpy(static_cast<void*>(e), &q, 16);  // T is trivially copyable (void*: -Wclass-memaccess)
+    std::memcpy(static_cast<void*>(e), &q, bytes);  // T is trivially copyable (void*: -Wclass-memaccess)
     QUAROT_CUDA_UNROLL
     for (int j = 0; j < per; ++j) v[c * per + j] = load_as_float(e + j);
   }
 }
 
-/// N floats to N consecutive T at p (16-byte aligned), times `scale`, 16 bytes per store.
+/// N floats to N consecutive T at p (aligned to the run's word), times `scale`, a word
+/// per store.
 template <int N, class T>
 __device__ __forceinline__ void store_run(T* p, const float* v, float scale) {
-  constexpr int per = 16 / sizeof(T);
+  constexpr int bytes = run_word_bytes<N, T>, per = bytes / static_cast<int>(sizeof(T));
+  using word = typename run_word<bytes>::type;
   QUAROT_CUDA_UNROLL
   for (int c = 0; c < N / per; ++c) {
     T e[per];
     QUAROT_CUDA_UNROLL
     for (int j = 0; j < per; ++j) store_from_float(e + j, v[c * per + j] * scale);
-    uint4 q;
-    std::memcpy(&q, e, 16);
-    *reinterpret_cast<uint4*>(p + c * per) = q;
+    word q;
+    std::memcpy(&q, e, bytes);
+    *reinterpret_cast<word*>(p + c * per) = q;
   }
 }
 
 /// Thread t's values of one row, loaded in the first layout (t·E + e), times the signs.
-/// Each thread's E values are contiguous: 16-byte loads where the row allows.
+/// Each thread's E values are contiguous: loads of whole words (up to 16 bytes) where the
+/// row allows.
 template <class S, class T>
 __device__ __forceinline__ void fwht_load(const T* row, const float* signs, int t, bool live, float (&v)[S::e]) {
   if (live && vector_runs<S::e>(row)) {
@@ -132,12 +169,14 @@ __device__ __forceinline__ void fwht_load(const T* row, const float* signs, int 
 /// of S::run consecutive indices, as 16-byte stores where the row allows.
 template <class S, class T>
 __device__ __forceinline__ void fwht_store(T* row, int t, const float (&v)[S::e], float scale) {
-  if (vector_runs<S::run>(row)) {
+  const bool vector = vector_runs<S::run>(row);
+  row += fwht_index<S>(t, 0);  // the thread's part; fwht_index<S>(0, e), a constant, the rest
+  if (vector) {
     QUAROT_CUDA_UNROLL
-    for (int e = 0; e < S::e; e += S::run) store_run<S::run>(row + fwht_index<S>(t, e), v + e, scale);
+    for (int e = 0; e < S::e; e += S::run) store_run<S::run>(row + fwht_index<S>(0, e), v + e, scale);
   } else {
     QUAROT_CUDA_UNROLL
-    for (int e = 0; e < S::e; ++e) store_from_float(row + fwht_index<S>(t, e), v[e] * scale);
+    for (int e = 0; e < S::e; ++e) store_from_float(row + fwht_index<S>(0, e), v[e] * scale);
   }
 }
 

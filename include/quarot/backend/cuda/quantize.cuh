@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -165,6 +166,58 @@ struct token_out {
   }
 };
 
+/// Stores the levels of thread t's values (register e at row index fwht_index<S>(t, e),
+/// consecutive within runs of S::run) at dst: int4 two a byte, low nibble first, or int8
+/// a byte each, each run's bytes as the widest words that divide them (dst is 32-byte
+/// aligned: rows are padded to 64 levels). One store per 4 to 16 bytes instead of one per
+/// byte.
+template <class S, int Bits>
+__device__ __forceinline__ void store_level_runs(std::uint8_t* dst, int t, const float (&v)[S::e], float s, int qmax,
+                                                 bool finite) {
+  constexpr int run_bytes = Bits == 4 ? S::run / 2 : S::run;
+  constexpr int word_bytes = run_bytes % 16 == 0 ? 16 : run_bytes % 8 == 0 ? 8 : run_bytes % 4 == 0 ? 4
+                             : run_bytes % 2 == 0 ? 2 : 1;
+  static_assert(Bits == 8 || S::run % 2 == 0, "4-bit levels pair up within a run");
+  dst += fwht_index<S>(t, 0) / (Bits == 4 ? 2 : 1);
+  QUAROT_CUDA_UNROLL
+  for (int e0 = 0; e0 < S::e; e0 += S::run) {
+    QUAROT_CUDA_UNROLL
+    for (int w = 0; w < run_bytes; w += word_bytes) {
+      std::uint8_t b[word_bytes];
+      QUAROT_CUDA_UNROLL
+      for (int j = 0; j < word_bytes; ++j) {
+        if constexpr (Bits == 4) {
+          const int e = e0 + 2 * (w + j);  // e, e + 1: consecutive indices, the first even
+          const int lo = finite ? token_level(v[e], s, qmax) : 0, hi = finite ? token_level(v[e + 1], s, qmax) : 0;
+          b[j] = static_cast<std::uint8_t>((lo & 0x0f) | ((hi & 0x0f) << 4));
+        } else {
+          b[j] = static_cast<std::uint8_t>(finite ? token_level(v[e0 + w + j], s, qmax) : 0);
+        }
+      }
+      const int at = fwht_index<S>(0, e0) / (Bits == 4 ? 2 : 1) + w;
+      if constexpr (word_bytes == 16) {
+        uint4 q;
+        std::memcpy(&q, b, 16);
+        *reinterpret_cast<uint4*>(dst + at) = q;
+      } else if constexpr (word_bytes == 8) {
+        uint2 q;
+        std::memcpy(&q, b, 8);
+        *reinterpret_cast<uint2*>(dst + at) = q;
+      } else if constexpr (word_bytes == 4) {
+        unsigned q;
+        std::memcpy(&q, b, 4);
+        *reinterpret_cast<unsigned*>(dst + at) = q;
+      } else if constexpr (word_bytes == 2) {
+        unsigned short q;
+        std::memcpy(&q, b, 2);
+        *reinterpret_cast<unsigned short*>(dst + at) = q;
+      } else {
+        dst[at] = b[0];
+      }
+    }
+  }
+}
+
 /// FWHT of a row of 2^LOG2N values and its quantization, from registers: one block of
 /// S::threads threads per row (rows_per_block rows per block, each its own warps).
 template <int LOG2N, class T>
@@ -204,16 +257,10 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
     if constexpr (S::e == 1) {
       dst[0] = finite ? static_cast<std::uint8_t>(token_level(v[0], s, qmax) & 0x0f) : 0;
     } else {
-      QUAROT_CUDA_UNROLL
-      for (int e = 0; e < S::e; e += 2) {  // e, e + 1: consecutive indices, the first even
-        const int lo = finite ? token_level(v[e], s, qmax) : 0, hi = finite ? token_level(v[e + 1], s, qmax) : 0;
-        dst[fwht_index<S>(t, e) / 2] = static_cast<std::uint8_t>((lo & 0x0f) | ((hi & 0x0f) << 4));
-      }
+      store_level_runs<S, 4>(dst, t, v, s, qmax, finite);
     }
   } else {
-    QUAROT_CUDA_UNROLL
-    for (int e = 0; e < S::e; ++e)
-      dst[fwht_index<S>(t, e)] = static_cast<std::uint8_t>(finite ? token_level(v[e], s, qmax) : 0);
+    store_level_runs<S, 8>(dst, t, v, s, qmax, finite);
   }
 }
 
