@@ -103,7 +103,8 @@ inline bool pageable_memory_access();
 /// fault is a sticky error that ends the context). cudaPointerGetAttributes finds the
 /// allocation of an interior pointer too; the extent of a view is the caller's to vouch
 /// for (the runtime API does not tell an allocation's size). One runtime call, no
-/// synchronization, allowed while a stream is captured.
+/// synchronization: a pure query, like the device-attribute ones, which stream capture
+/// permits (not yet tried under capture on a device).
 inline void require_device_pointer(const void* p, const char* what) {
   quarot::detail::require(p != nullptr, what, " is a null pointer");
   cudaPointerAttributes a{};
