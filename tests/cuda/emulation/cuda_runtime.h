@@ -215,15 +215,22 @@ struct thread_context {
 /// A block's threads are fibers (ucontext) run by one host thread: each runs until it
 /// waits at a barrier, then the next one runs. A barrier releases when every thread that
 /// has not returned has arrived (returned threads stop counting, as on the device).
+struct barrier_state {
+  unsigned live = 0, arrived = 0, generation = 0;
+};
 struct fiber {
   ucontext_t context;
   std::unique_ptr<unsigned char[]> stack;
   thread_context thread;
   async_state async;
   bool done = false;
-};
-struct barrier_state {
-  unsigned live = 0, arrived = 0, generation = 0;
+  /// The barrier the fiber waits at and its generation then (null: not waiting); the
+  /// scheduler resumes it only once that generation has passed.
+  const barrier_state* waiting_on = nullptr;
+  unsigned wait_generation = 0;
+  [[nodiscard]] bool runnable() const noexcept {
+    return !done && (waiting_on == nullptr || waiting_on->generation != wait_generation);
+  }
 };
 struct block_run {
   ucontext_t scheduler;
@@ -266,12 +273,17 @@ inline void yield_to_scheduler(bool finished = false) {
 
 inline void wait_at(barrier_state& bar) {
   const unsigned generation = bar.generation;
-  if (++bar.arrived == bar.live) {
+  if (++bar.arrived == bar.live) {  // the last to arrive goes on at once
     bar.arrived = 0;
     ++bar.generation;
     return;
   }
+  block_run& b = *current_block();
+  fiber& me = b.fibers[b.current];
+  me.waiting_on = &bar;
+  me.wait_generation = generation;
   while (bar.generation == generation) yield_to_scheduler();
+  me.waiting_on = nullptr;
 }
 
 inline void leave(barrier_state& bar) {
@@ -290,6 +302,18 @@ inline std::uint32_t* publish(const std::uint32_t* words, int count) {
   std::memcpy(ctx->warp_slots + 16 * ctx->lane, words, 4 * count);
   syncwarp();
   return ctx->warp_slots;
+}
+
+/// Fisher-Yates with a fixed xorshift (reproducible runs): the emulation's stand-in for
+/// the orders the device does not promise.
+template <class T>
+void shuffle(std::vector<T>& v, std::uint64_t& state) {
+  for (std::size_t i = v.size(); i > 1; --i) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    std::swap(v[i - 1], v[state % i]);
+  }
 }
 
 inline void fiber_main() {
@@ -363,11 +387,12 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) order.push_back(dim3(bx, by, bz));
   std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
-  for (std::size_t i = order.size(); i > 1; --i) {  // Fisher-Yates with a fixed xorshift
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    std::swap(order[i - 1], order[state % i]);
+  shuffle(order, state);
+  std::vector<unsigned> warp_order(warps);
+  std::vector<std::vector<unsigned>> lane_orders(warps);
+  for (unsigned w = 0; w < warps; ++w) {
+    warp_order[w] = w;
+    for (unsigned t = 32 * w; t < std::min(threads, 32 * w + 32); ++t) lane_orders[w].push_back(t);
   }
   for (const dim3 block_index : order) {
     const unsigned bx = block_index.x, by = block_index.y, bz = block_index.z;
@@ -378,6 +403,7 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
     for (unsigned t = 0; t < threads; ++t) {
       fiber& f = b.fibers[t];
       f.done = false;
+      f.waiting_on = nullptr;
       f.thread = thread_context{dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y)),
                                 dim3(bx, by, bz),
                                 block,
@@ -391,17 +417,38 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
       f.async = async_state{};
       start_fiber(f);
     }
-    // Round robin until every fiber has returned.
-    for (unsigned left = threads; left > 0;) {
-      left = 0;
-      for (unsigned t = 0; t < threads; ++t) {
-        fiber& f = b.fibers[t];
-        if (f.done) continue;
-        b.current = t;
-        resume(b, f);
-        left += !f.done;
-      }
+    // The block's threads run warp by warp, in an order shuffled afresh for each phase:
+    // a warp runs, its lanes in a shuffled order per round, until every lane waits at the
+    // block barrier (or has returned), then the next warp. The device promises no order
+    // between warps outside barriers and lets warps run far ahead of one another, so a
+    // kernel that lacks a __syncthreads between one warp's shared-memory write and
+    // another's read (or between a read and the overwrite) reads the wrong value in some
+    // phase. (Fibers run round-robin in thread order, the warps kept in step by their
+    // per-MMA warp barriers, hid such a race in the GEMM's epilogue.)
+    for (;;) {
+      bool any = false;
+      shuffle(warp_order, state);
+      for (const unsigned w : warp_order)
+        for (bool ran = true; ran;) {
+          ran = false;
+          std::vector<unsigned>& lanes = lane_orders[w];
+          shuffle(lanes, state);
+          for (const unsigned t : lanes) {
+            fiber& f = b.fibers[t];
+            if (!f.runnable()) continue;
+            b.current = t;
+            resume(b, f);
+            ran = any = true;
+          }
+        }
+      if (!any) break;
     }
+    for (const fiber& f : b.fibers)
+      if (!f.done) {
+        std::fprintf(stderr, "emulation: deadlock in block (%u, %u, %u): threads wait at barriers that never release\n",
+                     bx, by, bz);
+        std::abort();
+      }
   }
   current_block() = outer;
   ctx = nullptr;
