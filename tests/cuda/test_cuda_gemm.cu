@@ -494,6 +494,66 @@ void check_caller_pointers(cuda_test::counter& t) {
 #endif
 }
 
+/// A decode step captured into a CUDA graph in the strictest mode (global: a call that may
+/// synchronize or allocate outside the stream fails the capture) and replayed twice equals
+/// the CPU layer bit for bit: after one call at the batch, linear::forward allocates
+/// nothing, its scratch (split-K partials, row sums) is stream-ordered, and the pointer
+/// checks are allowed under capture. Asymmetric g128 weights; M = 1 takes split-K.
+void check_graph_capture(cuda_test::counter& t, std::size_t m) {
+  const std::size_t n = 96, k = 1024;
+  auto w = cuda_test::random_values(n * k, 41, 3.0f);
+  for (auto& v : w) v *= 0.05f;
+  const auto bias = cuda_test::random_values(n, 43);
+  const auto wq = rtn_quantizer({.bits = 4, .symmetric = false, .gran = granularity::per_group, .group_size = 128},
+                                cpu::isa::scalar)
+                      .quantize(make_matrix_view(w, n, k));
+  const auto packed = gemm::pack_weights(wq, 4);
+  const randomized_hadamard q(k, 47, cpu::isa::scalar);
+  linear<gemm::integer_policy<cpu::scalar, 4, 4>> cpu_layer(packed, bias, 4, 0.9f);
+  linear<gemm::integer_policy<cuda::device, 4, 4>> gpu_layer(packed, bias, 4, 0.9f);
+  cpu_layer.with_online_rotation(q);
+  gpu_layer.with_online_rotation(q);
+  const auto x = cuda_test::random_values(m * k, 53 + m);
+  std::vector<float> expect(m * n), got(m * n, 0.0f);
+  cpu_layer.forward(make_matrix_view(x, m, k), make_matrix_view(expect, m, n));
+
+  cuda::device_buffer<float> dx(x.size()), dy(m * n);
+  dx.upload(x.data(), x.size());
+  cudaStream_t stream = nullptr;
+  QUAROT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  gpu_layer.forward(dx.view(m, k), dy.view(m, n), stream);  // sizes the layer's buffers
+  dy.fill_bytes(0, stream);
+  QUAROT_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  std::string error;
+  QUAROT_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  try {
+    gpu_layer.forward(dx.view(m, k), dy.view(m, n), stream);
+  } catch (const quarot::error& e) {
+    error = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  if (error.empty() && end == cudaSuccess) {
+    cudaGraphExec_t exec = nullptr;
+    QUAROT_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 2; ++replay) QUAROT_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    QUAROT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    dy.download(got.data(), got.size());
+    QUAROT_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    QUAROT_CUDA_CHECK(cudaGraphDestroy(graph));
+  } else if (end != cudaSuccess) {
+    (void)cudaGetLastError();
+    error += std::string(error.empty() ? "" : "; ") + "cudaStreamEndCapture: " + cudaGetErrorName(end);
+  }
+  QUAROT_CUDA_CHECK(cudaStreamDestroy(stream));
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) bad += std::memcmp(&got[i], &expect[i], 4) != 0;
+  t.check(error.empty() && bad == 0, "linear W4A4 " + shape(m, n, k) + " captured into a CUDA graph, replayed twice: " +
+                                         (error.empty() ? std::to_string(bad) + " outputs differ from the CPU layer"
+                                                        : "capture failed: " + error));
+}
+
 }  // namespace
 
 int main() {
@@ -621,6 +681,7 @@ int main() {
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
+  for (std::size_t m : {1, 5}) check_graph_capture(t, m);
   check_linear<4, 8>(t, 6, 64, 200, 8, false, true);  // K padding: the regrown activation rows stay zero-padded
   check_linear<4, 8>(t, 5, 80, 512, 8, true);
   check_linear<8, 8>(t, 4, 64, 512, 6, true, true);  // power-of-two K: the rotation is bit-exact too

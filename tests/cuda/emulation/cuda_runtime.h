@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,7 +71,20 @@ struct alignas(16) uint4 {
 
 struct CUstream_st;
 using cudaStream_t = CUstream_st*;
-enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2, cudaErrorInvalidConfiguration = 9 };
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901
+};
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal, cudaStreamCaptureModeRelaxed };
+enum { cudaStreamNonBlocking = 1 };
+struct CUgraph_st;
+using cudaGraph_t = CUgraph_st*;
+struct CUgraphExec_st;
+using cudaGraphExec_t = CUgraphExec_st*;
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost,
   cudaMemcpyHostToDevice,
@@ -148,6 +162,37 @@ inline void device_free(void* p) {
     allocations().erase(reinterpret_cast<std::uintptr_t>(p));
   }
   std::free(p);
+}
+
+/// Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture, any stream): kernels,
+/// memsets and copies queued meanwhile are recorded, not run, and run at each
+/// cudaGraphLaunch; stream-ordered allocations made meanwhile belong to the graph (made
+/// once, freed with it). Calls the global capture mode forbids, because they may
+/// synchronize or allocate outside the stream (cudaMalloc, cudaFree, cudaMemcpy,
+/// cudaStreamSynchronize, cudaDeviceSynchronize), fail and invalidate the capture, as on
+/// CUDA.
+struct graph {
+  std::vector<std::function<void()>> work;
+  std::vector<void*> allocations;
+};
+struct capture_state {
+  bool active = false, invalidated = false;
+  graph recording;
+};
+inline capture_state& capture() {
+  static capture_state c;
+  return c;
+}
+/// cudaSuccess, or the error of a call the capture in progress forbids (invalidating it).
+inline cudaError_t outside_capture() {
+  if (!capture().active) return cudaSuccess;
+  capture().invalidated = true;
+  return cudaErrorStreamCaptureUnsupported;
+}
+/// Runs `work` now, or records it for the graph when a capture is in progress.
+inline void enqueue(std::function<void()> work) {
+  if (capture().active) capture().recording.work.push_back(std::move(work));
+  else work();
 }
 
 inline thread_local cudaError_t last_error = cudaSuccess;
@@ -354,7 +399,7 @@ __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
 }
 
 template <class... P>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P... args) {
+void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P... args) {
   const unsigned threads = block.x * block.y * block.z;
   const auto it = shared_limits().find(reinterpret_cast<const void*>(kernel));
   const int limit = it == shared_limits().end() ? default_shared : it->second;
@@ -452,6 +497,13 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P...
   }
   current_block() = outer;
   ctx = nullptr;
+}
+
+/// A kernel launch: run now, or recorded by a stream capture in progress (the arguments
+/// by value, as the device's launch copies them).
+template <class... P>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P... args) {
+  enqueue([=] { run_grid(kernel, grid, block, shmem, args...); });
 }
 
 /// mma.sync.aligned.m16n8k{32,64}.row.col.s32.{s8,s4}.{s8,s4}.s32 on one warp, with the
@@ -656,6 +708,8 @@ inline const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
   }
   return "cudaErrorUnknown";
 }
@@ -690,11 +744,13 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
+  if (const cudaError_t e = ::quarot_cuda_emulation::outside_capture()) return e;
   ++::quarot_cuda_emulation::malloc_calls;
   *p = ::quarot_cuda_emulation::device_allocate(bytes);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 inline cudaError_t cudaFree(void* p) {
+  if (const cudaError_t e = ::quarot_cuda_emulation::outside_capture()) return e;
   ::quarot_cuda_emulation::device_free(p);
   return cudaSuccess;
 }
@@ -702,9 +758,11 @@ inline cudaError_t cudaMallocAsync(void** p, std::size_t bytes, cudaStream_t) {
   *p = ::quarot_cuda_emulation::device_allocate(bytes);
   if (!*p) return cudaErrorMemoryAllocation;
   ++::quarot_cuda_emulation::async_live;
+  if (::quarot_cuda_emulation::capture().active) ::quarot_cuda_emulation::capture().recording.allocations.push_back(*p);
   return cudaSuccess;
 }
 inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  if (::quarot_cuda_emulation::capture().active) return cudaSuccess;  // the graph's: freed with it
   if (p) --::quarot_cuda_emulation::async_live;
   ::quarot_cuda_emulation::device_free(p);
   return cudaSuccess;
@@ -728,15 +786,63 @@ inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {
-  if (bytes) std::memcpy(dst, src, bytes);
+  if (bytes) ::quarot_cuda_emulation::enqueue([=] { std::memcpy(dst, src, bytes); });
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind k) {
+  if (const cudaError_t e = ::quarot_cuda_emulation::outside_capture()) return e;
   return cudaMemcpyAsync(dst, src, bytes, k);
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, std::size_t bytes, cudaStream_t = nullptr) {
-  if (bytes) std::memset(p, v, bytes);
+  if (bytes) ::quarot_cuda_emulation::enqueue([=] { std::memset(p, v, bytes); });
   return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return ::quarot_cuda_emulation::outside_capture(); }
+inline cudaError_t cudaDeviceSynchronize() { return ::quarot_cuda_emulation::outside_capture(); }
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  static int streams = 0;  // distinct non-null handles; the emulation runs all work in order
+  *s = reinterpret_cast<cudaStream_t>(static_cast<std::uintptr_t>(0x1000 + 16 * ++streams));
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
+  namespace emu = ::quarot_cuda_emulation;
+  if (s == nullptr || emu::capture().active) return cudaErrorInvalidValue;  // not the legacy stream, not nested
+  emu::capture() = emu::capture_state{};
+  emu::capture().active = true;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* g) {
+  namespace emu = ::quarot_cuda_emulation;
+  emu::capture().active = false;
+  auto* recorded = new emu::graph(std::move(emu::capture().recording));
+  *g = reinterpret_cast<cudaGraph_t>(recorded);
+  if (!emu::capture().invalidated) return cudaSuccess;
+  for (void* p : recorded->allocations) {
+    --emu::async_live;
+    emu::device_free(p);
+  }
+  delete recorded;
+  *g = nullptr;
+  return cudaErrorStreamCaptureInvalidated;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long = 0) {
+  *e = reinterpret_cast<cudaGraphExec_t>(g);  // the emulation replays the recording itself
+  return g ? cudaSuccess : cudaErrorInvalidValue;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+  if (::quarot_cuda_emulation::capture().active) return cudaErrorInvalidValue;
+  for (const auto& work : reinterpret_cast<::quarot_cuda_emulation::graph*>(e)->work) work();
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t) { return cudaSuccess; }
+inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  namespace emu = ::quarot_cuda_emulation;
+  auto* recorded = reinterpret_cast<emu::graph*>(g);
+  for (void* p : recorded->allocations) {
+    --emu::async_live;
+    emu::device_free(p);
+  }
+  delete recorded;
+  return cudaSuccess;
+}
