@@ -681,7 +681,8 @@ int main() {
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
-  for (std::size_t m : {1, 5}) check_graph_capture(t, m);
+  for (std::size_t m : {1, 5})  // (M = 1, split-K, under the sanitizers)
+    if (!cuda_test::quick || m == 1) check_graph_capture(t, m);
   check_linear<4, 8>(t, 6, 64, 200, 8, false, true);  // K padding: the regrown activation rows stay zero-padded
   check_linear<4, 8>(t, 5, 80, 512, 8, true);
   check_linear<8, 8>(t, 4, 64, 512, 6, true, true);  // power-of-two K: the rotation is bit-exact too
