@@ -174,6 +174,17 @@ inline void device_free(void* p) {
 struct graph {
   std::vector<std::function<void()>> work;
   std::vector<void*> allocations;
+  graph() = default;
+  graph(graph&&) = default;
+  graph& operator=(graph&&) = default;
+  graph(const graph&) = delete;
+  graph& operator=(const graph&) = delete;
+  ~graph() {  // the graph's stream-ordered allocations go with it
+    for (void* p : allocations) {
+      --async_live;
+      device_free(p);
+    }
+  }
 };
 struct capture_state {
   bool active = false, invalidated = false;
@@ -818,10 +829,6 @@ inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* g) {
   auto* recorded = new emu::graph(std::move(emu::capture().recording));
   *g = reinterpret_cast<cudaGraph_t>(recorded);
   if (!emu::capture().invalidated) return cudaSuccess;
-  for (void* p : recorded->allocations) {
-    --emu::async_live;
-    emu::device_free(p);
-  }
   delete recorded;
   *g = nullptr;
   return cudaErrorStreamCaptureInvalidated;
@@ -837,12 +844,6 @@ inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
 }
 inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t) { return cudaSuccess; }
 inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
-  namespace emu = ::quarot_cuda_emulation;
-  auto* recorded = reinterpret_cast<emu::graph*>(g);
-  for (void* p : recorded->allocations) {
-    --emu::async_live;
-    emu::device_free(p);
-  }
-  delete recorded;
+  delete reinterpret_cast<::quarot_cuda_emulation::graph*>(g);
   return cudaSuccess;
 }

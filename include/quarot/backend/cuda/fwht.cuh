@@ -81,14 +81,16 @@ __device__ __forceinline__ int fwht_index(int t, int e) {
   else return ((e >> S::log2run) << (S::log2n - S::log2warps)) + (t << S::log2run) + (e & (S::run - 1));
 }
 
-/// The widest access (16, 8 or 4 bytes) that a run of N values of T splits into whole
-/// words of; sizeof(T) when none does (a single fp16 / bf16 value).
+/// The widest access (16, 8, 4 or 2 bytes) that a run of N values of T splits into whole
+/// words of; sizeof(T) when none does (a single byte).
 template <int N, class T>
 inline constexpr int run_word_bytes = N * sizeof(T) % 16 == 0  ? 16
                                       : N * sizeof(T) % 8 == 0 ? 8
                                       : N * sizeof(T) % 4 == 0 ? 4
+                                      : N * sizeof(T) % 2 == 0 ? 2
                                                                : static_cast<int>(sizeof(T));
-/// The unsigned word type of `Bytes` bytes (uint4, uint2, unsigned).
+/// The unsigned word type of `Bytes` bytes (uint4, uint2, unsigned, unsigned short,
+/// unsigned char).
 template <int Bytes>
 struct run_word;
 template <>
@@ -107,6 +109,19 @@ template <>
 struct run_word<2> {
   using type = unsigned short;
 };
+template <>
+struct run_word<1> {
+  using type = unsigned char;
+};
+
+/// Stores the `Bytes` bytes at src as one word at dst (aligned to `Bytes`).
+template <int Bytes>
+__device__ __forceinline__ void store_word(void* dst, const void* src) {
+  using word = typename run_word<Bytes>::type;
+  word q;
+  std::memcpy(&q, src, Bytes);
+  *static_cast<word*>(dst) = q;
+}
 
 /// Whether runs of N values of T can move as whole-word accesses from `row` (the runs
 /// start at multiples of N): a word size that divides the run, and a row aligned to it.
@@ -137,15 +152,12 @@ __device__ __forceinline__ void load_run(const T* p, float* v) {
 template <int N, class T>
 __device__ __forceinline__ void store_run(T* p, const float* v, float scale) {
   constexpr int bytes = run_word_bytes<N, T>, per = bytes / static_cast<int>(sizeof(T));
-  using word = typename run_word<bytes>::type;
   QUAROT_CUDA_UNROLL
   for (int c = 0; c < N / per; ++c) {
     T e[per];
     QUAROT_CUDA_UNROLL
     for (int j = 0; j < per; ++j) store_from_float(e + j, v[c * per + j] * scale);
-    word q;
-    std::memcpy(&q, e, bytes);
-    *reinterpret_cast<word*>(p + c * per) = q;
+    store_word<bytes>(p + c * per, e);
   }
 }
 

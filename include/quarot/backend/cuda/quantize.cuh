@@ -175,8 +175,7 @@ template <class S, int Bits>
 __device__ __forceinline__ void store_level_runs(std::uint8_t* dst, int t, const float (&v)[S::e], float s, int qmax,
                                                  bool finite) {
   constexpr int run_bytes = Bits == 4 ? S::run / 2 : S::run;
-  constexpr int word_bytes = run_bytes % 16 == 0 ? 16 : run_bytes % 8 == 0 ? 8 : run_bytes % 4 == 0 ? 4
-                             : run_bytes % 2 == 0 ? 2 : 1;
+  constexpr int word_bytes = run_word_bytes<run_bytes, std::uint8_t>;
   static_assert(Bits == 8 || S::run % 2 == 0, "4-bit levels pair up within a run");
   dst += fwht_index<S>(t, 0) / (Bits == 4 ? 2 : 1);
   QUAROT_CUDA_UNROLL
@@ -194,26 +193,7 @@ __device__ __forceinline__ void store_level_runs(std::uint8_t* dst, int t, const
           b[j] = static_cast<std::uint8_t>(finite ? token_level(v[e0 + w + j], s, qmax) : 0);
         }
       }
-      const int at = fwht_index<S>(0, e0) / (Bits == 4 ? 2 : 1) + w;
-      if constexpr (word_bytes == 16) {
-        uint4 q;
-        std::memcpy(&q, b, 16);
-        *reinterpret_cast<uint4*>(dst + at) = q;
-      } else if constexpr (word_bytes == 8) {
-        uint2 q;
-        std::memcpy(&q, b, 8);
-        *reinterpret_cast<uint2*>(dst + at) = q;
-      } else if constexpr (word_bytes == 4) {
-        unsigned q;
-        std::memcpy(&q, b, 4);
-        *reinterpret_cast<unsigned*>(dst + at) = q;
-      } else if constexpr (word_bytes == 2) {
-        unsigned short q;
-        std::memcpy(&q, b, 2);
-        *reinterpret_cast<unsigned short*>(dst + at) = q;
-      } else {
-        dst[at] = b[0];
-      }
+      store_word<word_bytes>(dst + fwht_index<S>(0, e0) / (Bits == 4 ? 2 : 1) + w, b);
     }
   }
 }
