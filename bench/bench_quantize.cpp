@@ -3,6 +3,13 @@
 //                                             bytes/s counts the fp32 input bytes
 //   BM_memcpy_input/<threads>                 memcpy of the same input bytes (read + write)
 //   BM_rtn_weights                            RTN of a 4096 x 4096 layer, 4-bit, group 128
+//   BM_clip_search/<10·norm>                  RTN with the MSE clip search (80 candidates per
+//                                             group, GPTQ's find_params) of 256 rows of that
+//                                             layer, one thread; bytes/s counts the weights
+//   BM_clip_search_pow_reference/<10·norm>    baseline: the same search done the plain way
+//                                             (fake-quantize, then std::pow per element, or
+//                                             d·d for norm 2, as quarot did before
+//                                             clip_error), same rows
 //   BM_gptq                                   GPTQ of a 4096 x 4096 layer (Hessian from 2048
 //                                             rows, given), 4-bit, group 128, act-order;
 //                                             counters: output error of GPTQ and RTN
@@ -93,6 +100,59 @@ void BM_rtn_weights(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * l.w.size() * 4));
 }
 
+constexpr std::size_t search_rows = 256;
+
+quarot::quant_params searched(float norm) {
+  auto p = w4g128;
+  p.search = {.enabled = true, .grid = 100, .max_shrink = 0.8f, .norm = norm};
+  return p;
+}
+
+void BM_clip_search(benchmark::State& state) {
+  const auto& l = the_layer();
+  const quarot::rtn_quantizer rtn(searched(float(state.range(0)) / 10));
+  quarot::quantized_matrix q;
+  for (auto _ : state) {
+    q = rtn.quantize(quarot::make_matrix_view(l.w.data(), search_rows, l.k));
+    benchmark::DoNotOptimize(q.scales.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * search_rows * l.k * 4));
+  state.SetLabel(quarot::cpu::to_string(quarot::cpu::default_isa()));
+}
+
+void BM_clip_search_pow_reference(benchmark::State& state) {
+  const auto& l = the_layer();
+  const auto p = searched(float(state.range(0)) / 10);
+  std::vector<float> work(128);
+  std::vector<float> scales(search_rows * l.k / 128);
+  quarot::cpu::dispatch(quarot::cpu::default_isa(), [&](auto tag) {
+    for (auto _ : state) {
+      for (std::size_t g = 0; g < scales.size(); ++g) {
+        const float* x = l.w.data() + g * 128;
+        const auto r = quarot::detail::value_range(tag, x, 128);
+        double best_err = INFINITY;
+        for (int i = 0; i < 80; ++i) {
+          const float shrink = 1.0f - float(i) / 100.0f;
+          const auto cand = quarot::detail::rtn_grid(shrink * r.lo, shrink * r.hi, p);
+          quarot::detail::fake_quantize_run(tag, x, 128, cand, work.data());
+          double err = 0;
+          for (std::size_t k0 = 0; k0 < 128 && err < best_err; k0 += 64)  // the same early exit
+            for (std::size_t k = k0; k < k0 + 64; ++k) {
+              const double d = work[k] - x[k];
+              err += p.search.norm == 2.0f ? d * d : double(std::pow(std::fabs(work[k] - x[k]), p.search.norm));
+            }
+          if (err < best_err) {
+            best_err = err;
+            scales[g] = cand.scale;
+          }
+        }
+      }
+      benchmark::DoNotOptimize(scales.data());
+    }
+  });
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * search_rows * l.k * 4));
+}
+
 void BM_gptq(benchmark::State& state) {
   const auto& l = the_layer();
   quarot::thread_pool pool(static_cast<unsigned>(state.range(0)));
@@ -112,6 +172,8 @@ void BM_gptq(benchmark::State& state) {
 BENCHMARK(BM_memcpy_input)->Arg(1)->Arg(2)->UseRealTime();
 BENCHMARK(BM_quantize_activations)->Args({4, 1})->Args({8, 1})->Args({4, 2})->UseRealTime();
 BENCHMARK(BM_rtn_weights)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_clip_search)->Arg(24)->Arg(20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_clip_search_pow_reference)->Arg(24)->Arg(20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gptq)->Args({2, 1})->Args({2, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
 BENCHMARK_MAIN();

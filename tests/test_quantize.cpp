@@ -160,6 +160,130 @@ TEST_CASE("MSE clip search never does worse than no clipping and helps heavy tai
   CHECK_THROWS_AS(rtn_quantizer({.search = {.enabled = true, .grid = 0}}), error);
 }
 
+TEST_CASE("clip search terms: |d|^p within 1e-8 of pow over the whole float range, exact where it should be") {
+  using detail::clip_pow;
+  std::vector<float> values = {1.0f, 2.0f, 0.5f, 3.0f, 1e-3f, 0.7071067f, 0.7071068f, 1.4142135f, 1.4142137f,
+                               std::numeric_limits<float>::min(), std::numeric_limits<float>::denorm_min(),
+                               std::numeric_limits<float>::max(), 1e-40f, 6e37f};
+  xoshiro256 rng(11);
+  for (int i = 0; i < 4000; ++i)  // log-uniform over every binade, subnormals included
+    values.push_back(static_cast<float>(std::exp2(-149.0 + 277.0 * rng.uniform())));
+  for (double p : {0.25, 1.0, 2.0, double(2.4f), 3.7, 8.0}) {
+    CHECK(clip_pow(0.0, p) == 0.0);
+    CHECK(clip_pow(-0.0, p) == 0.0);
+    CHECK(clip_pow(INFINITY, p) == INFINITY);
+    CHECK(clip_pow(1.0, p) == 1.0);
+    CHECK(clip_pow(-1.0, p) == 1.0);
+    for (float v : values) {
+      const double ref = std::pow(double(v), p), got = clip_pow(-double(v), p);
+      INFO("p " << p << " |d| " << v << " pow " << ref << " clip_pow " << got);
+      if (ref < 0x1p-1021) {
+        REQUIRE(got < 0x1p-1020);  // flushed to 0 below 2^-1021
+      } else if (ref > 0x1p1023) {
+        REQUIRE((got == INFINITY || std::fabs(got - ref) <= 1e-8 * ref));
+      } else {
+        REQUIRE(std::fabs(got - ref) <= 1e-8 * ref);
+      }
+    }
+  }
+  CHECK(clip_pow(2.0, 2.0) == 4.0);
+  CHECK(clip_pow(0.25, 3.0) == 1.0 / 64);
+  CHECK(clip_pow(1e38, 10.0) == INFINITY);
+}
+
+TEST_CASE("clip search scores: every ISA equals the scalar kernel bit for bit, which equals the definition") {
+  const auto x = random_matrix(1, 1003, 21);
+  const std::size_t lens[] = {1, 5, 8, 15, 16, 17, 63, 64, 65, 100, 128, 129, 200, 1003};
+  for (std::size_t len : lens)
+    for (float norm : {2.0f, 2.4f, 1.0f, 3.0f})
+      for (bool sym : {true, false})
+        for (float shrink : {1.0f, 0.55f}) {
+          const auto r = detail::value_range(cpu::scalar{}, x.data(), len);
+          const quant_params qp{.bits = 4, .symmetric = sym};
+          const auto g = detail::rtn_grid(shrink * r.lo, shrink * r.hi, qp);
+          // The definition: Σ |s·(q - z) - x|^p, x̂ - x rounded once to float.
+          double ref = 0;
+          for (std::size_t i = 0; i < len; ++i) {
+            const float q = std::min(std::max(std::nearbyint(x[i] / g.scale) + g.zero, float(g.qmin)), float(g.qmax));
+            const auto d = static_cast<float>(double(g.scale) * double(q - g.zero) - double(x[i]));
+            ref += std::pow(std::fabs(double(d)), double(norm));
+          }
+          const double full = detail::clip_error(cpu::scalar{}, x.data(), len, g, norm, INFINITY);
+          INFO("len " << len << " norm " << norm << (sym ? " sym" : " asym") << " shrink " << shrink);
+          REQUIRE(std::fabs(full - ref) <= 1e-8 * ref);
+          for (double bound : {double(INFINITY), 0.5 * full, 0.9 * full, 1e-30}) {
+            const double scalar = detail::clip_error(cpu::scalar{}, x.data(), len, g, norm, bound);
+            if (scalar < bound) REQUIRE(scalar == full);  // not abandoned: the whole sum
+            REQUIRE(scalar <= full);
+            if (len > 64 && bound < 0.5 * full) REQUIRE(scalar < full);  // abandoned early
+            for (auto isa : machine_isas()) {
+              INFO("isa " << cpu::to_string(isa) << " bound " << bound);
+              const double got =
+                  cpu::dispatch(isa, [&](auto tag) { return detail::clip_error(tag, x.data(), len, g, norm, bound); });
+              REQUIRE(std::memcmp(&got, &scalar, sizeof got) == 0);
+            }
+          }
+        }
+}
+
+TEST_CASE("clip search picks the candidate with the least error by the definition, the same on every ISA") {
+  const std::size_t rows = 6, cols = 256;
+  auto w = random_matrix(rows, cols, 31);
+  xoshiro256 rng(32);
+  for (std::size_t r = 0; r < rows; ++r)  // heavy tails: a few loud weights per row
+    for (int k = 0; k < 3; ++k) w[r * cols + rng() % cols] *= 6.0f + float(k);
+  struct config {
+    granularity gran;
+    std::size_t group;
+    bool sym;
+    int bits;
+    float norm;
+  };
+  for (const config c : {config{granularity::per_group, 128, true, 4, 2.4f}, config{granularity::per_group, 64, false, 3, 2.0f},
+                         config{granularity::per_channel, 0, false, 4, 2.4f}, config{granularity::per_tensor, 0, true, 4, 2.4f}}) {
+    quant_params p{.bits = c.bits, .symmetric = c.sym, .gran = c.gran, .group_size = c.group};
+    p.search = {.enabled = true, .grid = 100, .max_shrink = 0.8f, .norm = c.norm};
+    const std::size_t len = c.gran == granularity::per_group ? c.group : c.gran == granularity::per_tensor ? rows * cols : cols;
+    INFO(to_string(c.gran) << " group " << c.group << (c.sym ? " sym" : " asym") << " bits " << c.bits << " norm " << c.norm);
+    const auto qm = rtn_quantizer(p, cpu::isa::scalar).quantize(make_matrix_view(std::as_const(w), rows, cols));
+    for (std::size_t g0 = 0; g0 < rows * cols; g0 += len) {
+      const float* v = w.data() + g0;
+      float lo = v[0], hi = v[0];
+      for (std::size_t i = 0; i < len; ++i) {
+        lo = std::min(lo, v[i]);
+        hi = std::max(hi, v[i]);
+      }
+      double best = INFINITY, chosen = -1;
+      for (int i = 0; i < 80; ++i) {
+        const float shrink = 1.0f - float(i) / 100.0f;
+        const auto g = detail::rtn_grid(shrink * lo, shrink * hi, p);
+        double e = 0;
+        for (std::size_t k = 0; k < len; ++k) {
+          const float q = std::min(std::max(std::nearbyint(v[k] / g.scale) + g.zero, float(g.qmin)), float(g.qmax));
+          e += std::pow(std::fabs(double(g.scale) * double(q - g.zero) - double(v[k])), double(c.norm));
+        }
+        best = std::min(best, e);
+        const std::size_t slot = qm.group_of(g0 / cols, g0 % cols);
+        if (g.scale == qm.scales[slot] && (c.sym || g.zero == qm.zeros[slot]) && chosen < 0) chosen = e;
+      }
+      INFO("group at " << g0);
+      REQUIRE(chosen >= 0);  // the chosen grid is one of the candidates
+      CHECK(chosen <= best * (1 + 1e-7));
+    }
+    // A search that matters: some group chose a clip.
+    const auto plain = rtn_quantizer({.bits = c.bits, .symmetric = c.sym, .gran = c.gran, .group_size = c.group})
+                           .quantize(make_matrix_view(std::as_const(w), rows, cols));
+    CHECK(plain.scales != qm.scales);
+    for (auto isa : machine_isas()) {
+      INFO("isa " << cpu::to_string(isa));
+      const auto got = rtn_quantizer(p, isa).quantize(make_matrix_view(std::as_const(w), rows, cols));
+      CHECK(got.scales == qm.scales);
+      CHECK(got.zeros == qm.zeros);
+      CHECK(got.q == qm.q);
+    }
+  }
+}
+
 TEST_CASE("per-token activation quantization: packed int4 / int8, bit-exact across ISAs, equals RTN") {
   for (std::size_t cols : {1u, 7u, 64u, 100u, 4096u, 11008u}) {
     const std::size_t rows = 3;

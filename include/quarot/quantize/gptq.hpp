@@ -161,15 +161,14 @@ inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::Matrix
 
   // Static groups: parameters from the original (dead-zeroed) W, natural column order.
   std::vector<detail::grid> static_grids;
-  auto row_grid = [&](const float* v, std::size_t len, std::size_t row, std::size_t col, float* work) {
-    return cpu::dispatch(isa, [&](auto tag) { return detail::group_grid(tag, v, len, qp, work, row, col); });
+  auto row_grid = [&](const float* v, std::size_t len, std::size_t row, std::size_t col) {
+    return cpu::dispatch(isa, [&](auto tag) { return detail::group_grid(tag, v, len, qp, row, col); });
   };
   if (grouped && opt.static_groups) {
     static_grids.resize(n * groups);
-    std::vector<float> scratch(gs);
     for (std::size_t r = 0; r < n; ++r)
       for (std::size_t g = 0; g < groups; ++g)
-        static_grids[r * groups + g] = row_grid(&wm(Eigen::Index(r), Eigen::Index(g * gs)), gs, r, g * gs, scratch.data());
+        static_grids[r * groups + g] = row_grid(&wm(Eigen::Index(r), Eigen::Index(g * gs)), gs, r, g * gs);
   }
 
   std::vector<std::uint32_t> perm(k);
@@ -199,10 +198,10 @@ inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::Matrix
         const Eigen::Index rows = Eigen::Index(re - rb);
         auto wr = wm.middleRows(Eigen::Index(rb), rows);
         row_matrix err(rows, static_cast<Eigen::Index>(opt.block_size));
-        std::vector<float> work(gs), scratch(std::max(gs, k));
+        std::vector<float> work(gs);
         // Per-channel grids come from the whole (permuted, dead-zeroed) row up front.
         if (!grouped)
-          for (std::size_t r = rb; r < re; ++r) grids[r] = row_grid(&wm(Eigen::Index(r), 0), k, r, 0, scratch.data());
+          for (std::size_t r = rb; r < re; ++r) grids[r] = row_grid(&wm(Eigen::Index(r), 0), k, r, 0);
         row_matrix snapshot;  // W's block columns as they were when the block started (reference semantics)
         for (std::size_t i1 = 0; i1 < k; i1 += opt.block_size) {
           const std::size_t i2 = std::min(k, i1 + opt.block_size), count = i2 - i1;
@@ -222,7 +221,7 @@ inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::Matrix
                   // later columns as updated so far (GPTQ's reference code does exactly this).
                   for (std::size_t c = 0; c < gs; ++c)
                     work[c] = (i + c < i2) ? snapshot(lr, Eigen::Index(i + c - i1)) : wr(lr, Eigen::Index(i + c));
-                  grids[r * groups + i / gs] = row_grid(work.data(), gs, r, i, scratch.data());
+                  grids[r * groups + i / gs] = row_grid(work.data(), gs, r, i);
                 }
                 g = grids[r * groups + i / gs];
               }

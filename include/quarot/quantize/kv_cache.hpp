@@ -54,7 +54,7 @@ class quantized_kv_cache {
     for (std::size_t h = 0; h < heads_; ++h) {
       const float* v = kv.data() + h * dim_;
       for (std::size_t g = 0; g < groups; ++g) {
-        const auto grid = detail::group_grid(cpu::scalar{}, v + g * group_, group_, qp_, nullptr, tokens_, h * dim_ + g * group_);
+        const auto grid = detail::group_grid(cpu::scalar{}, v + g * group_, group_, qp_, tokens_, h * dim_ + g * group_);
         scales_.push_back(grid.scale);
         zeros_.push_back(grid.zero);
         detail::quantize_levels(cpu::scalar{}, v + g * group_, group_, grid, lv.data() + g * group_);

@@ -66,11 +66,10 @@ inline grid rtn_grid(float lo, float hi, const quant_params& p) noexcept {
   return g;
 }
 
-/// The grid of one contiguous group, with the clip search when enabled. `work` holds len
-/// floats of scratch.
+/// The grid of one contiguous group, with the clip search when enabled: the candidate with
+/// the least Σ|x - x̂|^norm (clip_error: the same score on every ISA), the first one on ties.
 template <class B>
-grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, float* work, std::size_t row,
-                std::size_t col) {
+grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, std::size_t row, std::size_t col) {
   const auto r = value_range(tag, x, len);
   if (!r.finite) {
     for (std::size_t i = 0; i < len; ++i)
@@ -83,18 +82,9 @@ grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, f
   for (int i = 0; i < steps; ++i) {
     const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p.search.grid);
     const grid g = rtn_grid(shrink * r.lo, shrink * r.hi, p);
-    fake_quantize_run(tag, x, len, g, work);
-    // The error only grows along the row, so a candidate is abandoned once it reaches the
-    // best one (checked every 64 elements): same choice, most candidates stop early.
-    double err = 0;
-    for (std::size_t k0 = 0; k0 < len && err < best_err; k0 += 64) {
-      const std::size_t k1 = std::min(len, k0 + 64);
-      if (p.search.norm == 2.0f) {
-        for (std::size_t k = k0; k < k1; ++k) err += double(work[k] - x[k]) * double(work[k] - x[k]);
-      } else {
-        for (std::size_t k = k0; k < k1; ++k) err += double(std::pow(std::fabs(work[k] - x[k]), p.search.norm));
-      }
-    }
+    // The error only grows along the row, so clip_error abandons a candidate once it
+    // reaches the best one: same choice, most candidates stop early.
+    const double err = clip_error(tag, x, len, g, p.search.norm, best_err);
     if (err < best_err) {
       best_err = err;
       best = g;
@@ -178,25 +168,21 @@ class rtn_quantizer {
       float lo = INFINITY, hi = -INFINITY;
       for (std::size_t r = 0; r < x.rows; ++r) {
         const auto rr = detail::value_range(tag, x.row(r), x.cols);
-        if (!rr.finite) (void)detail::group_grid(tag, x.row(r), x.cols, p_, nullptr, r, 0);  // throws naming the value
+        if (!rr.finite) (void)detail::group_grid(tag, x.row(r), x.cols, p_, r, 0);  // throws naming the value
         lo = std::min(lo, rr.lo);
         hi = std::max(hi, rr.hi);
       }
       detail::grid g = detail::rtn_grid(lo, hi, p_);
       if (p_.search.enabled) {
         // The search over the whole tensor: the sum of the per-row errors for each shrink.
-        std::vector<float> work(x.cols);
         double best_err = INFINITY;
         const int steps = static_cast<int>(p_.search.max_shrink * static_cast<float>(p_.search.grid));
         for (int i = 0; i < steps; ++i) {
           const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p_.search.grid);
           const auto cand = detail::rtn_grid(shrink * lo, shrink * hi, p_);
           double err = 0;
-          for (std::size_t r = 0; r < x.rows && err < best_err; ++r) {  // abandoned once it cannot win
-            detail::fake_quantize_run(tag, x.row(r), x.cols, cand, work.data());
-            for (std::size_t k = 0; k < x.cols; ++k)
-              err += std::pow(std::fabs(double(work[k] - x(r, k))), double(p_.search.norm));
-          }
+          for (std::size_t r = 0; r < x.rows && err < best_err; ++r)  // abandoned once it cannot win
+            err += detail::clip_error(tag, x.row(r), x.cols, cand, p_.search.norm, INFINITY);
           if (err < best_err) {
             best_err = err;
             g = cand;
@@ -212,11 +198,10 @@ class rtn_quantizer {
     detail::parallel_for(
         pool, x.rows,
         [&](std::size_t b, std::size_t e) {
-          std::vector<float> work(p_.search.enabled ? len : 0);
           for (std::size_t r = b; r < e; ++r)
             for (std::size_t gi = 0; gi < per_row; ++gi) {
               const float* v = x.row(r) + gi * len;
-              f(r * per_row + gi, r, gi * len, len, detail::group_grid(tag, v, len, p_, work.data(), r, gi * len));
+              f(r * per_row + gi, r, gi * len, len, detail::group_grid(tag, v, len, p_, r, gi * len));
             }
         },
         std::max<std::size_t>(1, 16384 / x.cols));
