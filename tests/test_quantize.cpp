@@ -226,6 +226,86 @@ TEST_CASE("clip search scores: every ISA equals the scalar kernel bit for bit, w
         }
 }
 
+TEST_CASE("clip search scores with zero, subnormal, overflowing and underflowing terms: every ISA equals scalar") {
+  // Grid: scale 1, levels -8..7. Elements on the grid give d = 0; 3e38 clamps to 7 (d^9
+  // overflows to +inf); subnormal and tiny ones give terms that flush to 0 at p = 9.
+  const detail::grid g{1.0f, 0.0f, -8, 7};
+  std::vector<float> x;
+  xoshiro256 rng(41);
+  for (int i = 0; i < 77; ++i) {
+    switch (i % 7) {
+      case 0: x.push_back(float(int(rng() % 15) - 8)); break;                          // d = 0
+      case 1: x.push_back(1e-40f); break;                                               // subnormal
+      case 2: x.push_back(-3e-30f); break;                                              // tiny
+      case 3: x.push_back(i == 17 ? 3e38f : 0.25f); break;                              // one overflow
+      default: x.push_back(float(rng.normal()) * 3.0f); break;
+    }
+  }
+  for (float norm : {9.0f, 0.3f, 2.4f, 2.0f})
+    for (std::size_t len : {16u, 17u, 40u, 66u, 67u, 77u}) {
+      const double scalar = detail::clip_error(cpu::scalar{}, x.data(), len, g, norm, INFINITY);
+      INFO("norm " << norm << " len " << len << " scalar " << scalar);
+      if (len > 17 && norm == 9.0f) CHECK(scalar == INFINITY);  // (3e38 - 7)^9 overflows; ^2.4 is 1.6e92
+      else CHECK(std::isfinite(scalar));
+      for (auto isa : machine_isas()) {
+        INFO("isa " << cpu::to_string(isa));
+        const double got = cpu::dispatch(isa, [&](auto tag) { return detail::clip_error(tag, x.data(), len, g, norm, INFINITY); });
+        CHECK(std::memcmp(&got, &scalar, sizeof got) == 0);
+      }
+    }
+  // Only elements on the grid: every term is exactly 0, at any p.
+  std::vector<float> on_grid(37);
+  for (auto& v : on_grid) v = float(int(rng() % 16) - 8);
+  for (float norm : {0.3f, 2.4f, 2.0f})
+    for (auto isa : machine_isas()) {
+      INFO("on the grid, norm " << norm << " isa " << cpu::to_string(isa));
+      CHECK(cpu::dispatch(isa, [&](auto tag) { return detail::clip_error(tag, on_grid.data(), on_grid.size(), g, norm, INFINITY); }) == 0.0);
+    }
+  // Only tiny terms: at p = 9 every one is below 2^-1021 and flushed, so the sum is 0.
+  const std::vector<float> tiny = {1e-40f, -3e-36f, 0.0f, 1e-44f, -2e-36f, 4e-39f, 0.0f, -1e-45f,
+                                   1e-40f, -3e-36f, 0.0f, 1e-44f, -2e-36f, 4e-39f, 0.0f, -1e-45f,
+                                   1e-40f, -3e-36f, 0.0f, 1e-44f, -2e-36f, 4e-39f, 0.0f, -1e-45f, 1e-40f};
+  for (float norm : {9.0f, 0.3f}) {
+    const double scalar = detail::clip_error(cpu::scalar{}, tiny.data(), tiny.size(), g, norm, INFINITY);
+    INFO("tiny, norm " << norm);
+    if (norm == 9.0f) CHECK(scalar == 0.0);
+    else CHECK(scalar > 0.0);
+    for (auto isa : machine_isas()) {
+      const double got =
+          cpu::dispatch(isa, [&](auto tag) { return detail::clip_error(tag, tiny.data(), tiny.size(), g, norm, INFINITY); });
+      CHECK(std::memcmp(&got, &scalar, sizeof got) == 0);
+    }
+  }
+}
+
+TEST_CASE("clip search: the candidate scored first (the hint) changes nothing but the time") {
+  auto w = random_matrix(64, 128, 51);
+  for (std::size_t i = 0; i < w.size(); i += 37) w[i] *= 5.0f;
+  quant_params p{.bits = 4, .symmetric = false};
+  p.search = {.enabled = true, .grid = 100, .max_shrink = 0.8f, .norm = 2.4f};
+  int chosen_elsewhere = 0;
+  for (std::size_t r = 0; r < 64; ++r) {
+    const float* v = w.data() + r * 128;
+    const auto plain = detail::group_grid(cpu::scalar{}, v, 128, p, r, 0);
+    int best = -1;
+    for (int first : {0, 1, 17, 40, 79, 500, -3}) {
+      int hint = first;
+      const auto g = detail::group_grid(cpu::scalar{}, v, 128, p, r, 0, &hint);
+      INFO("row " << r << " first " << first);
+      CHECK(g.scale == plain.scale);
+      CHECK(g.zero == plain.zero);
+      if (best < 0) best = hint;
+      CHECK(hint == best);  // the index of the choice, whatever came first
+      const float shrink = 1.0f - float(hint) / 100.0f;
+      const auto cand = detail::rtn_grid(shrink * std::min(0.0f, *std::min_element(v, v + 128)),
+                                         shrink * std::max(0.0f, *std::max_element(v, v + 128)), p);
+      CHECK(cand.scale == g.scale);
+    }
+    chosen_elsewhere += best != 0;
+  }
+  CHECK(chosen_elsewhere > 32);  // most rows clip, so the hint is exercised
+}
+
 TEST_CASE("clip search picks the candidate with the least error by the definition, the same on every ISA") {
   const std::size_t rows = 6, cols = 256;
   auto w = random_matrix(rows, cols, 31);

@@ -68,8 +68,15 @@ inline grid rtn_grid(float lo, float hi, const quant_params& p) noexcept {
 
 /// The grid of one contiguous group, with the clip search when enabled: the candidate with
 /// the least Σ|x - x̂|^norm (clip_error: the same score on every ISA), the first one on ties.
+///
+/// `hint` (optional, in/out) is the candidate to score first, typically the previous
+/// group's choice: neighbouring rows of a layer choose alike, and once the best is known
+/// the others are abandoned after a few elements, where in index order every improvement
+/// on the way to the best is scored in full. The choice does not depend on the order: a
+/// candidate ahead of the best may still tie it (and then wins), one behind must beat it.
 template <class B>
-grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, std::size_t row, std::size_t col) {
+grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, std::size_t row, std::size_t col,
+                int* hint = nullptr) {
   const auto r = value_range(tag, x, len);
   if (!r.finite) {
     for (std::size_t i = 0; i < len; ++i)
@@ -77,19 +84,27 @@ grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, s
   }
   grid best = rtn_grid(r.lo, r.hi, p);
   if (!p.search.enabled) return best;
-  double best_err = INFINITY;
   const int steps = static_cast<int>(p.search.max_shrink * static_cast<float>(p.search.grid));
-  for (int i = 0; i < steps; ++i) {
+  double best_err = INFINITY;
+  int best_i = -1;
+  auto score = [&](int i) {
     const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p.search.grid);
     const grid g = rtn_grid(shrink * r.lo, shrink * r.hi, p);
     // The error only grows along the row, so clip_error abandons a candidate once it
-    // reaches the best one: same choice, most candidates stop early.
-    const double err = clip_error(tag, x, len, g, p.search.norm, best_err);
-    if (err < best_err) {
+    // reaches the bound: same choice, most candidates stop early.
+    const double bound = i < best_i ? std::nextafter(best_err, INFINITY) : best_err;
+    const double err = clip_error(tag, x, len, g, p.search.norm, bound);
+    if (err < best_err || (err == best_err && i < best_i)) {
       best_err = err;
+      best_i = i;
       best = g;
     }
-  }
+  };
+  const int first = hint ? std::clamp(*hint, 0, steps - 1) : 0;
+  score(first);
+  for (int i = 0; i < steps; ++i)
+    if (i != first) score(i);
+  if (hint && best_i >= 0) *hint = best_i;
   return best;
 }
 
@@ -198,10 +213,11 @@ class rtn_quantizer {
     detail::parallel_for(
         pool, x.rows,
         [&](std::size_t b, std::size_t e) {
+          int hint = 0;  // the clip search starts from the previous group's choice (speed only)
           for (std::size_t r = b; r < e; ++r)
             for (std::size_t gi = 0; gi < per_row; ++gi) {
               const float* v = x.row(r) + gi * len;
-              f(r * per_row + gi, r, gi * len, len, detail::group_grid(tag, v, len, p_, r, gi * len));
+              f(r * per_row + gi, r, gi * len, len, detail::group_grid(tag, v, len, p_, r, gi * len, &hint));
             }
         },
         std::max<std::size_t>(1, 16384 / x.cols));
