@@ -477,17 +477,25 @@ TEST_CASE("GPTQ with an identity Hessian is RTN; dead columns; threads do not ch
   const std::size_t n = 24, k = 64;
   auto w = random_matrix(n, k, 5);
   const Eigen::MatrixXd id = Eigen::MatrixXd::Identity(k, k);
-  for (auto gran : {granularity::per_channel, granularity::per_group}) {
-    gptq_options opt;
-    opt.quant = {.bits = 4, .symmetric = false, .gran = gran, .group_size = 16};
-    opt.block_size = 16;
-    const auto res = gptq_quantize(make_matrix_view(std::as_const(w), n, k), id, opt);
-    const auto rq = rtn_quantizer(opt.quant).quantize(make_matrix_view(std::as_const(w), n, k));
-    CHECK(res.q.q == rq.q);
-    CHECK(res.q.scales == rq.scales);
-    thread_pool pool(2);
-    CHECK(gptq_quantize(make_matrix_view(std::as_const(w), n, k), id, opt, &pool).w_hat == res.w_hat);
-  }
+  for (auto gran : {granularity::per_channel, granularity::per_group})
+    for (bool search : {false, true}) {
+      INFO(to_string(gran) << (search ? " with" : " without") << " clip search");
+      gptq_options opt;
+      opt.quant = {.bits = 4, .symmetric = false, .gran = gran, .group_size = 16};
+      opt.quant.search.enabled = search;
+      opt.block_size = 16;
+      const auto res = gptq_quantize(make_matrix_view(std::as_const(w), n, k), id, opt);
+      const auto rq = rtn_quantizer(opt.quant).quantize(make_matrix_view(std::as_const(w), n, k));
+      CHECK(res.q.q == rq.q);
+      CHECK(res.q.scales == rq.scales);
+      CHECK(res.q.zeros == rq.zeros);
+      thread_pool pool(2);
+      CHECK(gptq_quantize(make_matrix_view(std::as_const(w), n, k), id, opt, &pool).w_hat == res.w_hat);
+      for (auto isa : machine_isas()) {
+        INFO("isa " << cpu::to_string(isa));
+        CHECK(gptq_quantize(make_matrix_view(std::as_const(w), n, k), id, opt, &pool, isa).w_hat == res.w_hat);
+      }
+    }
   Eigen::MatrixXd h = Eigen::MatrixXd::Identity(k, k);
   h(7, 7) = 0.0;  // an input that never fires
   const auto res = gptq_quantize(make_matrix_view(std::as_const(w), n, k), h, gptq_options{});

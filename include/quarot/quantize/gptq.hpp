@@ -161,14 +161,16 @@ inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::Matrix
 
   // Static groups: parameters from the original (dead-zeroed) W, natural column order.
   std::vector<detail::grid> static_grids;
-  auto row_grid = [&](const float* v, std::size_t len, std::size_t row, std::size_t col) {
-    return cpu::dispatch(isa, [&](auto tag) { return detail::group_grid(tag, v, len, qp, row, col); });
+  // hint: the clip search scores the previous group's choice first (speed only).
+  auto row_grid = [&](const float* v, std::size_t len, std::size_t row, std::size_t col, int& hint) {
+    return cpu::dispatch(isa, [&](auto tag) { return detail::group_grid(tag, v, len, qp, row, col, &hint); });
   };
   if (grouped && opt.static_groups) {
     static_grids.resize(n * groups);
+    int hint = 0;
     for (std::size_t r = 0; r < n; ++r)
       for (std::size_t g = 0; g < groups; ++g)
-        static_grids[r * groups + g] = row_grid(&wm(Eigen::Index(r), Eigen::Index(g * gs)), gs, r, g * gs);
+        static_grids[r * groups + g] = row_grid(&wm(Eigen::Index(r), Eigen::Index(g * gs)), gs, r, g * gs, hint);
   }
 
   std::vector<std::uint32_t> perm(k);
@@ -199,9 +201,10 @@ inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::Matrix
         auto wr = wm.middleRows(Eigen::Index(rb), rows);
         row_matrix err(rows, static_cast<Eigen::Index>(opt.block_size));
         std::vector<float> work(gs);
+        int hint = 0;
         // Per-channel grids come from the whole (permuted, dead-zeroed) row up front.
         if (!grouped)
-          for (std::size_t r = rb; r < re; ++r) grids[r] = row_grid(&wm(Eigen::Index(r), 0), k, r, 0);
+          for (std::size_t r = rb; r < re; ++r) grids[r] = row_grid(&wm(Eigen::Index(r), 0), k, r, 0, hint);
         row_matrix snapshot;  // W's block columns as they were when the block started (reference semantics)
         for (std::size_t i1 = 0; i1 < k; i1 += opt.block_size) {
           const std::size_t i2 = std::min(k, i1 + opt.block_size), count = i2 - i1;
@@ -221,7 +224,7 @@ inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::Matrix
                   // later columns as updated so far (GPTQ's reference code does exactly this).
                   for (std::size_t c = 0; c < gs; ++c)
                     work[c] = (i + c < i2) ? snapshot(lr, Eigen::Index(i + c - i1)) : wr(lr, Eigen::Index(i + c));
-                  grids[r * groups + i / gs] = row_grid(work.data(), gs, r, i);
+                  grids[r * groups + i / gs] = row_grid(work.data(), gs, r, i, hint);
                 }
                 g = grids[r * groups + i / gs];
               }
