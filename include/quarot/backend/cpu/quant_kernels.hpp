@@ -245,16 +245,15 @@ QUAROT_TARGET_AVX512 inline void fake_quantize_run_avx512(const float* x, std::s
   fake_quantize_run(cpu::scalar{}, x + i, n - i, g, out + i);
 }
 
-/// clip_pow on 8 lanes: the same operations in the same order.
+/// clip_pow on 8 lanes: the same operations in the same order. AVX-512 has single
+/// instructions for three of its steps, each exact and so equal to the scalar's bit
+/// operations: getexp / getmant split a (normal: it was a float) into e and m ∈ [1, 2),
+/// and scalef multiplies by 2^n (exactly, the product being normal for n ≥ -1021; n > 1023
+/// and n < -1021 are replaced below, as the scalar returns early there).
 QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512d clip_pow8(__m512d a, __m512d p) noexcept {
   namespace c = clip_constants;
-  const __m512i bits = _mm512_castpd_si512(a);
-  // e = biased exponent - 1023, exactly: (2^52 + bits) - (2^52 + 1023).
-  const __m512i magic = _mm512_set1_epi64(0x4330000000000000ll);
-  const __m512d magic_bias = _mm512_set1_pd(4503599627370496.0 + 1023.0);
-  __m512d e = _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(_mm512_srli_epi64(bits, 52), magic)), magic_bias);
-  __m512d m = _mm512_castsi512_pd(_mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi64(std::int64_t(c::mantissa_bits))),
-                                                  _mm512_set1_epi64(std::int64_t(c::one_bits))));
+  __m512d e = _mm512_getexp_pd(a);
+  __m512d m = _mm512_getmant_pd(a, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero);
   const __m512d one = _mm512_set1_pd(1.0);
   const __mmask8 big = _mm512_cmp_pd_mask(m, _mm512_set1_pd(c::sqrt2), _CMP_GT_OQ);
   m = _mm512_mask_mul_pd(m, big, m, _mm512_set1_pd(0.5));
@@ -269,15 +268,13 @@ QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512d clip_pow8(__m512d a, __m512d p
   const __m512d f = _mm512_fmsub_pd(p, log2a, n);
   __m512d q = _mm512_set1_pd(c::exp2_series[8]);
   for (int k = 7; k >= 0; --k) q = _mm512_fmadd_pd(q, f, _mm512_set1_pd(c::exp2_series[k]));
-  // 2^n from n + (2^52 + 1023): its low bits are the biased exponent.
-  const __m512d nc = _mm512_min_pd(_mm512_max_pd(n, _mm512_set1_pd(-1021.0)), _mm512_set1_pd(1023.0));
-  const __m512d scale = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(_mm512_add_pd(nc, magic_bias)), 52));
-  __m512d res = _mm512_mul_pd(q, scale);
-  const __m512d inf = _mm512_set1_pd(INFINITY);
-  res = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(n, _mm512_set1_pd(1023.0), _CMP_GT_OQ), res, inf);
-  res = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(n, _mm512_set1_pd(-1021.0), _CMP_LT_OQ), res, _mm512_setzero_pd());
-  res = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, _mm512_setzero_pd(), _CMP_EQ_OQ), res, _mm512_setzero_pd());
-  return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, inf, _CMP_EQ_OQ), res, inf);
+  const __m512d res = _mm512_scalef_pd(q, n);
+  const __m512d zero = _mm512_setzero_pd(), inf = _mm512_set1_pd(INFINITY);
+  const __mmask8 to_zero = _mm512_cmp_pd_mask(n, _mm512_set1_pd(-1021.0), _CMP_LT_OQ) |
+                           _mm512_cmp_pd_mask(a, zero, _CMP_EQ_OQ);
+  const __mmask8 to_inf = _mm512_cmp_pd_mask(n, _mm512_set1_pd(1023.0), _CMP_GT_OQ) |
+                          _mm512_cmp_pd_mask(a, inf, _CMP_EQ_OQ);
+  return _mm512_mask_blend_pd(to_inf, _mm512_mask_blend_pd(to_zero, res, zero), inf);
 }
 
 QUAROT_TARGET_AVX512 inline double clip_error_avx512(const float* x, std::size_t n, const grid& g, float norm,
