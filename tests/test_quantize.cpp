@@ -304,6 +304,17 @@ TEST_CASE("clip search: the candidate scored first (the hint) changes nothing bu
     chosen_elsewhere += best != 0;
   }
   CHECK(chosen_elsewhere > 32);  // most rows clip, so the hint is exercised
+  // A grid with no candidate below max_shrink (grid 1: 0.8 · 1 rounds down to none) is RTN.
+  p.search.grid = 1;
+  for (int first : {0, 5}) {
+    int hint = first;
+    const auto g = detail::group_grid(cpu::scalar{}, w.data(), 128, p, 0, 0, &hint);
+    const auto plain = detail::rtn_grid(std::min(0.0f, *std::min_element(w.data(), w.data() + 128)),
+                                        std::max(0.0f, *std::max_element(w.data(), w.data() + 128)), p);
+    CHECK(g.scale == plain.scale);
+    CHECK(g.zero == plain.zero);
+    CHECK(hint == first);
+  }
 }
 
 TEST_CASE("clip search picks the candidate with the least error by the definition, the same on every ISA") {

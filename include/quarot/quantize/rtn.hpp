@@ -85,6 +85,7 @@ grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, s
   grid best = rtn_grid(r.lo, r.hi, p);
   if (!p.search.enabled) return best;
   const int steps = static_cast<int>(p.search.max_shrink * static_cast<float>(p.search.grid));
+  if (steps < 1) return best;  // e.g. grid 1: no shrunk candidate, the range as it is
   double best_err = INFINITY;
   int best_i = -1;
   auto score = [&](int i) {
