@@ -17,6 +17,10 @@
 #include "config.hpp"
 #include "error.hpp"
 
+#if QUAROT_HAS_X86_SIMD
+#include <cpuid.h>
+#endif
+
 namespace quarot {
 namespace cpu {
 
@@ -75,6 +79,26 @@ inline isa parse_isa(std::string_view s) {
   detail::fail(errc::invalid_argument, "unknown CPU ISA '", s, "' (expected scalar, avx2, avx512 or avx512vnni)");
 }
 
+}  // namespace cpu
+
+namespace detail {
+/// Bit `bit` of register `reg` (0 EAX .. 3 EDX) of CPUID leaf / subleaf; false where the
+/// leaf does not exist. For the features `__builtin_cpu_supports` does not name on every
+/// compiler (clang 14 knows neither "f16c" nor "avxvnni").
+inline bool cpuid_bit([[maybe_unused]] unsigned leaf, [[maybe_unused]] unsigned subleaf, [[maybe_unused]] int reg,
+                      [[maybe_unused]] int bit) noexcept {
+#if QUAROT_HAS_X86_SIMD
+  unsigned r[4] = {};
+  if (!__get_cpuid_count(leaf, subleaf, &r[0], &r[1], &r[2], &r[3])) return false;
+  return (r[reg] >> bit) & 1u;
+#else
+  return false;
+#endif
+}
+}  // namespace detail
+
+namespace cpu {
+
 /// The best ISA this CPU and OS support (CPUID, with the OS's XSAVE state checked by
 /// the compiler runtime).
 inline isa detected_isa() noexcept {
@@ -84,7 +108,8 @@ inline isa detected_isa() noexcept {
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   if (avx512 && __builtin_cpu_supports("avx512vnni")) return isa::avx512vnni;
   if (avx512) return isa::avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+  // F16C: CPUID.1:ECX[29] (its YMM state is AVX2's, checked by the builtin).
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && detail::cpuid_bit(1, 0, 2, 29) &&
       __builtin_cpu_supports("bmi2"))
     return isa::avx2;
 #endif
@@ -106,7 +131,7 @@ inline bool has_avx512_bf16() noexcept {
 inline bool has_avx_vnni() noexcept {
 #if QUAROT_HAS_X86_SIMD
   __builtin_cpu_init();
-  return detected_isa() >= isa::avx2 && __builtin_cpu_supports("avxvnni");
+  return detected_isa() >= isa::avx2 && detail::cpuid_bit(7, 1, 0, 4);
 #else
   return false;
 #endif

@@ -115,10 +115,12 @@ class safetensors_file {
       else if (d == "U64") ti.type = dtype::u64;
       else if (d == "BOOL") ti.type = dtype::boolean;
       else quarot::detail::fail(errc::unsupported, "'", path_, "': tensor '", name, "' has unsupported dtype ", d);
+      // A named reference, not the structured binding: clang before 16 cannot capture those.
+      const std::string& tensor_name = name;
       auto as_index = [&](const quarot::detail::json_value& x, const char* what) -> std::size_t {
         if (x.type != quarot::detail::json_value::kind::number || x.num < 0 || x.num != double(std::uint64_t(x.num)) ||
             x.num > 9.0e15)
-          bad("tensor '" + name + "' has a bad " + what);
+          bad("tensor '" + tensor_name + "' has a bad " + what);
         return static_cast<std::size_t>(x.num);
       };
       for (const auto& e : sh->arr) ti.shape.push_back(as_index(e, "shape"));

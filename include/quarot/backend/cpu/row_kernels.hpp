@@ -103,18 +103,25 @@ inline sign_lut make_sign_lut(const float* h, std::size_t m) {
 }
 
 /// The 8 sums of one chunk, t[e] as sign_lut::term describes. Every kernel forms them
-/// with these operations, in this order, lane by lane.
+/// with these operations, in this order, lane by lane. add(o, x, z) sets o = x + z, sub
+/// likewise: vectors travel by reference only, because this function has no target
+/// attribute and clang refuses AVX vectors passed to or returned from it by value.
 template <class V, class Add, class Sub>
-QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V* t, Add add, Sub sub) noexcept {
-  const V p01 = add(a0, a1), m01 = sub(a0, a1), p23 = add(a2, a3), m23 = sub(a2, a3);
-  t[0] = add(p01, p23);
-  t[1] = add(m01, p23);
-  t[2] = sub(p01, m23);
-  t[3] = sub(m01, m23);
-  t[4] = add(p01, m23);
-  t[5] = add(m01, m23);
-  t[6] = sub(p01, p23);
-  t[7] = sub(m01, p23);
+QUAROT_ALWAYS_INLINE void chunk_sums(const V& a0, const V& a1, const V& a2, const V& a3, V* t, Add add,
+                                     Sub sub) noexcept {
+  V p01, m01, p23, m23;
+  add(p01, a0, a1);
+  sub(m01, a0, a1);
+  add(p23, a2, a3);
+  sub(m23, a2, a3);
+  add(t[0], p01, p23);
+  add(t[1], m01, p23);
+  sub(t[2], p01, m23);
+  sub(t[3], m01, m23);
+  add(t[4], p01, m23);
+  add(t[5], m01, m23);
+  sub(t[6], p01, p23);
+  sub(t[7], m01, p23);
 }
 
 /// Y (m x p) = scale · (H · A) for A (m x p), row-major and contiguous; `table` holds 2·m
@@ -122,8 +129,8 @@ QUAROT_ALWAYS_INLINE void chunk_sums(V a0, V a1, V a2, V a3, V* t, Add add, Sub 
 /// (skipped when 1). Y may be A: a column block is written only after its table is built.
 inline void sign_matmul(cpu::scalar, const sign_lut& h, const float* a, float* y, std::size_t p, float* table,
                         float scale = 1.0f) noexcept {
-  const auto add = [](float x, float z) { return x + z; };
-  const auto sub = [](float x, float z) { return x - z; };
+  const auto add = [](float& o, float x, float z) { o = x + z; };
+  const auto sub = [](float& o, float x, float z) { o = x - z; };
   for (std::size_t j = 0; j < p; ++j) {
     for (std::size_t c = 0; c < h.chunks; ++c) {
       const float* ac = a + 4 * c * p + j;
@@ -227,8 +234,8 @@ QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE void sign_row_avx2(const sign_lut& h, st
 QUAROT_TARGET_AVX2 inline void sign_matmul_avx2(const sign_lut& h, const float* a, float* y, std::size_t p,
                                                 float* table, float scale) noexcept {
   if (p % 8 != 0) return sign_matmul(cpu::scalar{}, h, a, y, p, table, scale);
-  const auto add = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_add_ps(x, z); };
-  const auto sub = [](__m256 x, __m256 z) QUAROT_TARGET_AVX2 { return _mm256_sub_ps(x, z); };
+  const auto add = [](__m256& o, const __m256& x, const __m256& z) QUAROT_TARGET_AVX2 { o = _mm256_add_ps(x, z); };
+  const auto sub = [](__m256& o, const __m256& x, const __m256& z) QUAROT_TARGET_AVX2 { o = _mm256_sub_ps(x, z); };
   const std::size_t nb = p % 16 == 0 ? 2 : 1;
   for (std::size_t j = 0; j < p; j += 8 * nb) {
     for (std::size_t c = 0; c < h.chunks; ++c)
