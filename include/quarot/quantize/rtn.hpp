@@ -66,6 +66,16 @@ inline grid rtn_grid(float lo, float hi, const quant_params& p) noexcept {
   return g;
 }
 
+/// The clip search's candidates: how many, and candidate i of the range [lo, hi], the range
+/// shrunk by 1 - i/grid (see clip_search).
+inline int clip_candidates(const quant_params& p) noexcept {
+  return static_cast<int>(p.search.max_shrink * static_cast<float>(p.search.grid));
+}
+inline grid clip_candidate(float lo, float hi, const quant_params& p, int i) noexcept {
+  const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p.search.grid);
+  return rtn_grid(shrink * lo, shrink * hi, p);
+}
+
 /// The grid of one contiguous group, with the clip search when enabled: the candidate with
 /// the least Σ|x - x̂|^norm (clip_error: the same score on every ISA), the first one on ties.
 ///
@@ -84,13 +94,12 @@ grid group_grid(B tag, const float* x, std::size_t len, const quant_params& p, s
   }
   grid best = rtn_grid(r.lo, r.hi, p);
   if (!p.search.enabled) return best;
-  const int steps = static_cast<int>(p.search.max_shrink * static_cast<float>(p.search.grid));
+  const int steps = clip_candidates(p);
   if (steps < 1) return best;  // e.g. grid 1: no shrunk candidate, the range as it is
   double best_err = INFINITY;
   int best_i = -1;
   auto score = [&](int i) {
-    const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p.search.grid);
-    const grid g = rtn_grid(shrink * r.lo, shrink * r.hi, p);
+    const grid g = clip_candidate(r.lo, r.hi, p, i);
     // The error only grows along the row, so clip_error abandons a candidate once it
     // reaches the bound: same choice, most candidates stop early.
     const double bound = i < best_i ? std::nextafter(best_err, INFINITY) : best_err;
@@ -192,10 +201,9 @@ class rtn_quantizer {
       if (p_.search.enabled) {
         // The search over the whole tensor: the sum of the per-row errors for each shrink.
         double best_err = INFINITY;
-        const int steps = static_cast<int>(p_.search.max_shrink * static_cast<float>(p_.search.grid));
+        const int steps = detail::clip_candidates(p_);
         for (int i = 0; i < steps; ++i) {
-          const float shrink = 1.0f - static_cast<float>(i) / static_cast<float>(p_.search.grid);
-          const auto cand = detail::rtn_grid(shrink * lo, shrink * hi, p_);
+          const auto cand = detail::clip_candidate(lo, hi, p_, i);
           double err = 0;
           for (std::size_t r = 0; r < x.rows && err < best_err; ++r)  // abandoned once it cannot win
             err += detail::clip_error(tag, x.row(r), x.cols, cand, p_.search.norm, INFINITY);

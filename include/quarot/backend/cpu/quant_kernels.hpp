@@ -205,11 +205,17 @@ QUAROT_TARGET_AVX512 inline range_result value_range_avx512(const float* x, std:
   return r;
 }
 
+/// 16 levels as floats (integers in [qmin, qmax], so exact).
+QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512 level_values16(__m512 v, __m512 s, __m512 z, __m512 lo,
+                                                                __m512 hi) noexcept {
+  const __m512 q =
+      _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+  return _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+}
+
 /// 16 levels as int32.
 QUAROT_TARGET_AVX512 QUAROT_ALWAYS_INLINE __m512i levels16(__m512 v, __m512 s, __m512 z, __m512 lo, __m512 hi) noexcept {
-  __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-  q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
-  return _mm512_cvttps_epi32(q);
+  return _mm512_cvttps_epi32(level_values16(v, s, z, lo, hi));
 }
 
 QUAROT_TARGET_AVX512 inline void quantize_levels_avx512(const float* x, std::size_t n, const grid& g,
@@ -239,7 +245,7 @@ QUAROT_TARGET_AVX512 inline void fake_quantize_run_avx512(const float* x, std::s
                hi = _mm512_set1_ps(float(g.qmax));
   std::size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 q = _mm512_cvtepi32_ps(levels16(_mm512_loadu_ps(x + i), s, z, lo, hi));
+    const __m512 q = level_values16(_mm512_loadu_ps(x + i), s, z, lo, hi);
     _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_sub_ps(q, z)));
   }
   fake_quantize_run(cpu::scalar{}, x + i, n - i, g, out + i);
@@ -288,9 +294,7 @@ QUAROT_TARGET_AVX512 inline double clip_error_avx512(const float* x, std::size_t
   clip_lanes lanes;
   std::size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-    q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+    const __m512 v = _mm512_loadu_ps(x + i), q = level_values16(v, s, z, lo, hi);
     const __m512 d = _mm512_andnot_ps(sign, _mm512_fmsub_ps(s, _mm512_sub_ps(q, z), v));
     const __m512d d0 = _mm512_cvtps_pd(_mm512_castps512_ps256(d)), d1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(d, 1));
     if (square) {
@@ -354,10 +358,16 @@ QUAROT_TARGET_AVX2 inline range_result value_range_avx2(const float* x, std::siz
   return r;
 }
 
+/// 8 levels as floats (integers in [qmin, qmax], so exact).
+QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256 level_values8(__m256 v, __m256 s, __m256 z, __m256 lo, __m256 hi) noexcept {
+  const __m256 q =
+      _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+  return _mm256_min_ps(_mm256_max_ps(q, lo), hi);
+}
+
+/// 8 levels as int32.
 QUAROT_TARGET_AVX2 QUAROT_ALWAYS_INLINE __m256i levels8(__m256 v, __m256 s, __m256 z, __m256 lo, __m256 hi) noexcept {
-  __m256 q = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-  q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
-  return _mm256_cvttps_epi32(q);
+  return _mm256_cvttps_epi32(level_values8(v, s, z, lo, hi));
 }
 
 QUAROT_TARGET_AVX2 inline void quantize_levels_avx2(const float* x, std::size_t n, const grid& g,
@@ -379,7 +389,7 @@ QUAROT_TARGET_AVX2 inline void fake_quantize_run_avx2(const float* x, std::size_
                hi = _mm256_set1_ps(float(g.qmax));
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 q = _mm256_cvtepi32_ps(levels8(_mm256_loadu_ps(x + i), s, z, lo, hi));
+    const __m256 q = level_values8(_mm256_loadu_ps(x + i), s, z, lo, hi);
     _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_sub_ps(q, z)));
   }
   fake_quantize_run(cpu::scalar{}, x + i, n - i, g, out + i);
@@ -456,9 +466,7 @@ QUAROT_TARGET_AVX2 inline double clip_error_avx2(const float* x, std::size_t n, 
   clip_lanes lanes;
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    __m256 q = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-    q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
+    const __m256 v = _mm256_loadu_ps(x + i), q = level_values8(v, s, z, lo, hi);
     const __m256 d = _mm256_andnot_ps(sign, _mm256_fmsub_ps(s, _mm256_sub_ps(q, z), v));
     const __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(d)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
     if (square) {
