@@ -144,13 +144,16 @@ void BM_cuda_gemm(benchmark::State& state) {
   // Decode reads the weights once per call: compare with BM_cuda_memcpy_d2d of their bytes.
   state.counters["weight_bytes/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * n * k * WBits / 8,
                                                         benchmark::Counter::kIsRate);
-  state.SetLabel(cuda::name(op.path_for(m)));
+  const int splits = op.splits_for(m);
+  state.SetLabel(std::string(cuda::name(op.path_for(m))) + (splits > 1 ? ", " + std::to_string(splits) + " splits" : ""));
 }
 
 /// M x N x K, group size, path (0 automatic; on 2048 x 4096 x 4096 also the int8 mma.sync
 /// path and, for W4A4, the int4 one forced, to compare with what automatic picks), split-K
 /// (0 automatic; for decode, M = 1 and 16 at 4096 x 4096, also 1 = never and the wgmma
-/// path forced, to judge the automatic split-K and the mma.sync hand-over on Hopper).
+/// path forced, to judge the automatic split-K and the mma.sync hand-over on Hopper; for
+/// short prefill, M = 128 and 512, automatic, never and 4 splits forced, to judge the
+/// wgmma split-K and the bound on its partials).
 template <bool W4A4>
 void gemm_shapes(benchmark::internal::Benchmark* b) {
   const long automatic = static_cast<long>(cuda::mma_path::automatic);
@@ -165,6 +168,9 @@ void gemm_shapes(benchmark::internal::Benchmark* b) {
       b->Args({m, 4096, 4096, g, automatic, 1});
       b->Args({m, 4096, 4096, g, static_cast<long>(cuda::mma_path::wgmma), 0});
     }
+  for (long m : {128, 512})
+    for (long g : {0, 128})
+      for (long split : {0, 1, 4}) b->Args({m, 4096, 4096, g, automatic, split});
   b->ArgNames({"m", "n", "k", "group", "path", "split"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 BENCHMARK(BM_cuda_gemm<4, 4>)->Apply(gemm_shapes<true>);
@@ -207,6 +213,7 @@ void BM_cublas_gemm(benchmark::State& state) {
 void cublas_shapes(benchmark::internal::Benchmark* b) {
   for (long m : {16, 2048})
     for (auto nk : {std::pair<long, long>{4096, 4096}, {11008, 4096}, {4096, 11008}}) b->Args({m, nk.first, nk.second});
+  for (long m : {128, 512}) b->Args({m, 4096, 4096});
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 BENCHMARK(BM_cublas_gemm<true>)->Name("BM_cublas_gemm_int8")->Apply(cublas_shapes);

@@ -244,47 +244,64 @@ void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size
   }
 }
 
-/// detail::plan_split_k on many shapes: the splits cover K's steps in order, start at
-/// stages (even steps) and, for grouped weights, at group starts; units are the groups or
-/// the splits; automatic plans keep 4 stages per split and the partials within half the
-/// weight bytes. (Host code: checked without a device too.)
+/// detail::plan_split_k on many shapes, for both kernels' stages (mma.sync: 2 K steps, 2
+/// blocks per SM; wgmma: 2 or 4 steps, 1 block per SM): the splits cover K's steps in
+/// order, start at stages and, for grouped weights, at group starts; units are the groups
+/// or the splits; automatic plans keep 4 stages per split and the partials' traffic within
+/// the operand bytes. (Host code: checked without a device too.)
 void check_split_plans(cuda_test::counter& t) {
   std::size_t bad = 0, plans = 0;
   std::string first;
-  for (int steps = 1; steps <= 70; ++steps)
-    for (int group_steps : {0, 1, 2, 3, 4, 8}) {
-      const int groups = group_steps ? std::max(1, steps / group_steps) : 1;
-      const int gs = group_steps && groups > 1 ? group_steps : steps;
-      if (groups > 1 && steps - groups * gs > 1) continue;  // K padding is at most one step past the groups
-      for (std::size_t tiles : {1, 2, 64, 130, 500})
-        for (int requested : {0, 2, 3, 7, 16}) {
-          const std::size_t m = 3, n_padded = 128 * tiles, weight_bytes = n_padded * 32 * steps;
-          const auto p = cuda::detail::plan_split_k(steps, gs, groups, m, n_padded, weight_bytes, tiles, 132, requested);
-          ++plans;
-          bool ok = p.splits >= 1 && (p.splits == 1 || p.split_steps % 2 == 0);
-          if (p.splits > 1) {
-            ok = ok && (p.splits - 1) * p.split_steps < steps && (requested == 0 || p.splits <= requested);
-            ok = ok && p.units == (groups > 1 ? groups : p.splits);
-            if (groups > 1) ok = ok && p.split_steps % gs == 0 && (p.splits - 1) * p.split_steps / gs < groups;
-            if (requested == 0)
-              ok = ok && (groups > 1 || p.split_steps >= 8) &&
-                   static_cast<std::size_t>(p.units) * m * n_padded * 4 <= weight_bytes / 2;
+  for (int stage : {2, 4})
+    for (int steps = 1; steps <= 70; ++steps)
+      for (int group_steps : {0, 1, 2, 3, 4, 8}) {
+        const int groups = group_steps ? std::max(1, steps / group_steps) : 1;
+        const int gs = group_steps && groups > 1 ? group_steps : steps;
+        if (groups > 1 && steps - groups * gs > 1) continue;  // K padding is at most one step past the groups
+        for (std::size_t tiles : {1, 2, 64, 130, 300, 500})
+          for (int requested : {0, 2, 3, 7, 16}) {
+            const std::size_t m = 3, n_padded = 128 * tiles, operand_bytes = n_padded * 32 * steps;
+            const std::size_t slots = stage == 2 ? 264 : 132;
+            const auto p = cuda::detail::plan_split_k(steps, stage, gs, groups, m, n_padded, operand_bytes, tiles,
+                                                      slots, requested);
+            ++plans;
+            bool ok = p.splits >= 1 && (p.splits == 1 || p.split_steps % stage == 0);
+            if (p.splits > 1) {
+              ok = ok && (p.splits - 1) * p.split_steps < steps && (requested == 0 || p.splits <= requested);
+              ok = ok && p.units == (groups > 1 ? groups : p.splits);
+              if (groups > 1) ok = ok && p.split_steps % gs == 0 && (p.splits - 1) * p.split_steps / gs < groups;
+              if (requested == 0)
+                ok = ok && (groups > 1 || p.split_steps >= 4 * stage) &&
+                     2 * static_cast<std::size_t>(p.units) * m * n_padded * 4 <= operand_bytes;
+            }
+            if (!ok && bad++ == 0)
+              first = "stage " + std::to_string(stage) + " steps " + std::to_string(steps) + " group_steps " +
+                      std::to_string(gs) + " groups " + std::to_string(groups) + " tiles " + std::to_string(tiles) +
+                      " requested " + std::to_string(requested) + ": " + std::to_string(p.splits) + " splits of " +
+                      std::to_string(p.split_steps) + " steps, " + std::to_string(p.units) + " units";
           }
-          if (!ok && bad++ == 0)
-            first = "steps " + std::to_string(steps) + " group_steps " + std::to_string(gs) + " groups " +
-                    std::to_string(groups) + " tiles " + std::to_string(tiles) + " requested " +
-                    std::to_string(requested) + ": " + std::to_string(p.splits) + " splits of " +
-                    std::to_string(p.split_steps) + " steps, " + std::to_string(p.units) + " units";
-        }
-    }
+      }
   t.check(bad == 0, "split-K plans: " + std::to_string(bad) + " of " + std::to_string(plans) + " invalid" +
                         (bad ? " (first: " + first + ")" : ""));
-  const auto decode = cuda::detail::plan_split_k(128, 4, 32, 1, 4096, 4096 * 2048, 64, 132, 0);
+  const auto plan_text = [](const cuda::detail::split_k_plan& p) {
+    return std::to_string(p.splits) + " splits of " + std::to_string(p.split_steps) + " steps";
+  };
+  // N = K = 4096 on 132 SMs.
+  const auto decode = cuda::detail::plan_split_k(128, 2, 4, 32, 1, 4096, 4096 * 2048, 64, 264, 0);
   t.check(decode.splits == 4 && decode.split_steps == 32,
-          "split-K plan for W4A4 decode (M = 1, N = K = 4096, g128, 132 SMs): " + std::to_string(decode.splits) +
-              " splits of " + std::to_string(decode.split_steps) + " steps (expected 4 of 32: 256 blocks, one wave)");
-  const auto prefill = cuda::detail::plan_split_k(128, 4, 32, 2048, 4096, 4096 * 2048, 64 * 16, 132, 0);
-  t.check(prefill.splits == 1, "no split-K at M = 2048 (1024 tiles)");
+          "split-K plan for W4A4 decode (M = 1, g128, mma.sync): " + plan_text(decode) +
+              " (expected 4 of 32: 256 blocks, one wave)");
+  const auto prefill = cuda::detail::plan_split_k(128, 2, 4, 32, 2048, 4096, 4096 * 2048, 64 * 16, 264, 0);
+  t.check(prefill.splits == 1, "no split-K at M = 2048 (1024 tiles; 13 splits would save 2% of a wave)");
+  const auto wide = cuda::detail::plan_split_k(128, 2, 128, 1, 1, 19200, 19200 * 4096, 300, 264, 0);
+  t.check(wide.splits == 4, "split-K plan for 300 tiles in 264 slots (two waves, the second 36 tiles): " +
+                                plan_text(wide) + " (expected 4: 1.25 waves of unsplit work, the fewest 1.14 at 7)");
+  // W8A8 wgmma at M = 128, per channel: 16 tiles; the grid reads A 16 times (8 MiB) and
+  // W once (16 MiB), and a split's partials are 2 MiB (written and read).
+  const auto w8a8 = cuda::detail::plan_split_k(128, 4, 128, 1, 128, 4096, 16 * 128 * 4096 + 4096 * 4096, 16, 132, 0);
+  t.check(w8a8.splits == 6 && w8a8.split_steps == 24,
+          "split-K plan for W8A8 wgmma at M = 128, per channel: " + plan_text(w8a8) +
+              " (expected 6 of 24: 8 would fill the SMs, the partials' bound allows 6)");
 }
 
 /// Number of cudaMalloc calls so far (the emulation counts them; -1 on a device).
@@ -589,6 +606,20 @@ int main() {
     check_gemm<4, 8>(t, cuda_test::emulated ? 130 : 150, 72, 320, false, 64, true, P::int8_mma, split);
     check_gemm<4, 4>(t, 17, 72, 1024, true, 128, false, P::int4_mma, split);
   }
+  // Split-K on the wgmma kernel, forced, in its stages (W8A8: 4 K steps, else 2): per
+  // channel with the last stage a half one in the last split (K = 704: 22 steps) and a
+  // 256-column tile reaching past the padded N (N = 300: 384 padded, partials only below
+  // it); grouped with two groups per W8A8 stage (g64) and asymmetric; two row blocks;
+  // W4A4 g128 over 8 groups.
+  for (int split : {2, 3, 5}) {
+    if (cuda_test::quick && split != 3) continue;
+    check_gemm<8, 8>(t, 3, 72, 704, true, 0, true, P::wgmma, split);
+    check_gemm<4, 4>(t, 1, 300, 520, false, 0, true, P::wgmma, split);
+    if (cuda_test::quick) continue;
+    check_gemm<8, 8>(t, 5, 72, 960, false, 64, false, P::wgmma, split);
+    check_gemm<4, 8>(t, 150, 72, 320, false, 64, true, P::wgmma, split);
+    check_gemm<4, 4>(t, 17, 136, 1024, true, 128, false, P::wgmma, split);
+  }
   {  // automatic: a small M on a Hopper leaves wgmma for int8 mma.sync with split-K
     const cuda_test::emulated_hopper hopper(true);
     if (cuda::detail::has_wgmma()) {
@@ -600,8 +631,18 @@ int main() {
               std::string("automatic Hopper path: ") + cuda::name(op.path()) + ", " + cuda::name(op.path_for(1)) +
                   " for M = 1, " + cuda::name(op.path_for(65)) + " for M = 65");
       check_gemm<4, 4>(t, 3, 72, 512, false, 128, true, P::automatic);
-      gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 4>> forced(gemm::pack_weights(wq, 4), P::wgmma);
-      t.expect_error(errc::invalid_argument, "split-K with the path forced to wgmma", [&] { forced.set_split_k(2); });
+      // M > 64: wgmma, which the plan splits in 2 on the emulation's 2 SMs (K = 1152: 36
+      // steps, 4 stages per split; partials 2 x 65 x 128 int32, within the operand bytes)
+      check_gemm<8, 8>(t, 65, 72, 1152, true, 0, false, P::automatic);
+      {
+        const auto w8 = cuda_test::random_values(72 * 1152, 2);
+        const auto wq8 = rtn_quantizer({.bits = 8}, cpu::isa::scalar).quantize(make_matrix_view(w8, 72, 1152));
+        const gemm::integer_gemm<gemm::integer_policy<cuda::device, 8, 8>> op8(gemm::pack_weights(wq8, 8));
+        t.check(op8.path_for(65) == P::wgmma && op8.splits_for(65) == 2 && op8.splits_for(129) == 1,
+                "automatic wgmma split-K on 2 SMs, K = 1152: " + std::to_string(op8.splits_for(65)) +
+                    " splits at M = 65 (expected 2), " + std::to_string(op8.splits_for(129)) +
+                    " at M = 129 (2 tiles: expected 1)");
+      }
     }
   }
 

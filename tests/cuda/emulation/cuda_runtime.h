@@ -65,6 +65,10 @@ struct dim3 {
 struct alignas(8) uint2 {
   unsigned x, y;
 };
+struct alignas(8) int2 {
+  int x, y;
+};
+inline int2 make_int2(int x, int y) { return int2{x, y}; }
 struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };

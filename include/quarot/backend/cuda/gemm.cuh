@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -334,6 +335,53 @@ __device__ __forceinline__ void copy_out_tile(const unsigned char* tile, const c
   }
 }
 
+/// Split-K, at the end of a block's K range (its partials stored): counts the block in
+/// sk.tile_done after making its partials visible to every block, and says whether it was
+/// its tile's last split, which then folds them all (fold_split_partials). Every thread of
+/// the block calls it; the stage buffers are free afterwards.
+__device__ __forceinline__ bool split_k_last(const split_k_operands& sk, int tid) {
+  __shared__ int last;
+  __threadfence();  // this block's partials are visible to every block before it is counted
+  __syncthreads();  // (and every warp is done with the stage buffers)
+  if (tid == 0) last = atomicAdd(sk.tile_done + blockIdx.y * gridDim.x + blockIdx.x, 1u) + 1 == unsigned(sk.splits);
+  __syncthreads();
+  if (!last) return false;  // another split of the tile finishes it
+  __threadfence();
+  return true;
+}
+
+/// The tile's last split folds every unit's partials in the CPU's order, straight into
+/// the output tile (128 x BN at (m0, n0)): consecutive threads take consecutive column
+/// pairs (coalesced partials), and a flat loop keeps the fold out of the per-register code
+/// (unrolled over a thread's 64 results, it took ptxas ~10 s per kernel instead of 0.3 and
+/// 20 more registers). Groups fold in order with fold_group; per channel the splits' int32
+/// sums add exactly (no overflow under K <= 65536) and fold once — the results are those
+/// of the unsplit kernel, bit for bit.
+template <class Out, int BN>
+__device__ __forceinline__ void fold_split_partials(unsigned char* tile, const cuda_gemm_operands& op,
+                                                    const split_k_operands& sk, std::size_t m0, std::size_t n0,
+                                                    int tid, int threads) {
+  for (int e = tid; e < 128 * BN / 2; e += threads) {
+    const int row = e / (BN / 2), col = 2 * (e % (BN / 2));
+    const std::size_t r = m0 + row;
+    if (r >= op.m) break;                   // rows only grow with e
+    if (n0 + col >= op.n_padded) continue;  // a 256-wide wgmma tile may reach past the padded N
+    float v[2];
+    for (int h = 0; h < 2; ++h) {
+      const std::size_t cl = n0 + col + h;
+      v[h] = 0.0f;
+      if (op.groups > 1) {
+        for (int grp = 0; grp < op.groups; ++grp) fold_group(op, grp, r, cl, __ldcg(sk.partial(op, grp, r, cl)), v[h]);
+      } else {
+        int sum = 0;
+        for (int u = 0; u < sk.splits; ++u) sum += __ldcg(sk.partial(op, u, r, cl));
+        fold_group(op, 0, r, cl, sum, v[h]);
+      }
+    }
+    stage_result_pair<Out, BN>(tile, row, col, staged_value(op, r, n0 + col, v[0]), staged_value(op, r, n0 + col + 1, v[1]));
+  }
+}
+
 template <mma_kind Kind, int ABits, int WBits, class Out>
 __global__ void __launch_bounds__(128, 2) integer_gemm_kernel(cuda_gemm_operands op, split_k_operands sk, Out* y,
                                                                  std::size_t ldy) {
@@ -426,36 +474,8 @@ __global__ void __launch_bounds__(128, 2) integer_gemm_kernel(cuda_gemm_operands
   }
   copy_async_wait<0>();
   if (sk.splits > 1) {
-    __shared__ int last;
-    __threadfence();  // this block's partials are visible to every block before it is counted
-    __syncthreads();  // (and every warp is done with the stage buffers)
-    if (tid == 0) last = atomicAdd(sk.tile_done + blockIdx.y * gridDim.x + blockIdx.x, 1u) + 1 == unsigned(sk.splits);
-    __syncthreads();
-    if (!last) return;  // another split of the tile finishes it
-    __threadfence();
-    // The tile's last split folds every unit in the CPU's order, straight into the output
-    // tile: consecutive threads take consecutive column pairs (coalesced partials), and a
-    // flat loop keeps the fold out of the per-register code (unrolled over a thread's 64
-    // results, it took ptxas ~10 s per kernel instead of 0.3 and 20 more registers).
-    for (int e = tid; e < S::bm * S::bn / 2; e += 128) {
-      const int row = e / (S::bn / 2), col = 2 * (e % (S::bn / 2));
-      const std::size_t r = m0 + row;
-      if (r >= op.m) break;  // rows only grow with e
-      float v[2];
-      for (int h = 0; h < 2; ++h) {
-        const std::size_t cl = n0 + col + h;
-        v[h] = 0.0f;
-        if (op.groups > 1) {
-          for (int grp = 0; grp < op.groups; ++grp) fold_group(op, grp, r, cl, __ldcg(sk.partial(op, grp, r, cl)), v[h]);
-        } else {
-          int sum = 0;  // the splits' int32 sums add exactly
-          for (int u = 0; u < sk.splits; ++u) sum += __ldcg(sk.partial(op, u, r, cl));
-          fold_group(op, 0, r, cl, sum, v[h]);
-        }
-      }
-      stage_result_pair<Out, S::bn>(tiles, row, col, staged_value(op, r, n0 + col, v[0]),
-                                    staged_value(op, r, n0 + col + 1, v[1]));
-    }
+    if (!split_k_last(sk, tid)) return;
+    fold_split_partials<Out, S::bn>(tiles, op, sk, m0, n0, tid, 128);
   } else {
     __syncthreads();  // every warp is done with the stage buffers
     QUAROT_CUDA_UNROLL
@@ -546,22 +566,33 @@ __device__ __forceinline__ void widen_stage(unsigned char* tile, const unsigned 
 /// The integer GEMM on sm_90a warpgroup MMAs (s8 x s8 -> s32); the epilogue is the
 /// mma.sync kernel's (fold_group, result_value, through output_tile), so results are
 /// bit-identical to it and to the CPU. Needs K padded to 64 (device_weights does it);
-/// BN = 256 only for one group.
+/// BN = 256 only for one group. Split-K as in the mma.sync kernel (split_k_operands), in
+/// whole stages of S::steps K steps: per channel a later split's accumulators start at
+/// zero as the first's do; grouped splits start at a group, whose first MMA starts from
+/// zero anyway.
 template <int ABits, int WBits, int BN, class Out>
-__global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_operands op, Out* y, std::size_t ldy) {
+__global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_operands op, split_k_operands sk, Out* y,
+                                                                     std::size_t ldy) {
   using S = wgmma_tile_shape<ABits, WBits, BN>;
   constexpr bool grouped = BN == 128;  // BN = 256: per-channel weights, folded once at the end
   QUAROT_CUDA_DYNAMIC_SHARED(unsigned char, smem);
   const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
   const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
-  const int kstages = (op.steps + S::steps - 1) / S::steps;  // (K is padded to 64, the last stage may be half)
+  // This block's K steps (all of them without split-K): split_steps is a whole number of
+  // stages, and the last split runs to the end of the padded K (K is padded to 64, so its
+  // last stage may be half).
+  const int split = static_cast<int>(blockIdx.z);
+  const int first_step = split * sk.split_steps;
+  const int end_step = split + 1 >= sk.splits ? op.steps : min(op.steps, first_step + sk.split_steps);
+  const int first_stage = first_step / S::steps, kstages = (end_step - first_step + S::steps - 1) / S::steps;
   const auto stage = [&](int s) { return smem + (s % S::stages) * S::stage_bytes; };
-  const auto load_stage = [&](int s) {
+  const auto load_stage = [&](int s) {  // the block's stage s: K stage first_stage + s
     unsigned char* base = stage(s);
-    load_wgmma_stage<ABits, S::bm, S>(base, base + S::a_tile + S::w_tile, op.a, op.a_row_bytes, m0, op.m, s, tid);
+    load_wgmma_stage<ABits, S::bm, S>(base, base + S::a_tile + S::w_tile, op.a, op.a_row_bytes, m0, op.m,
+                                      first_stage + s, tid);
     load_wgmma_stage<WBits, S::bn, S>(base + S::a_tile, base + S::a_tile + S::w_tile + S::a_packed, op.w,
-                                      op.w_row_bytes, n0, op.n_padded, s, tid);
+                                      op.w_row_bytes, n0, op.n_padded, first_stage + s, tid);
   };
   // Result register 4j + 2i + e is row 64·wg + 16·warp + g + 8i, column 8j + 2c + e of the
   // block tile: f(reg, row, col) for each even register reg, (row, col) being reg's place
@@ -575,6 +606,14 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
 
   int acc[BN / 2] = {};
   float cf[grouped ? BN / 2 : 1];
+  // Split-K: the accumulators of registers (reg, reg + 1) to unit `unit`'s partials.
+  const auto store_partials = [&](int unit) {
+    for_each_register_pair([&](int reg, int row, int col) {
+      const std::size_t r = m0 + row, cl = n0 + col;
+      if (r < op.m && cl < op.n_padded)
+        *reinterpret_cast<int2*>(sk.partial(op, unit, r, cl)) = make_int2(acc[reg], acc[reg + 1]);
+    });
+  };
   for (int s = 0; s < S::ahead; ++s) {
     if (s < kstages) load_stage(s);
     copy_async_commit();
@@ -592,8 +631,8 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     if (s + S::ahead < kstages) load_stage(s + S::ahead);
     copy_async_commit();
     for (int j = 0; j < S::steps; ++j) {
-      const int step = S::steps * s + j;
-      if (step == op.steps) break;  // the half stage past a K of 64 mod 128
+      const int step = first_step + S::steps * s + j;
+      if (step == end_step) break;  // the half stage past a K of 64 mod 128
       const std::uint64_t a = shared_matrix_descriptor(base + interleaved_offset(64 * wg, 32 * j, S::sbo), S::sbo);
       const std::uint64_t b = shared_matrix_descriptor(base + S::a_tile + interleaved_offset(0, 32 * j, S::sbo), S::sbo);
       const bool accumulate = !op.starts_group(step);  // a group's first MMA starts from zero
@@ -608,6 +647,10 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
       wgmma_wait<0>();
       wgmma_fence_operands(acc);
       const int grp = op.group_of(step);
+      if (sk.splits > 1) {  // the group's exact sums to its partials
+        store_partials(grp);
+        continue;
+      }
       for_each_register_pair([&](int reg, int row, int col) {
         if constexpr (grouped)
           for (int e = 0; e < 2; ++e) fold_group(op, grp, m0 + row, n0 + col + e, acc[reg + e], cf[reg + e]);
@@ -623,6 +666,14 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
   copy_async_wait<0>();
   // The epilogue goes through shared memory (output_tile).
   static_assert(output_tile<Out, BN>::bytes <= S::shared_bytes, "the output tile fits in the ring");
+  if (sk.splits > 1) {
+    if constexpr (!grouped) store_partials(split);
+    if (!split_k_last(sk, tid)) return;  // (its barriers: both warpgroups are done with the ring)
+    fold_split_partials<Out, BN>(smem, op, sk, m0, n0, tid, S::threads);
+    __syncthreads();
+    copy_out_tile<Out, BN>(smem, op, m0, n0, y, ldy, tid, S::threads);
+    return;
+  }
   __syncthreads();  // both warpgroups are done with the ring
   const auto value = [&](int reg, std::size_t r, std::size_t col) {
     float v = 0.0f;
@@ -697,7 +748,8 @@ inline std::string wgmma_self_test(cudaStream_t stream = nullptr) {
     op.group_steps = groups_used == 1 ? op.steps : static_cast<int>(group / 32);
     dy.fill_bytes(0xff, stream);  // NaN: an output the kernel skips cannot pass
     allow_shared(kernel, S::shared_bytes);
-    launch(kernel, dim3(n / S::bn, m / S::bm), S::threads, S::shared_bytes, stream, op, dy.data(), n);
+    launch(kernel, dim3(n / S::bn, m / S::bm), S::threads, S::shared_bytes, stream, op,
+           split_k_operands{1, op.steps, nullptr, nullptr}, dy.data(), n);
     dy.download(y.data(), y.size(), stream);
     for (std::size_t i = 0; i < m * n; ++i)
       if (y[i] != static_cast<float>(expect[i]))
@@ -858,44 +910,54 @@ struct split_k_plan {
   int units = 0;  ///< int32 partial sums per output: the groups, or the splits
 };
 
-/// Split-K for the mma.sync kernels: `tiles` output tiles (128 x 64) leave SMs idle when
-/// M is small (decode: N / 64 blocks for any M <= 128), so K is split until the blocks
-/// fill the device. The count minimizes ceil(tiles · s / slots) / s, the time in waves of
-/// `slots` = 2 blocks per SM (their registers allow two) over the work per block, smaller
-/// s on ties and at most 16; each split keeps at least 4 stages for the pipeline to fill,
-/// grouped weights split at group boundaries, and the partials (units · m · n_padded
-/// int32, written and read once, in L2) may not exceed half the weight bytes.
+/// Split-K for the integer GEMM kernels: `tiles` output tiles leave SMs idle when M is
+/// small (decode: N / 64 mma.sync blocks, N / 256 wgmma blocks for any M <= 128), so K is
+/// split until the blocks fill the device. The time in waves of `slots` blocks running at
+/// once (mma.sync: 2 per SM, which its registers allow; wgmma: 1) over the work per block
+/// is ceil(tiles · s / slots) / s for s splits; the count is the smallest s in 1..16 within
+/// a tenth of the fewest waves. Each split is whole stages of `stage_steps` K steps (the
+/// kernel's pipeline unit) and keeps at least 4 of them for the pipeline to fill; grouped
+/// weights split at group boundaries. The partials (units · m · n_padded int32, written
+/// once and read once) may at most double the bytes the unsplit grid moves:
+/// `operand_bytes`, each column of tiles reading A's M rows and each row of tiles W's
+/// rows. At decode that is the weights (the tenth session's bound, half the weight bytes
+/// one way); at M >= 128 the A tiles add to it, and the SMs a split wakes are worth more.
 /// `requested`: 0 automatic, 1 never, s >= 2 at most s splits (no minimum per split and
 /// no size bound; tests and tuning).
-inline split_k_plan plan_split_k(int steps, int group_steps, int groups, std::size_t m, std::size_t n_padded,
-                                 std::size_t weight_bytes, std::size_t tiles, int sm_count, int requested) {
+inline split_k_plan plan_split_k(int steps, int stage_steps, int group_steps, int groups, std::size_t m,
+                                 std::size_t n_padded, std::size_t operand_bytes, std::size_t tiles, std::size_t slots,
+                                 int requested) {
   const split_k_plan none{1, steps, 0};
-  if (requested == 1 || steps < 2 || m == 0) return none;
+  if (requested == 1 || steps < 2 || m == 0 || tiles == 0) return none;
   const bool automatic = requested == 0;
   int want = requested;
   if (automatic) {
-    const std::size_t slots = 2 * static_cast<std::size_t>(sm_count > 0 ? sm_count : 1);
-    double best = 1.0;
+    slots = std::max<std::size_t>(slots, 1);
+    const auto waves = [&](int s) {
+      return static_cast<double>((tiles * static_cast<std::size_t>(s) + slots - 1) / slots) / s;
+    };
+    // The smallest count within a tenth of the fewest waves: partials and a pipeline fill
+    // per split are not free (M = 2048 would otherwise take 13 splits for 3.92 waves
+    // instead of 4).
+    double fewest = waves(1);
+    for (int s = 2; s <= 16; ++s) fewest = std::min(fewest, waves(s));
     want = 1;
-    for (int s = 2; s <= 16; ++s) {
-      const double t = static_cast<double>((tiles * s + slots - 1) / slots) / s;
-      if (t < best) best = t, want = s;
-    }
+    while (waves(want) > 1.1 * fewest) ++want;
     const std::size_t unit_bytes = m * n_padded * sizeof(std::int32_t);
-    const std::size_t max_units = weight_bytes / 2 / unit_bytes;
+    const std::size_t max_units = operand_bytes / 2 / unit_bytes;
     if (groups > 1 && static_cast<std::size_t>(groups) > max_units) return none;
     if (groups == 1 && static_cast<std::size_t>(want) > max_units) want = static_cast<int>(max_units);
   }
   const auto ceil_div = [](int a, int b) { return (a + b - 1) / b; };
   split_k_plan p;
-  if (groups > 1) {  // whole groups per split, and whole stages of 2 steps
-    const int q = group_steps % 2 == 0 ? 1 : 2;
+  if (groups > 1) {  // whole groups per split, and whole stages
+    const int q = stage_steps / std::gcd(group_steps, stage_steps);  // groups per whole number of stages
     const int per = ceil_div(ceil_div(groups, std::max(1, std::min(want, ceil_div(groups, q)))), q) * q;
     p = {ceil_div(groups, per), per * group_steps, groups};
   } else {
-    const int min_steps = automatic ? 8 : 2;
+    const int min_steps = (automatic ? 4 : 1) * stage_steps;
     const int splits = std::max(1, std::min(want, steps / min_steps));
-    const int per = ceil_div(ceil_div(steps, splits), 2) * 2;
+    const int per = ceil_div(ceil_div(steps, splits), stage_steps) * stage_steps;
     p = {ceil_div(steps, per), per, 0};
     p.units = p.splits;
   }
@@ -968,23 +1030,22 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
         cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, cuda::detail::current_device()));
   }
 
-  /// Split-K of the mma.sync kernels (bit-identical results either way): 0 automatic (the
-  /// default: K is split when the output tiles leave SMs idle, as in decode; see
-  /// detail::plan_split_k), 1 never, s >= 2 at most s splits. The wgmma kernel does not
-  /// split: with the path forced to wgmma only 0 and 1 are accepted.
+  /// Split-K (bit-identical results either way): 0 automatic (the default: K is split
+  /// when the output tiles leave SMs idle, as in decode or short prefill; see
+  /// detail::plan_split_k), 1 never, s >= 2 at most s splits. Every path splits.
   integer_gemm& set_split_k(int s) {
     quarot::detail::require(s >= 0 && s <= 64, "CUDA GEMM: split-K ", s, " is not in [0, 64]");
-    quarot::detail::require(s <= 1 || path_ != cuda::mma_path::wgmma || automatic_, "CUDA GEMM: split-K ", s,
-                            " with the path forced to wgmma, which does not split K");
     split_k_ = s;
     return *this;
   }
   [[nodiscard]] int split_k() const noexcept { return split_k_; }
 
   /// The path a call with m activation rows takes: path(), except that an automatic wgmma
-  /// gives small products to int8 mma.sync with split-K: at m <= 64 with fewer wgmma tiles
-  /// (128 x 256, grouped 128 x 128) than SMs, streaming the weights through every SM beats tensor-core rate,
-  /// which mma.sync has to spare there (prediction, docs/PERFORMANCE.md).
+  /// gives small products to int8 mma.sync: at m <= 64 with fewer wgmma tiles (128 x 256,
+  /// grouped 128 x 128) than SMs. Both split K there; mma.sync's 128 x 64 tiles need fewer
+  /// splits (smaller partials) to fill the SMs, and its tensor-core rate is enough for
+  /// a product bound by the weight stream (prediction, docs/PERFORMANCE.md; BM_cuda_gemm
+  /// has both, the wgmma one with the path forced).
   [[nodiscard]] cuda::mma_path path_for(std::size_t m) const noexcept {
     if (path_ != cuda::mma_path::wgmma || !automatic_ || m > 64) return path_;
     const std::size_t bn = w_.groups == 1 ? 256 : 128;  // the wgmma tile's width
@@ -1014,8 +1075,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     cuda::detail::require_device_view(y, "CUDA GEMM: the output");
     if (bias) cuda::detail::require_device_pointer(bias, "CUDA GEMM: the bias");
     const cuda::mma_path path = path_for(x.rows);
-    const bool int4 = path == cuda::mma_path::int4_mma;
-    const int k_step = int4 ? 64 : 32;
+    const launch_geometry geo = geometry(x.rows, path);
     cuda::detail::cuda_gemm_operands op{};
     op.a = x.data.data();
     op.a_row_bytes = x.row_bytes;
@@ -1028,9 +1088,9 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     op.m = x.rows;
     op.n = w_.n;
     op.n_padded = w_.n_padded;
-    op.steps = static_cast<int>(w_.k_padded / k_step);
+    op.steps = geo.steps;
     op.groups = static_cast<int>(w_.groups);
-    op.group_steps = w_.groups == 1 ? op.steps : static_cast<int>(w_.group_size / k_step);
+    op.group_steps = geo.group_steps;
     op.symmetric = w_.symmetric;
     // Asymmetric weights: per-call scratch, so that calls on two streams do not share it.
     const cuda::detail::stream_scratch<std::int32_t> rowsums(w_.symmetric ? 0 : x.rows * w_.groups, stream);
@@ -1046,32 +1106,28 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
                              x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums.data());
       op.rowsums = rowsums.data();
     }
-    constexpr int a_bits = ActivationBits <= 4 ? 4 : 8;
+    // Split-K scratch (detail::plan_split_k), then the kernel over tiles x splits.
+    const auto& plan = geo.split;
+    const bool split = plan.splits > 1;
+    const cuda::detail::stream_scratch<std::int32_t> partials(
+        split ? static_cast<std::size_t>(plan.units) * x.rows * w_.n_padded : 0, stream);
+    const cuda::detail::stream_scratch<unsigned> tile_done(split ? geo.tile_count : 0, stream);
+    if (split) QUAROT_CUDA_CHECK(cudaMemsetAsync(tile_done.data(), 0, geo.tile_count * sizeof(unsigned), stream));
+    const cuda::detail::split_k_operands sk{plan.splits, plan.split_steps, partials.data(), tile_done.data()};
+    const dim3 grid(geo.tiles.x, geo.tiles.y, static_cast<unsigned>(plan.splits));
     if (path == cuda::mma_path::wgmma) {
       const auto run = [&](auto bn) {
         using S = cuda::detail::wgmma_tile_shape<a_bits, WeightBits, decltype(bn)::value>;
         const auto kernel = cuda::detail::integer_gemm_wgmma_kernel<a_bits, WeightBits, S::bn, Out>;
         cuda::detail::allow_shared(kernel, S::shared_bytes);
-        const dim3 grid(cuda::detail::grid_for(w_.n_padded, S::bn), cuda::detail::grid_for(x.rows, S::bm));
-        cuda::detail::launch(kernel, grid, S::threads, S::shared_bytes, stream, op, y.data, y.stride);
+        cuda::detail::launch(kernel, grid, S::threads, S::shared_bytes, stream, op, sk, y.data, y.stride);
       };
       if (w_.groups == 1) run(std::integral_constant<int, 256>{});
       else run(std::integral_constant<int, 128>{});
       return;
     }
-    const unsigned row_blocks = cuda::detail::grid_for(x.rows, 128);
-    const std::size_t tiles = w_.n_padded / 64 * row_blocks;
-    const auto plan = cuda::detail::plan_split_k(op.steps, op.group_steps, op.groups, x.rows, w_.n_padded,
-                                                 w_.n_padded * w_.row_bytes, tiles, sm_count_, split_k_);
-    const bool split = plan.splits > 1;
-    const cuda::detail::stream_scratch<std::int32_t> partials(
-        split ? static_cast<std::size_t>(plan.units) * x.rows * w_.n_padded : 0, stream);
-    const cuda::detail::stream_scratch<unsigned> tile_done(split ? tiles : 0, stream);
-    if (split) QUAROT_CUDA_CHECK(cudaMemsetAsync(tile_done.data(), 0, tiles * sizeof(unsigned), stream));
-    const cuda::detail::split_k_operands sk{plan.splits, plan.split_steps, partials.data(), tile_done.data()};
-    const dim3 grid(static_cast<unsigned>(w_.n_padded / 64), row_blocks, static_cast<unsigned>(plan.splits));
     using K = cuda::detail::mma_kind;
-    if (int4)
+    if (path == cuda::mma_path::int4_mma)
       cuda::detail::launch(cuda::detail::integer_gemm_kernel<K::s4, 4, 4, Out>, grid, 128, 0, stream, op, sk, y.data,
                            y.stride);
     else
@@ -1079,7 +1135,41 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
                            sk, y.data, y.stride);
   }
 
+  /// The number of K splits a call with m activation rows takes (1: none): see
+  /// set_split_k and detail::plan_split_k.
+  [[nodiscard]] int splits_for(std::size_t m) const { return geometry(m, path_for(m)).split.splits; }
+
  private:
+  static constexpr int a_bits = ActivationBits <= 4 ? 4 : 8;  // the kernels' activation storage
+
+  /// A call's grid and K steps on `path`: output tiles of 128 rows by the kernel's width
+  /// (wgmma 256, grouped 128; mma.sync 64), K steps of its MMA (int4 64, else 32), and
+  /// the split-K plan over them, in the kernel's stages (wgmma: S::steps; mma.sync: 2) and
+  /// for the blocks resident at once (wgmma 1 per SM, mma.sync 2).
+  struct launch_geometry {
+    dim3 tiles;
+    std::size_t tile_count;
+    int steps, group_steps;
+    cuda::detail::split_k_plan split;
+  };
+  [[nodiscard]] launch_geometry geometry(std::size_t m, cuda::mma_path path) const {
+    const bool wgmma = path == cuda::mma_path::wgmma;
+    const int k_step = path == cuda::mma_path::int4_mma ? 64 : 32;
+    launch_geometry g{};
+    g.steps = static_cast<int>(w_.k_padded / k_step);
+    g.group_steps = w_.groups == 1 ? g.steps : static_cast<int>(w_.group_size / k_step);
+    const std::size_t cols = wgmma ? (w_.groups == 1 ? 256 : 128) : 64;
+    g.tiles = dim3(cuda::detail::grid_for(w_.n_padded, cols), cuda::detail::grid_for(m, 128));
+    g.tile_count = static_cast<std::size_t>(g.tiles.x) * g.tiles.y;
+    const int stage_steps = wgmma ? cuda::detail::wgmma_tile_shape<a_bits, WeightBits, 128>::steps : 2;
+    const std::size_t slots = static_cast<std::size_t>(sm_count_) * (wgmma ? 1 : 2);
+    const std::size_t a_row_bytes = a_bits == 4 ? w_.k_padded / 2 : w_.k_padded;
+    const std::size_t operand_bytes = g.tiles.x * m * a_row_bytes + g.tiles.y * w_.n_padded * w_.row_bytes;
+    g.split = cuda::detail::plan_split_k(g.steps, stage_steps, g.group_steps, static_cast<int>(w_.groups), m,
+                                         w_.n_padded, operand_bytes, g.tile_count, slots, split_k_);
+    return g;
+  }
+
   cuda::device_weights w_;
   cuda::mma_path path_;
   bool automatic_;  // path_ was chosen here (path_for may then trade wgmma for mma.sync)
