@@ -511,6 +511,67 @@ void check_caller_pointers(cuda_test::counter& t) {
 #endif
 }
 
+/// One layer, two non-blocking streams, a workspace each (linear::forward's workspace
+/// overload): calls on both in flight at once, of different M (one with split-K), give the
+/// CPU layer's outputs bit for bit, and the layer's own activation buffer stays unused.
+/// On a GPU the streams overlap, so a write to shared layer state would show here.
+void check_concurrent_streams(cuda_test::counter& t) {
+  const std::size_t n = 96, k = 1024;
+  auto w = cuda_test::random_values(n * k, 61, 3.0f);
+  for (auto& v : w) v *= 0.05f;
+  const auto bias = cuda_test::random_values(n, 67);
+  const auto wq = rtn_quantizer({.bits = 4, .symmetric = false, .gran = granularity::per_group, .group_size = 128},
+                                cpu::isa::scalar)
+                      .quantize(make_matrix_view(w, n, k));
+  const auto packed = gemm::pack_weights(wq, 4);
+  const randomized_hadamard q(k, 71, cpu::isa::scalar);
+  linear<gemm::integer_policy<cpu::scalar, 4, 4>> cpu_layer(packed, bias, 4, 0.9f);
+  linear<gemm::integer_policy<cuda::device, 4, 4>> gpu_layer(packed, bias, 4, 0.9f);
+  cpu_layer.with_online_rotation(q);
+  gpu_layer.with_online_rotation(q);
+  struct lane {
+    std::size_t m;
+    std::vector<float> x[2], expect[2], got[2];
+    cuda::device_buffer<float> dx[2], dy[2];
+    cuda::device_activations workspace;
+    cudaStream_t stream = nullptr;
+  };
+  lane lanes[2];
+  lanes[0].m = 33;
+  lanes[1].m = 1;  // split-K
+  for (lane& l : lanes) {
+    QUAROT_CUDA_CHECK(cudaStreamCreateWithFlags(&l.stream, cudaStreamNonBlocking));
+    for (int call = 0; call < 2; ++call) {
+      l.x[call] = cuda_test::random_values(l.m * k, 73 + 7 * l.m + call);
+      l.expect[call].assign(l.m * n, 0.0f);
+      l.got[call].assign(l.m * n, 0.0f);
+      cpu_layer.forward(make_matrix_view(l.x[call], l.m, k), make_matrix_view(l.expect[call], l.m, n));
+      l.dx[call] = cuda::device_buffer<float>(l.x[call].size());
+      l.dy[call] = cuda::device_buffer<float>(l.m * n);
+      l.dx[call].upload(l.x[call].data(), l.x[call].size());
+    }
+  }
+  QUAROT_CUDA_CHECK(cudaDeviceSynchronize());
+  for (int call = 0; call < 2; ++call)  // issued interleaved, nothing waits in between
+    for (lane& l : lanes)
+      gpu_layer.forward(l.dx[call].view(l.m, k), l.dy[call].view(l.m, n), l.workspace, l.stream);
+  std::size_t bad = 0;
+  for (lane& l : lanes) {
+    for (int call = 0; call < 2; ++call) l.dy[call].download(l.got[call].data(), l.got[call].size(), l.stream);
+    QUAROT_CUDA_CHECK(cudaStreamSynchronize(l.stream));
+    for (int call = 0; call < 2; ++call)
+      for (std::size_t i = 0; i < l.got[call].size(); ++i)
+        bad += std::memcmp(&l.got[call][i], &l.expect[call][i], 4) != 0;
+    QUAROT_CUDA_CHECK(cudaStreamDestroy(l.stream));
+  }
+  t.check(bad == 0 && lanes[0].workspace.rows == 33 && lanes[1].workspace.rows == 1 &&
+              gpu_layer.last_activations().rows == 0,
+          "linear W4A4 on two streams at once (M = 33 and 1), a workspace each: " + std::to_string(bad) +
+              " outputs differ from the CPU layer; workspace rows " + std::to_string(lanes[0].workspace.rows) + ", " +
+              std::to_string(lanes[1].workspace.rows) + ", the layer's own " +
+              std::to_string(gpu_layer.last_activations().rows));
+}
+
 /// A decode step captured into a CUDA graph in the strictest mode (global: a call that may
 /// synchronize or allocate outside the stream fails the capture) and replayed twice equals
 /// the CPU layer bit for bit: after one call at the batch, linear::forward allocates
@@ -724,6 +785,7 @@ int main() {
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
   for (std::size_t m : {1, 5})  // (M = 1, split-K, under the sanitizers)
     if (!cuda_test::quick || m == 1) check_graph_capture(t, m);
+  check_concurrent_streams(t);
   check_linear<4, 8>(t, 6, 64, 200, 8, false, true);  // K padding: the regrown activation rows stay zero-padded
   check_linear<4, 8>(t, 5, 80, 512, 8, true);
   check_linear<8, 8>(t, 4, 64, 512, 6, true, true);  // power-of-two K: the rotation is bit-exact too

@@ -63,23 +63,38 @@ class linear<gemm::integer_policy<cuda::device, WeightBits, ActivationBits>> {
   /// bf16) in device memory, on `stream`, with the device that built the layer current.
   /// The quantized activations go through one buffer of the layer (last_activations()),
   /// allocated at the largest M seen and then reused, so forward calls on one layer must
-  /// be ordered (one stream, or synchronized between streams). For concurrent streams on
-  /// shared weights, call cuda::rotate_quantize and the reentrant gemm::integer_gemm with
-  /// one device_activations per stream.
+  /// be ordered (one stream, or synchronized between streams); for concurrent streams,
+  /// pass each its own workspace (the overload below).
   template <storage_float T, gemm::output_element Out>
   void forward(matrix_view<const T> x, matrix_view<Out> y, cudaStream_t stream = nullptr) const {
+    forward(x, y, qa_, stream);
+  }
+
+  /// The same with the quantized activations in `workspace` (grown as needed, on the
+  /// layer's device) instead of the layer's buffer: nothing else of the layer is written
+  /// during a call, so calls on several streams at once, each with its own workspace, do
+  /// not race — one set of weights serves them all. A workspace must not be shared
+  /// between calls in flight on different streams.
+  template <storage_float T, gemm::output_element Out>
+  void forward(matrix_view<const T> x, matrix_view<Out> y, cuda::device_activations& workspace,
+               cudaStream_t stream = nullptr) const {
     quarot::detail::require(x.cols == in_features(), "linear: input has ", x.cols, " features, expected ",
                             in_features());
     cuda::detail::require_current_device(gemm_.weights().data.device(), "linear: the layer's weights");
-    if (rotation_) cuda::rotate_quantize(cuda::device{}, *rotation_, x, bits_, clip_, qa_, stream);
-    else cuda::quantize_activations(cuda::device{}, x, bits_, clip_, qa_, stream);
-    gemm_(qa_, bias_.empty() ? nullptr : bias_.data(), y, stream);
+    if (rotation_) cuda::rotate_quantize(cuda::device{}, *rotation_, x, bits_, clip_, workspace, stream);
+    else cuda::quantize_activations(cuda::device{}, x, bits_, clip_, workspace, stream);
+    gemm_(workspace, bias_.empty() ? nullptr : bias_.data(), y, stream);
   }
 
   /// The same for a view of mutable input rows (a device_buffer's view()).
   template <storage_float T, gemm::output_element Out>
   void forward(matrix_view<T> x, matrix_view<Out> y, cudaStream_t stream = nullptr) const {
-    forward(matrix_view<const T>(x), y, stream);
+    forward(matrix_view<const T>(x), y, qa_, stream);
+  }
+  template <storage_float T, gemm::output_element Out>
+  void forward(matrix_view<T> x, matrix_view<Out> y, cuda::device_activations& workspace,
+               cudaStream_t stream = nullptr) const {
+    forward(matrix_view<const T>(x), y, workspace, stream);
   }
 
   /// The quantized activations of the last forward call (device memory; require_finite()
