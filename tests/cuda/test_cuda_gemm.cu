@@ -163,7 +163,8 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
 
 template <class In>
 void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size_t n, std::size_t k, bool sym,
-                       std::size_t group) {
+                       std::size_t group, std::size_t ldx = 0) {
+  if (ldx == 0) ldx = k;
   auto x = cuda_test::random_values(m * k, k + m);
   std::vector<In> xin(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) {
@@ -189,11 +190,13 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
       mag = std::max(mag, std::fabs(s));
     }
   const auto dw = cuda::device_weights::upload(packed);
-  cuda::device_buffer<In> dx(xin.size());
+  std::vector<In> xpad(m * ldx, from_float<In>(1e30f));  // the gaps between rows must not be read
+  for (std::size_t r = 0; r < m; ++r) std::copy(xin.begin() + r * k, xin.begin() + (r + 1) * k, xpad.begin() + r * ldx);
+  cuda::device_buffer<In> dx(xpad.size());
   cuda::device_buffer<float> dbias(n), dy(m * n);
-  dx.upload(xin.data(), xin.size());
+  dx.upload(xpad.data(), xpad.size());
   dbias.upload(bias.data(), n);
-  cuda::weight_only_gemm(cuda::device{}, dw, matrix_view<const In>(dx.data(), m, k, k), dbias.data(),
+  cuda::weight_only_gemm(cuda::device{}, dw, matrix_view<const In>(dx.data(), m, k, ldx), dbias.data(),
                          matrix_view<float>(dy.data(), m, n, n));
   std::vector<float> got(m * n);
   dy.download(got.data(), got.size());
@@ -201,7 +204,8 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
   for (std::size_t i = 0; i < got.size(); ++i) err = std::max(err, std::fabs(got[i] - expect[i]));
   t.check(err <= 1e-5 * mag * std::sqrt(double(k)),
           "weight-only W" + std::to_string(bits) + "A16 " + cuda_test::type_name<In>() + " " + shape(m, n, k) +
-              (sym ? " sym" : " asym") + " g" + std::to_string(group) + ": max error " + std::to_string(err) +
+              (sym ? " sym" : " asym") + " g" + std::to_string(group) + " stride " + std::to_string(ldx) +
+              ": max error " + std::to_string(err) +
               " of max |y| " + std::to_string(mag));
 }
 
@@ -779,6 +783,11 @@ int main() {
     check_weight_only<float>(t, bits, 5, 100, 384, false, 128);
     check_weight_only<quarot::half>(t, bits, 1, cuda_test::emulated ? 256 : 4096, 4096, true, 128);
     check_weight_only<bfloat16>(t, bits, 3, 64, 264, false, 8);
+    // K = 203: a last run of 3 levels; rows off 16-byte alignment (stride 203, scalar
+    // loads) or aligned by the stride (208: 16-byte loads up to the tail).
+    check_weight_only<float>(t, bits, 3, 100, 203, true, 0);
+    check_weight_only<quarot::half>(t, bits, 5, 64, 203, false, 0, 208);
+    check_weight_only<bfloat16>(t, bits, 2, 64, 256, true, 64, 260);  // stride 520 bytes: scalar loads
   }
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);

@@ -46,6 +46,7 @@
 #include "../../gemm/packing.hpp"
 #include "../../gemm/policies.hpp"
 #include "common.cuh"
+#include "fwht.cuh"
 #include "quantize.cuh"
 #include "sm90.cuh"
 
@@ -800,8 +801,8 @@ __global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_byt
 /// lane takes 32 consecutive levels per step with 16-byte loads (one for int4, two for
 /// int8; rows are padded to 64 levels, so a step never leaves its row), the warp 1024
 /// levels; the scale and zero point per 8 levels (group sizes are multiples of 8). Rows in
-/// chunks of 4.
-template <int WBits, class In, class Out>
+/// passes of R (4, or 1 for a single row).
+template <int WBits, int R, class In, class Out>
 __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size_t ldx, std::size_t m_rows,
                                                           const std::uint8_t* w, std::size_t w_row_bytes,
                                                           const float* scales, const std::int32_t* zeros,
@@ -813,49 +814,76 @@ __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size
   const int lane = static_cast<int>(threadIdx.x) % 32;
   if (col >= n) return;
   const std::uint8_t* wrow = w + col * w_row_bytes;
-  for (std::size_t m0 = 0; m0 < m_rows; m0 += 4) {
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  // Runs of 8 activations (kk a multiple of 8) are whole aligned words in every row when
+  // the rows start aligned and the stride keeps them so.
+  const bool vector_x = vector_runs<8>(x) && ldx * sizeof(In) % run_word_bytes<8, In> == 0;
+  // A lane's weight words of one step, one to two 16-byte loads.
+  const auto load_step = [&](std::size_t k0, std::uint32_t(&q)[words]) {
+    QUAROT_CUDA_UNROLL
+    for (int c = 0; c < words / 4; ++c) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(wrow + k0 * WBits / 8) + c);
+      q[4 * c] = v.x;
+      q[4 * c + 1] = v.y;
+      q[4 * c + 2] = v.z;
+      q[4 * c + 3] = v.w;
+    }
+  };
+  for (std::size_t m0 = 0; m0 < m_rows; m0 += R) {
+    float acc[R];
+    QUAROT_CUDA_UNROLL
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    // The next step's weights are loaded before this step's arithmetic: two steps in
+    // flight per lane, as decode is bound by the bytes in flight.
+    std::uint32_t next[words] = {};
+    if (per_lane * static_cast<std::size_t>(lane) < k) load_step(per_lane * static_cast<std::size_t>(lane), next);
     for (std::size_t k0 = per_lane * static_cast<std::size_t>(lane); k0 < k; k0 += 32 * per_lane) {
       std::uint32_t q[words];
       QUAROT_CUDA_UNROLL
-      for (int c = 0; c < words / 4; ++c) {
-        const uint4 v = __ldg(reinterpret_cast<const uint4*>(wrow + k0 * WBits / 8) + c);
-        q[4 * c] = v.x;
-        q[4 * c + 1] = v.y;
-        q[4 * c + 2] = v.z;
-        q[4 * c + 3] = v.w;
-      }
+      for (int c = 0; c < words; ++c) q[c] = next[c];
+      if (k0 + 32 * per_lane < k) load_step(k0 + 32 * per_lane, next);
       QUAROT_CUDA_UNROLL
       for (int sub = 0; sub < per_lane / 8; ++sub) {  // 8 levels: one scale and zero point
         const std::size_t kk = k0 + 8 * sub;
         if (kk >= k) break;
         const std::size_t gi = (group_size ? kk / group_size : 0) * n_padded + col;
         const float s = scales[gi];
-        const int z = zeros[gi];
+        // w - z as float, exactly (|w - z| < 2^9): the level's offset-binary bits u = w + 2^(b-1)
+        // as the mantissa of 2^23 (0x4B000000 | u is 2^23 + u), minus 2^23 + 2^(b-1) + z —
+        // a shift, a LOP3 and an add per level instead of a sign extension and a conversion.
+        const float bias_z = static_cast<float>((1 << 23) + (1 << (WBits - 1)) + zeros[gi]);
         float wv[8];
         QUAROT_CUDA_UNROLL
         for (int j = 0; j < 8; ++j) {
           if constexpr (WBits == 4) {
-            wv[j] = static_cast<float>(((static_cast<int>(q[sub] >> (4 * j)) & 0x0f) ^ 8) - 8 - z);
+            const std::uint32_t u = ((q[sub] ^ 0x88888888u) >> (4 * j)) & 0x0fu;
+            wv[j] = __uint_as_float(0x4B000000u | u) - bias_z;
           } else {
-            const std::uint32_t word = q[2 * sub + j / 4];
-            wv[j] = static_cast<float>(static_cast<std::int8_t>((word >> (8 * (j % 4))) & 0xff) - z);
+            const std::uint32_t u = ((q[2 * sub + j / 4] ^ 0x80808080u) >> (8 * (j % 4))) & 0xffu;
+            wv[j] = __uint_as_float(0x4B000000u | u) - bias_z;
           }
         }
+        const bool full = kk + 8 <= k;
         QUAROT_CUDA_UNROLL
-        for (int r = 0; r < 4; ++r) {
+        for (int r = 0; r < R; ++r) {
           if (m0 + r >= m_rows) break;
           const In* xr = x + (m0 + r) * ldx + kk;
+          float xv[8];
+          if (full && vector_x) {
+            load_run<8>(xr, xv);  // one 16-byte load (fp16 / bf16; two for fp32)
+          } else {
+            QUAROT_CUDA_UNROLL
+            for (int j = 0; j < 8; ++j) xv[j] = kk + j < k ? load_as_float(xr + j) : 0.0f;
+          }
           float dot = 0.0f;
           QUAROT_CUDA_UNROLL
           for (int j = 0; j < 8; ++j)
-            if (kk + j < k) dot = fmaf(load_as_float(xr + j), wv[j], dot);
+            if (full || kk + j < k) dot = fmaf(xv[j], wv[j], dot);
           acc[r] = fmaf(s, dot, acc[r]);
         }
       }
     }
     QUAROT_CUDA_UNROLL
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < R; ++r) {
       float v = acc[r];
       for (int d = 16; d >= 1; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
       if (lane == 0 && m0 + r < m_rows) store_from_float(y + (m0 + r) * ldy + col, v + (bias ? bias[col] : 0.0f));
@@ -885,14 +913,19 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
   detail::require_device_view(y, "CUDA weight_only_gemm: the output");
   if (bias) detail::require_device_pointer(bias, "CUDA weight_only_gemm: the bias");
   const unsigned blocks = detail::grid_for(w.n, 4);
-  if (w.bits == 4)
-    detail::launch(detail::weight_only_kernel<4, In, Out>, blocks, 128, 0, stream, x.data, x.stride, x.rows,
-                   w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(), w.n_padded, w.n, w.k, w.group_size,
-                   bias, y.data, y.stride);
-  else
-    detail::launch(detail::weight_only_kernel<8, In, Out>, blocks, 128, 0, stream, x.data, x.stride, x.rows,
-                   w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(), w.n_padded, w.n, w.k, w.group_size,
-                   bias, y.data, y.stride);
+  // Rows in passes of R = 4 (each weight word feeds 4 rows), or R = 1 for one row (decode's
+  // case: a quarter of the accumulator and activation registers).
+  const auto run = [&](auto bits, auto rows) {
+    detail::launch(detail::weight_only_kernel<decltype(bits)::value, decltype(rows)::value, In, Out>, blocks, 128, 0,
+                   stream, x.data, x.stride, x.rows, w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(),
+                   w.n_padded, w.n, w.k, w.group_size, bias, y.data, y.stride);
+  };
+  const auto with_rows = [&](auto bits) {
+    if (x.rows == 1) run(bits, std::integral_constant<int, 1>{});
+    else run(bits, std::integral_constant<int, 4>{});
+  };
+  if (w.bits == 4) with_rows(std::integral_constant<int, 4>{});
+  else with_rows(std::integral_constant<int, 8>{});
 }
 
 /// The same for a view of mutable activation rows (a device_buffer's view()).
