@@ -650,6 +650,20 @@ int main() {
   for (std::size_t n : {1, 2, 32, 64, 1024, 2048, 4096, 16384, 32768})
     for (int bits : {4, 8}) check_rotate_quantize(t, n <= 1024 && !cuda_test::quick ? 133 : 5, n, bits);
   for (std::size_t n : {12, 28, 5120, 11008}) check_rotate_quantize(t, 3, n, 4);
+  {  // The fused Kronecker quantizer's two paths: the row staged in a second shared buffer
+     // (register tiles, one evaluation) or kronecker_value evaluated twice per index.
+    const cuda_test::emulated_hopper hopper(true);  // 227 KiB of shared memory per block
+    const bool hopper_staged = cuda::detail::device_hadamard(13824, nullptr).kronecker_quantize_staged();
+    check_rotate_quantize(t, 2, 13824, 8);  // 108 x 128: 108 KiB staged
+    const bool wide_staged = cuda::detail::device_hadamard(44032, nullptr).kronecker_quantize_staged();
+    check_rotate_quantize(t, 2, 44032, 4);  // 172 x 256: two rows (344 KiB) fit no device
+    const bool tiny_staged = cuda::detail::device_hadamard(344, nullptr).kronecker_quantize_staged();
+    check_rotate_quantize(t, 3, 344, 4);  // 172 x 2: no tiles of 4 columns
+    const bool fits = 2 * 13824 * sizeof(float) <= cuda::detail::max_shared_per_block();  // (emulation: yes)
+    t.check(hopper_staged == fits && !wide_staged && !tiny_staged,
+            std::string("Kronecker quantizer staged for 13824 on 227 KiB: ") + (hopper_staged ? "yes" : "no") +
+                ", for 44032: " + (wide_staged ? "yes" : "no") + ", for 344: " + (tiny_staged ? "yes" : "no"));
+  }
   check_non_finite(t);
   check_buffer_reuse(t);
   check_wrong_device(t);

@@ -72,6 +72,9 @@ inline int2 make_int2(int x, int y) { return int2{x, y}; }
 struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
 
 struct CUstream_st;
 using cudaStream_t = CUstream_st*;

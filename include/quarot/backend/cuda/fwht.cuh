@@ -288,13 +288,41 @@ void fwht_rows(matrix_view<T> x, unsigned log2n, float scale, const float* signs
 // ------------------------------------------------------------------ Kronecker sizes
 
 /// The value of row index i after (H_m ⊗ H_p): the FWHT'd blocks are in `t` (shared
-/// memory); H_m's row a (±1 floats, m x m row-major) summed in j order.
-__device__ __forceinline__ float kronecker_value(const float* t, const float* h, int m, int p, int i) {
+/// memory); H_m's row a summed in j order, read from `ht` = H_mᵀ (±1 floats, m x m
+/// row-major: row j holds H_m[a][j] for every a). Two loads per multiply-add: for p not a
+/// multiple of 4 (n = m or 2m) and where kronecker_dense_tiles' second buffer does not fit.
+__device__ __forceinline__ float kronecker_value(const float* t, const float* ht, int m, int p, int i) {
   const int a = i / p, b = i % p;
-  const float* hrow = h + static_cast<std::size_t>(a) * m;
   float s = 0.0f;
-  for (int j = 0; j < m; ++j) s += hrow[j] * t[j * p + b];
+  for (int j = 0; j < m; ++j) s = fmaf(ht[static_cast<std::size_t>(j) * m + a], t[j * p + b], s);
   return s;
+}
+
+/// Every value of the row after (H_m ⊗ H_p), as kronecker_value computes it (the same
+/// fmaf chain over j from 0.0f; the products are ±t, exact), in register tiles of 4 a x
+/// 4 b: per j one 16-byte load of t (shared) and one of H_mᵀ's row j feed 16 FMAs, where
+/// kronecker_value needs two loads per FMA. Consecutive threads take consecutive b (the
+/// warp's t loads are contiguous or broadcast, its H_mᵀ loads broadcast). m and p must be
+/// multiples of 4 (m is: Hadamard orders past 2 are multiples of 4). f(i, v) receives the
+/// values of indices i..i+3 (i a multiple of 4). All threads of the block call it.
+template <class F>
+__device__ __forceinline__ void kronecker_dense_tiles(const float* t, const float* ht, int m, int p, F&& f) {
+  const int b_tiles = p / 4, tiles = m / 4 * b_tiles;
+  for (int tile = static_cast<int>(threadIdx.x); tile < tiles; tile += static_cast<int>(blockDim.x)) {
+    const int a0 = 4 * (tile / b_tiles), b0 = 4 * (tile % b_tiles);
+    float acc[4][4] = {};
+    for (int j = 0; j < m; ++j) {
+      const float4 tv = *reinterpret_cast<const float4*>(t + j * p + b0);
+      const float4 hv = __ldg(reinterpret_cast<const float4*>(ht + static_cast<std::size_t>(j) * m + a0));
+      const float tj[4] = {tv.x, tv.y, tv.z, tv.w}, hj[4] = {hv.x, hv.y, hv.z, hv.w};
+      QUAROT_CUDA_UNROLL
+      for (int a = 0; a < 4; ++a)
+        QUAROT_CUDA_UNROLL
+        for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(hj[a], tj[b], acc[a][b]);
+    }
+    QUAROT_CUDA_UNROLL
+    for (int a = 0; a < 4; ++a) f((a0 + a) * p + b0, acc[a]);
+  }
 }
 
 /// Loads row `src` (n = m·p values, times the signs) into t and runs the FWHT levels of
@@ -320,13 +348,20 @@ __device__ void kronecker_fwht_blocks(const T* src, const float* signs, float* t
 }
 
 template <class T>
-__global__ void kronecker_kernel(T* x, std::size_t stride, int m, int p, const float* h, float scale,
+__global__ void kronecker_kernel(T* x, std::size_t stride, int m, int p, const float* ht, float scale,
                                  const float* signs) {
   QUAROT_CUDA_DYNAMIC_SHARED(float, t);
   const int n = m * p;
   T* row = x + static_cast<std::size_t>(blockIdx.x) * stride;
   kronecker_fwht_blocks(row, signs, t, n, p);
-  for (int i = threadIdx.x; i < n; i += blockDim.x) store_from_float(row + i, kronecker_value(t, h, m, p, i) * scale);
+  if (p % 4 == 0) {
+    kronecker_dense_tiles(t, ht, m, p, [&](int i, const float(&v)[4]) {
+      QUAROT_CUDA_UNROLL
+      for (int e = 0; e < 4; ++e) store_from_float(row + i + e, v[e] * scale);
+    });
+  } else {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) store_from_float(row + i, kronecker_value(t, ht, m, p, i) * scale);
+  }
 }
 
 /// A Hadamard transform's device data: its plan, H_m (when m > 1) and the signs (or none).
@@ -335,11 +370,16 @@ class device_hadamard {
   device_hadamard(std::size_t n, const float* signs) : plan_(plan_hadamard(n)) {
     quarot::detail::require(n <= 0x7fffffff, "CUDA Hadamard transform: size ", n, " is too large");
     if (plan_.m > 1) {
-      // The CPU transform's own H_m (row-major ±1 floats), so both backends use one matrix.
+      // The CPU transform's own H_m (row-major ±1 floats), so both backends use one
+      // matrix, stored transposed (kronecker_dense_tiles reads 4 a's of one j at once).
       const quarot::hadamard_transform cpu_transform(n, quarot::cpu::isa::scalar);
       const std::vector<float>& h = cpu_transform.dense_factor();
-      h_ = device_buffer<float>(h.size());
-      h_.upload(h.data(), h.size());
+      const std::size_t m = plan_.m;
+      std::vector<float> ht(h.size());
+      for (std::size_t a = 0; a < m; ++a)
+        for (std::size_t j = 0; j < m; ++j) ht[j * m + a] = h[a * m + j];
+      h_ = device_buffer<float>(ht.size());
+      h_.upload(ht.data(), ht.size());
     }
     if (signs) {
       for (std::size_t i = 0; i < n; ++i)
@@ -355,7 +395,8 @@ class device_hadamard {
   [[nodiscard]] std::size_t size() const noexcept { return plan_.n; }
   [[nodiscard]] const hadamard_plan& plan() const noexcept { return plan_; }
   [[nodiscard]] const float* signs() const noexcept { return signs_.empty() ? nullptr : signs_.data(); }
-  [[nodiscard]] const float* dense_factor() const noexcept { return h_.empty() ? nullptr : h_.data(); }
+  /// H_m transposed (row j: H_m[a][j] for every a), or null for 2^k.
+  [[nodiscard]] const float* dense_factor_transposed() const noexcept { return h_.empty() ? nullptr : h_.data(); }
   /// The device that holds the signs and H_m, -1 when there are neither (2^k, no signs).
   [[nodiscard]] int device() const noexcept { return signs_.empty() ? h_.device() : signs_.device(); }
   /// Throws errc::invalid_argument when another device than this transform's is current.
@@ -366,6 +407,14 @@ class device_hadamard {
 
   /// Shared memory of the Kronecker kernels (one fp32 row).
   [[nodiscard]] std::size_t kronecker_shared_bytes() const noexcept { return plan_.n * sizeof(float); }
+  /// Whether the fused Kronecker quantizer keeps the transformed row in a second buffer
+  /// (kronecker_dense_tiles, then the range and the levels from it): p a multiple of 4 and
+  /// two fp32 rows within the device's shared memory per block (2 x 11008 x 4 = 86 KiB;
+  /// up to n = 12,672 on sm_86's 99 KiB, 29,056 on Hopper's 227 KiB). Else it evaluates
+  /// kronecker_value twice per index.
+  [[nodiscard]] bool kronecker_quantize_staged() const {
+    return plan_.p % 4 == 0 && 2 * kronecker_shared_bytes() <= max_shared_per_block();
+  }
 
   template <storage_float T>
   void apply(matrix_view<T> x, cudaStream_t stream) const {
@@ -381,7 +430,7 @@ class device_hadamard {
     const std::size_t shmem = kronecker_shared_bytes();
     allow_shared(kronecker_kernel<T>, shmem);
     launch(kronecker_kernel<T>, grid_for(x.rows, 1), 256, shmem, stream, x.data, x.stride, static_cast<int>(plan_.m),
-           static_cast<int>(plan_.p), dense_factor(), scale(), signs());
+           static_cast<int>(plan_.p), dense_factor_transposed(), scale(), signs());
   }
 
  private:

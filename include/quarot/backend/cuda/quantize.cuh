@@ -280,16 +280,30 @@ __global__ void quantize_rows_kernel(const T* x, std::size_t stride, int n, int 
                      token_out{out + row * row_bytes, scales + row, status, row, bits}, red);
 }
 
+/// The Kronecker transform fused with the quantization. `staged` (device_hadamard::
+/// kronecker_quantize_staged): the transformed row goes once, by register tiles, into a
+/// second fp32 row of shared memory, which the range and the levels read; else each index
+/// is computed twice by kronecker_value. Same values either way.
 template <class T>
-__global__ void kronecker_quantize_kernel(const T* x, std::size_t stride, int m, int p, const float* h, float scale,
-                                          const float* signs, int bits, float clip, std::uint8_t* out,
+__global__ void kronecker_quantize_kernel(const T* x, std::size_t stride, int m, int p, const float* ht, float scale,
+                                          const float* signs, bool staged, int bits, float clip, std::uint8_t* out,
                                           std::size_t row_bytes, float* scales, unsigned long long* status) {
   QUAROT_CUDA_DYNAMIC_SHARED(float, t);
   __shared__ float red[64];
   const std::size_t row = blockIdx.x;
-  kronecker_fwht_blocks(x + row * stride, signs, t, m * p, p);
-  quantize_row_block([&](int i) { return kronecker_value(t, h, m, p, i) * scale; }, m * p, clip,
-                     token_out{out + row * row_bytes, scales + row, status, row, bits}, red);
+  const int n = m * p;
+  const token_out o{out + row * row_bytes, scales + row, status, row, bits};
+  kronecker_fwht_blocks(x + row * stride, signs, t, n, p);
+  if (staged) {
+    float* u = t + n;
+    kronecker_dense_tiles(t, ht, m, p, [&](int i, const float(&v)[4]) {
+      *reinterpret_cast<float4*>(u + i) = float4{v[0], v[1], v[2], v[3]};
+    });
+    __syncthreads();
+    quantize_row_block([&](int i) { return u[i] * scale; }, n, clip, o, red);
+  } else {
+    quantize_row_block([&](int i) { return kronecker_value(t, ht, m, p, i) * scale; }, n, clip, o, red);
+  }
 }
 
 inline void check_quantize_args(std::size_t cols, int bits, float clip) {
@@ -348,11 +362,13 @@ void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bit
                      out.row_bytes, out.scales.data(), out.status.data());
     });
   } else {
-    const std::size_t shmem = h.kronecker_shared_bytes();
+    const bool staged = h.kronecker_quantize_staged();
+    const std::size_t shmem = h.kronecker_shared_bytes() * (staged ? 2 : 1);
     detail::allow_shared(detail::kronecker_quantize_kernel<T>, shmem);
     detail::launch(detail::kronecker_quantize_kernel<T>, detail::grid_for(x.rows, 1), 256, shmem, stream, x.data,
-                   x.stride, static_cast<int>(plan.m), static_cast<int>(plan.p), h.dense_factor(), h.scale(), h.signs(),
-                   bits, clip_ratio, out.data.data(), out.row_bytes, out.scales.data(), out.status.data());
+                   x.stride, static_cast<int>(plan.m), static_cast<int>(plan.p), h.dense_factor_transposed(), h.scale(),
+                   h.signs(), staged, bits, clip_ratio, out.data.data(), out.row_bytes, out.scales.data(),
+                   out.status.data());
   }
 }
 
