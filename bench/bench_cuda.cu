@@ -101,7 +101,8 @@ void BM_cuda_rotate_quantize_int4(benchmark::State& state) {
 }
 BENCHMARK(BM_cuda_rotate_quantize_int4)
     ->Args({4096, 2048})
-    ->Args({11008, 2048})
+    ->Args({11008, 2048})  // 172 x 64 (LLaMA-2-7B's down_proj)
+    ->Args({14336, 2048})  // 28 x 512 (Llama-3-8B's)
     ->Args({16384, 2048})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
