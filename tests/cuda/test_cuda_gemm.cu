@@ -515,24 +515,44 @@ void check_caller_pointers(cuda_test::counter& t) {
 #endif
 }
 
+/// A rotated W4A4 layer, 96 x 1024 with bias and asymmetric g128 weights, on the CPU (the
+/// reference) and on the device, from one seed (weights; bias seed + 2, signs seed + 6).
+struct w4a4_layer_pair {
+  static constexpr std::size_t n = 96, k = 1024;
+  gemm::packed_weights packed;
+  std::vector<float> bias;
+  randomized_hadamard q;
+  linear<gemm::integer_policy<cpu::scalar, 4, 4>> cpu_layer;
+  linear<gemm::integer_policy<cuda::device, 4, 4>> gpu_layer;
+
+  explicit w4a4_layer_pair(std::uint64_t seed)
+      : packed(make_packed(seed)),
+        bias(cuda_test::random_values(n, seed + 2)),
+        q(k, seed + 6, cpu::isa::scalar),
+        cpu_layer(packed, bias, 4, 0.9f),
+        gpu_layer(packed, bias, 4, 0.9f) {
+    cpu_layer.with_online_rotation(q);
+    gpu_layer.with_online_rotation(q);
+  }
+
+ private:
+  static gemm::packed_weights make_packed(std::uint64_t seed) {
+    auto w = cuda_test::random_values(n * k, seed, 3.0f);
+    for (auto& v : w) v *= 0.05f;
+    const quant_params p{.bits = 4, .symmetric = false, .gran = granularity::per_group, .group_size = 128};
+    return gemm::pack_weights(rtn_quantizer(p, cpu::isa::scalar).quantize(make_matrix_view(w, n, k)), 4);
+  }
+};
+
 /// One layer, two non-blocking streams, a workspace each (linear::forward's workspace
 /// overload): calls on both in flight at once, of different M (one with split-K), give the
 /// CPU layer's outputs bit for bit, and the layer's own activation buffer stays unused.
 /// On a GPU the streams overlap, so a write to shared layer state would show here.
 void check_concurrent_streams(cuda_test::counter& t) {
-  const std::size_t n = 96, k = 1024;
-  auto w = cuda_test::random_values(n * k, 61, 3.0f);
-  for (auto& v : w) v *= 0.05f;
-  const auto bias = cuda_test::random_values(n, 67);
-  const auto wq = rtn_quantizer({.bits = 4, .symmetric = false, .gran = granularity::per_group, .group_size = 128},
-                                cpu::isa::scalar)
-                      .quantize(make_matrix_view(w, n, k));
-  const auto packed = gemm::pack_weights(wq, 4);
-  const randomized_hadamard q(k, 71, cpu::isa::scalar);
-  linear<gemm::integer_policy<cpu::scalar, 4, 4>> cpu_layer(packed, bias, 4, 0.9f);
-  linear<gemm::integer_policy<cuda::device, 4, 4>> gpu_layer(packed, bias, 4, 0.9f);
-  cpu_layer.with_online_rotation(q);
-  gpu_layer.with_online_rotation(q);
+  w4a4_layer_pair layers(61);
+  const std::size_t n = layers.n, k = layers.k;
+  auto& cpu_layer = layers.cpu_layer;
+  auto& gpu_layer = layers.gpu_layer;
   struct lane {
     std::size_t m;
     std::vector<float> x[2], expect[2], got[2];
@@ -582,19 +602,10 @@ void check_concurrent_streams(cuda_test::counter& t) {
 /// nothing, its scratch (split-K partials, row sums) is stream-ordered, and the pointer
 /// checks are allowed under capture. Asymmetric g128 weights; M = 1 takes split-K.
 void check_graph_capture(cuda_test::counter& t, std::size_t m) {
-  const std::size_t n = 96, k = 1024;
-  auto w = cuda_test::random_values(n * k, 41, 3.0f);
-  for (auto& v : w) v *= 0.05f;
-  const auto bias = cuda_test::random_values(n, 43);
-  const auto wq = rtn_quantizer({.bits = 4, .symmetric = false, .gran = granularity::per_group, .group_size = 128},
-                                cpu::isa::scalar)
-                      .quantize(make_matrix_view(w, n, k));
-  const auto packed = gemm::pack_weights(wq, 4);
-  const randomized_hadamard q(k, 47, cpu::isa::scalar);
-  linear<gemm::integer_policy<cpu::scalar, 4, 4>> cpu_layer(packed, bias, 4, 0.9f);
-  linear<gemm::integer_policy<cuda::device, 4, 4>> gpu_layer(packed, bias, 4, 0.9f);
-  cpu_layer.with_online_rotation(q);
-  gpu_layer.with_online_rotation(q);
+  w4a4_layer_pair layers(41);
+  const std::size_t n = layers.n, k = layers.k;
+  auto& cpu_layer = layers.cpu_layer;
+  auto& gpu_layer = layers.gpu_layer;
   const auto x = cuda_test::random_values(m * k, 53 + m);
   std::vector<float> expect(m * n), got(m * n, 0.0f);
   cpu_layer.forward(make_matrix_view(x, m, k), make_matrix_view(expect, m, n));
