@@ -1081,7 +1081,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
   /// has both, the wgmma one with the path forced).
   [[nodiscard]] cuda::mma_path path_for(std::size_t m) const noexcept {
     if (path_ != cuda::mma_path::wgmma || !automatic_ || m > 64) return path_;
-    const std::size_t bn = w_.groups == 1 ? 256 : 128;  // the wgmma tile's width
+    const std::size_t bn = tile_cols(cuda::mma_path::wgmma);
     const std::size_t tiles = (w_.n_padded + bn - 1) / bn * ((m + 127) / 128);
     return tiles < static_cast<std::size_t>(sm_count_) ? cuda::mma_path::int8_mma : path_;
   }
@@ -1175,6 +1175,14 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
  private:
   static constexpr int a_bits = ActivationBits <= 4 ? 4 : 8;  // the kernels' activation storage
 
+  /// The output columns of one block tile on `path` (its rows are 128): wgmma 256 per
+  /// channel and 128 for groups (wgmma_tile_shape's BN, as operator() launches it),
+  /// mma.sync 64 (gemm_tile_shape).
+  [[nodiscard]] std::size_t tile_cols(cuda::mma_path path) const noexcept {
+    if (path != cuda::mma_path::wgmma) return 64;
+    return w_.groups == 1 ? 256 : 128;
+  }
+
   /// A call's grid and K steps on `path`: output tiles of 128 rows by the kernel's width
   /// (wgmma 256, grouped 128; mma.sync 64), K steps of its MMA (int4 64, else 32), and
   /// the split-K plan over them, in the kernel's stages (wgmma: S::steps; mma.sync: 2) and
@@ -1191,8 +1199,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     launch_geometry g{};
     g.steps = static_cast<int>(w_.k_padded / k_step);
     g.group_steps = w_.groups == 1 ? g.steps : static_cast<int>(w_.group_size / k_step);
-    const std::size_t cols = wgmma ? (w_.groups == 1 ? 256 : 128) : 64;
-    g.tiles = dim3(cuda::detail::grid_for(w_.n_padded, cols), cuda::detail::grid_for(m, 128));
+    g.tiles = dim3(cuda::detail::grid_for(w_.n_padded, tile_cols(path)), cuda::detail::grid_for(m, 128));
     g.tile_count = static_cast<std::size_t>(g.tiles.x) * g.tiles.y;
     const int stage_steps = wgmma ? cuda::detail::wgmma_tile_shape<a_bits, WeightBits, 128>::steps : 2;
     const std::size_t slots = static_cast<std::size_t>(sm_count_) * (wgmma ? 1 : 2);
