@@ -9,7 +9,9 @@
 //
 // A block's threads run as fibers (ucontext) on the calling thread, one block after the
 // other, so `__shared__` (here: static) variables and the dynamic shared memory are the
-// block's own.
+// block's own. The blocks of a thread-block cluster (launch_cluster) run together, each
+// with its own dynamic shared memory; kernels launched in clusters must not use static
+// `__shared__` variables, which the emulation would share between them.
 #pragma once
 
 #define QUAROT_CUDA_EMULATION 1
@@ -34,6 +36,8 @@
 
 #include <ucontext.h>
 
+#include "cuda.h"
+
 #if defined(__SANITIZE_ADDRESS__)
 #define QUAROT_EMULATION_ASAN 1
 #elif defined(__has_feature)
@@ -55,6 +59,7 @@
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -266,6 +271,7 @@ struct async_state {
   async_queue<copy_op> copies;
 };
 
+struct barrier_state;
 struct thread_context {
   dim3 thread_idx, block_idx, block_dim, grid_dim;
   unsigned lane, warp;
@@ -273,6 +279,10 @@ struct thread_context {
   unsigned char* shared;
   std::size_t shared_bytes;
   async_state* async;
+  barrier_state* block_barrier;  // __syncthreads of the thread's block
+  barrier_state* warp_barriers;  // its block's warps'
+  unsigned cluster_rank, cluster_size;
+  unsigned char* const* cluster_shared;  // each block's of the cluster, by rank
 };
 
 /// A block's threads are fibers (ucontext) run by one host thread: each runs until it
@@ -291,16 +301,24 @@ struct fiber {
   /// scheduler resumes it only once that generation has passed.
   const barrier_state* waiting_on = nullptr;
   unsigned wait_generation = 0;
+  /// The phase byte of the mbarrier the fiber waits on and the parity it waits to see
+  /// completed (null: none).
+  const std::uint8_t* waiting_phase = nullptr;
+  unsigned wait_parity = 0;
   [[nodiscard]] bool runnable() const noexcept {
-    return !done && (waiting_on == nullptr || waiting_on->generation != wait_generation);
+    return !done && (waiting_on == nullptr || waiting_on->generation != wait_generation) &&
+           (waiting_phase == nullptr || (*waiting_phase & 1u) != wait_parity);
   }
 };
+/// The fibers of one block, or of a cluster's blocks (block r's thread t is fiber
+/// r · threads + t).
 struct block_run {
   ucontext_t scheduler;
   std::vector<fiber> fibers;
   std::size_t current = 0;
-  barrier_state block;
-  std::vector<barrier_state> warps;
+  std::vector<barrier_state> blocks;  // per block of the cluster
+  std::vector<barrier_state> warps;   // block r's warp w at r · warps + w
+  barrier_state cluster;
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
   void* scheduler_stack_bottom = nullptr;
@@ -357,8 +375,10 @@ inline void leave(barrier_state& bar) {
   }
 }
 
-inline void syncthreads() { wait_at(current_block()->block); }
-inline void syncwarp() { wait_at(current_block()->warps[ctx->warp]); }
+inline void syncthreads() { wait_at(*ctx->block_barrier); }
+inline void syncwarp() { wait_at(ctx->warp_barriers[ctx->warp]); }
+inline void cluster_sync() { wait_at(current_block()->cluster); }
+inline unsigned cluster_rank() { return ctx->cluster_rank; }
 
 /// Every lane publishes `count` 32-bit words, then may read any lane's.
 inline std::uint32_t* publish(const std::uint32_t* words, int count) {
@@ -386,8 +406,9 @@ inline void fiber_main() {
 #endif
   fiber& f = b.fibers[b.current];
   b.body(b.body_arg);
-  leave(b.block);
-  leave(b.warps[f.thread.warp]);
+  leave(*f.thread.block_barrier);
+  leave(f.thread.warp_barriers[f.thread.warp]);
+  leave(b.cluster);
   f.done = true;
   yield_to_scheduler(true);
 }
@@ -417,24 +438,28 @@ __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
 }
 
 template <class... P>
-void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P... args) {
+void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, dim3 cluster, P... args) {
   const unsigned threads = block.x * block.y * block.z;
+  const unsigned per_cluster = cluster.x * cluster.y * cluster.z;
   const auto it = shared_limits().find(reinterpret_cast<const void*>(kernel));
   const int limit = it == shared_limits().end() ? default_shared : it->second;
   if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
-      shmem > static_cast<std::size_t>(limit)) {
+      shmem > static_cast<std::size_t>(limit) || per_cluster == 0 || per_cluster > 8 || grid.x % cluster.x != 0 ||
+      grid.y % cluster.y != 0 || grid.z % cluster.z != 0 || (per_cluster > 1 && compute_major < 9)) {
     last_error = cudaErrorInvalidConfiguration;
     return;
   }
   const unsigned warps = (threads + 31) / 32;
-  std::vector<unsigned char> shared(std::max<std::size_t>(shmem, 16));
-  std::vector<std::uint32_t> slots(static_cast<std::size_t>(warps) * 32 * 16);
+  std::vector<std::vector<unsigned char>> shared(per_cluster, std::vector<unsigned char>(std::max<std::size_t>(shmem, 16)));
+  std::vector<unsigned char*> shared_bases(per_cluster);
+  for (unsigned r = 0; r < per_cluster; ++r) shared_bases[r] = shared[r].data();
+  std::vector<std::uint32_t> slots(static_cast<std::size_t>(per_cluster) * warps * 32 * 16);
   std::tuple<P...> arguments(args...);
   auto body = [](void* p) { std::apply(*static_cast<void (**)(P...)>(static_cast<void**>(p)[0]), *static_cast<std::tuple<P...>*>(static_cast<void**>(p)[1])); };
   void (*kernel_copy)(P...) = kernel;
   void* body_arg[2] = {&kernel_copy, &arguments};
   block_run b;
-  b.fibers = std::vector<fiber>(threads);
+  b.fibers = std::vector<fiber>(static_cast<std::size_t>(per_cluster) * threads);
   // Fiber stacks are not zeroed (value-initializing 256 KiB per thread took a third of the
   // emulated tests' time).
   for (auto& f : b.fibers) f.stack = std::make_unique_for_overwrite<unsigned char[]>(fiber_stack_bytes);
@@ -442,52 +467,65 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P.
   b.body_arg = body_arg;
   block_run* const outer = current_block();
   current_block() = &b;
-  // The blocks in a scrambled order (the device promises none): a kernel whose blocks
-  // depend on one another's order (split-K's last block per tile) is checked for it.
+  // The clusters (single blocks without one) in a scrambled order (the device promises
+  // none): a kernel whose blocks depend on one another's order (split-K's last block per
+  // tile) is checked for it.
   std::vector<dim3> order;
-  order.reserve(static_cast<std::size_t>(grid.x) * grid.y * grid.z);
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) order.push_back(dim3(bx, by, bz));
+  order.reserve(static_cast<std::size_t>(grid.x) * grid.y * grid.z / per_cluster);
+  for (unsigned bz = 0; bz < grid.z; bz += cluster.z)
+    for (unsigned by = 0; by < grid.y; by += cluster.y)
+      for (unsigned bx = 0; bx < grid.x; bx += cluster.x) order.push_back(dim3(bx, by, bz));
   std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
   shuffle(order, state);
-  std::vector<unsigned> warp_order(warps);
-  std::vector<std::vector<unsigned>> lane_orders(warps);
-  for (unsigned w = 0; w < warps; ++w) {
-    warp_order[w] = w;
-    for (unsigned t = 32 * w; t < std::min(threads, 32 * w + 32); ++t) lane_orders[w].push_back(t);
-  }
-  for (const dim3 block_index : order) {
-    const unsigned bx = block_index.x, by = block_index.y, bz = block_index.z;
-    std::fill(shared.begin(), shared.end(), static_cast<unsigned char>(0xcd));  // no stale values
-    b.block = barrier_state{threads, 0, 0};
-    b.warps.assign(warps, barrier_state{});
-    for (unsigned w = 0; w < warps; ++w) b.warps[w].live = std::min(32u, threads - 32 * w);
-    for (unsigned t = 0; t < threads; ++t) {
-      fiber& f = b.fibers[t];
-      f.done = false;
-      f.waiting_on = nullptr;
-      f.thread = thread_context{dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y)),
-                                dim3(bx, by, bz),
-                                block,
-                                grid,
-                                t % 32,
-                                t / 32,
-                                slots.data() + static_cast<std::size_t>(t / 32) * 32 * 16,
-                                shared.data(),
-                                shared.size(),
-                                &f.async};
-      f.async = async_state{};
-      start_fiber(f);
+  const unsigned all_warps = per_cluster * warps;
+  std::vector<unsigned> warp_order(all_warps);
+  std::vector<std::vector<unsigned>> lane_orders(all_warps);
+  for (unsigned r = 0; r < per_cluster; ++r)
+    for (unsigned w = 0; w < warps; ++w) {
+      warp_order[r * warps + w] = r * warps + w;
+      for (unsigned t = 32 * w; t < std::min(threads, 32 * w + 32); ++t) lane_orders[r * warps + w].push_back(r * threads + t);
     }
-    // The block's threads run warp by warp, in an order shuffled afresh for each phase:
-    // a warp runs, its lanes in a shuffled order per round, until every lane waits at the
-    // block barrier (or has returned), then the next warp. The device promises no order
-    // between warps outside barriers and lets warps run far ahead of one another, so a
-    // kernel that lacks a __syncthreads between one warp's shared-memory write and
-    // another's read (or between a read and the overwrite) reads the wrong value in some
-    // phase. (Fibers run round-robin in thread order, the warps kept in step by their
-    // per-MMA warp barriers, hid such a race in the GEMM's epilogue.)
+  for (const dim3 first : order) {
+    b.blocks.assign(per_cluster, barrier_state{threads, 0, 0});
+    b.warps.assign(all_warps, barrier_state{});
+    b.cluster = barrier_state{per_cluster * threads, 0, 0};
+    for (unsigned r = 0; r < per_cluster; ++r) {
+      std::fill(shared[r].begin(), shared[r].end(), static_cast<unsigned char>(0xcd));  // no stale values
+      for (unsigned w = 0; w < warps; ++w) b.warps[r * warps + w].live = std::min(32u, threads - 32 * w);
+      const dim3 block_index(first.x + r % cluster.x, first.y + (r / cluster.x) % cluster.y,
+                             first.z + r / (cluster.x * cluster.y));
+      for (unsigned t = 0; t < threads; ++t) {
+        fiber& f = b.fibers[r * threads + t];
+        f.done = false;
+        f.waiting_on = nullptr;
+        f.waiting_phase = nullptr;
+        f.thread = thread_context{dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y)),
+                                  block_index,
+                                  block,
+                                  grid,
+                                  t % 32,
+                                  t / 32,
+                                  slots.data() + (static_cast<std::size_t>(r) * warps + t / 32) * 32 * 16,
+                                  shared[r].data(),
+                                  shared[r].size(),
+                                  &f.async,
+                                  &b.blocks[r],
+                                  b.warps.data() + static_cast<std::size_t>(r) * warps,
+                                  r,
+                                  per_cluster,
+                                  shared_bases.data()};
+        f.async = async_state{};
+        start_fiber(f);
+      }
+    }
+    // The threads run warp by warp, in an order shuffled afresh for each phase: a warp
+    // runs, its lanes in a shuffled order per round, until every lane waits at a barrier
+    // (or has returned), then the next warp. The device promises no order between warps
+    // outside barriers and lets warps run far ahead of one another, so a kernel that lacks
+    // a __syncthreads between one warp's shared-memory write and another's read (or
+    // between a read and the overwrite) reads the wrong value in some phase. (Fibers run
+    // round-robin in thread order, the warps kept in step by their per-MMA warp barriers,
+    // hid such a race in the GEMM's epilogue.) A cluster's warps mix in the same order.
     for (;;) {
       bool any = false;
       shuffle(warp_order, state);
@@ -508,8 +546,10 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P.
     }
     for (const fiber& f : b.fibers)
       if (!f.done) {
-        std::fprintf(stderr, "emulation: deadlock in block (%u, %u, %u): threads wait at barriers that never release\n",
-                     bx, by, bz);
+        std::fprintf(stderr,
+                     "emulation: deadlock in block (%u, %u, %u): threads wait at barriers that never release%s\n",
+                     f.thread.block_idx.x, f.thread.block_idx.y, f.thread.block_idx.z,
+                     f.waiting_phase ? " (an mbarrier phase that never completes)" : "");
         std::abort();
       }
   }
@@ -521,7 +561,13 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P.
 /// by value, as the device's launch copies them).
 template <class... P>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, P... args) {
-  enqueue([=] { run_grid(kernel, grid, block, shmem, args...); });
+  enqueue([=] { run_grid(kernel, grid, block, shmem, dim3(1, 1, 1), args...); });
+}
+/// A launch in thread-block clusters of `cluster` blocks (cudaLaunchKernelEx with
+/// cudaLaunchAttributeClusterDimension): compute capability 9.0, grid a multiple of it.
+template <class... P>
+void launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, dim3 cluster, std::size_t shmem, P... args) {
+  enqueue([=] { run_grid(kernel, grid, block, shmem, cluster, args...); });
 }
 
 /// mma.sync.aligned.m16n8k{32,64}.row.col.s32.{s8,s4}.{s8,s4}.s32 on one warp, with the
@@ -578,16 +624,22 @@ inline bool wgmma_swapped_offsets = false;
 /// Matrix Layout").
 struct shared_operand {
   std::size_t start, lbo, sbo;
+  bool swizzle128;
   explicit shared_operand(std::uint64_t desc)
-      : start((desc & 0x3fffu) << 4), lbo(((desc >> 16) & 0x3fffu) << 4), sbo(((desc >> 32) & 0x3fffu) << 4) {
-    if ((desc >> 49 & 7u) != 0 || (desc >> 62) != 0) {
-      std::fprintf(stderr, "emulation: only no-swizzle wgmma descriptors with base offset 0 are emulated\n");
+      : start((desc & 0x3fffu) << 4), lbo(((desc >> 16) & 0x3fffu) << 4), sbo(((desc >> 32) & 0x3fffu) << 4),
+        swizzle128((desc >> 62) == 1) {
+    if ((desc >> 49 & 7u) != 0 || ((desc >> 62) != 0 && !swizzle128)) {
+      std::fprintf(stderr, "emulation: only no-swizzle and 128-byte-swizzle wgmma descriptors with base offset 0 are emulated\n");
       std::abort();
     }
     if (wgmma_swapped_offsets) std::swap(lbo, sbo);
   }
   int operator()(int row, int k) const {
-    const std::size_t at = start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
+    // 128-byte swizzle, K-major: rows of 128 bytes in 8-row groups SBO apart, the 16-byte
+    // chunk of address bits 4-6 XORed with bits 7-9 of the address formed.
+    std::size_t at = swizzle128 ? start + (row / 8) * sbo + (row % 8) * 128 + k
+                                : start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
+    if (swizzle128) at ^= ((at >> 7) & 7u) << 4;
     if (at >= ctx->shared_bytes) {
       std::fprintf(stderr, "emulation: wgmma operand byte %zu past the %zu bytes of shared memory\n", at,
                    ctx->shared_bytes);
@@ -631,6 +683,122 @@ inline void cp_async_wait(int pending) {
   ctx->async->copies.retire(pending, [](const copy_op& op) { std::memcpy(op.dst, op.data, 16); });
 }
 
+[[noreturn]] inline void fault(const char* what) {
+  std::fprintf(stderr, "emulation: %s\n", what);
+  std::abort();
+}
+
+/// An mbarrier (PTX ISA "mbarrier"), kept in its 8 bytes of shared memory: the pending
+/// arrivals of the current phase, the arrival count that restarts each phase, the
+/// transaction bytes still expected (negative while copies land before their
+/// expect_tx), and the phase parity (with a mark that it was initialized). A phase
+/// completes when no arrival is pending and the byte count is zero.
+struct mbarrier_word {
+  std::int32_t tx;
+  std::uint16_t pending;
+  std::uint8_t count;
+  std::uint8_t phase;  // 0xb0 | parity
+};
+static_assert(sizeof(mbarrier_word) == 8);
+/// The barrier at bar's offset in the shared memory of the cluster's block `cta`.
+inline mbarrier_word& mbarrier_in(const void* bar, unsigned cta) {
+  if (cta >= ctx->cluster_size) fault("mbarrier of a block outside the cluster");
+  const std::size_t at = shared_address(bar);
+  if (at % 8 != 0 || at + 8 > ctx->shared_bytes) fault("mbarrier misaligned or past shared memory");
+  auto& w = *reinterpret_cast<mbarrier_word*>(ctx->cluster_shared[cta] + at);
+  if ((w.phase & 0xfeu) != 0xb0u) fault("mbarrier used before mbarrier.init");
+  return w;
+}
+inline void mbarrier_init(std::uint64_t* bar, unsigned count) {
+  if (count == 0 || count > 255) fault("mbarrier.init count out of the emulated range");
+  const std::size_t at = shared_address(bar);
+  if (at % 8 != 0 || at + 8 > ctx->shared_bytes) fault("mbarrier misaligned or past shared memory");
+  *reinterpret_cast<mbarrier_word*>(ctx->shared + at) =
+      mbarrier_word{0, static_cast<std::uint16_t>(count), static_cast<std::uint8_t>(count), 0xb0};
+}
+inline void mbarrier_settle(mbarrier_word& w) {
+  if (w.pending == 0 && w.tx == 0) {
+    w.phase ^= 1u;
+    w.pending = w.count;
+  }
+}
+/// One arrival on block cta's barrier, expecting `tx` more bytes first.
+inline void mbarrier_arrive(std::uint64_t* bar, unsigned tx, unsigned cta) {
+  mbarrier_word& w = mbarrier_in(bar, cta);
+  if (w.pending == 0) fault("mbarrier arrival with none pending");
+  w.tx += static_cast<std::int32_t>(tx);
+  --w.pending;
+  mbarrier_settle(w);
+}
+inline void mbarrier_wait(std::uint64_t* bar, unsigned parity) {
+  const mbarrier_word& w = mbarrier_in(bar, ctx->cluster_rank);
+  if ((w.phase & 1u) != parity) return;
+  fiber& me = current_block()->fibers[current_block()->current];
+  me.waiting_phase = &w.phase;
+  me.wait_parity = parity;
+  while ((w.phase & 1u) == parity) yield_to_scheduler();
+  me.waiting_phase = nullptr;
+}
+
+/// The emulated tensor map (cuTensorMapEncodeTiled's arguments that the emulation
+/// supports: 2-D, u8, no interleave, no swizzle or 128-byte swizzle), in CUtensorMap's
+/// 128 bytes.
+struct tensor_map_2d {
+  const unsigned char* base;
+  std::uint64_t dims[2], stride;
+  std::uint32_t box[2];
+  bool swizzle128;
+};
+static_assert(sizeof(tensor_map_2d) <= sizeof(CUtensorMap));
+inline CUresult encode_tensor_map(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
+                                  const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                                  const cuuint32_t* element_strides, CUtensorMapInterleave interleave,
+                                  CUtensorMapSwizzle swizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill fill) {
+  // The driver's rules (cuTensorMapEncodeTiled) for what is emulated.
+  const bool ok = type == CU_TENSOR_MAP_DATA_TYPE_UINT8 && rank == 2 && reinterpret_cast<std::uintptr_t>(address) % 16 == 0 &&
+                  strides[0] % 16 == 0 && strides[0] >= dims[0] && dims[0] >= 1 && dims[1] >= 1 && box[0] >= 1 &&
+                  box[0] <= 256 && box[1] >= 1 && box[1] <= 256 && box[0] % 16 == 0 && element_strides[0] == 1 &&
+                  element_strides[1] == 1 && interleave == CU_TENSOR_MAP_INTERLEAVE_NONE &&
+                  (swizzle == CU_TENSOR_MAP_SWIZZLE_NONE || (swizzle == CU_TENSOR_MAP_SWIZZLE_128B && box[0] <= 128)) &&
+                  fill == CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE;
+  if (!ok) return CUDA_ERROR_INVALID_VALUE;
+  const tensor_map_2d t{static_cast<const unsigned char*>(address), {dims[0], dims[1]}, strides[0], {box[0], box[1]},
+                        swizzle == CU_TENSOR_MAP_SWIZZLE_128B};
+  *map = CUtensorMap{};
+  std::memcpy(static_cast<void*>(map), &t, sizeof t);
+  return CUDA_SUCCESS;
+}
+/// cp.async.bulk.tensor.2d (.multicast::cluster when cta_mask != 0): the box at (x, y),
+/// zeros outside the tensor, to dst in this block or in each masked block of the cluster,
+/// each completing the box's bytes on its barrier at bar's offset. The copy lands at the
+/// issue: a buffer refilled while MMAs that read it are in flight (emulated wgmma reads
+/// at its wait_group) gives those MMAs the new data.
+inline void tma_load_2d(void* dst, const CUtensorMap* map, std::uint64_t* bar, int x, int y, std::uint16_t cta_mask) {
+  tensor_map_2d t;
+  std::memcpy(&t, static_cast<const void*>(map), sizeof t);
+  const std::size_t at = shared_address(dst), bytes = std::size_t{t.box[0]} * t.box[1];
+  if (at % (t.swizzle128 ? 1024 : 128) != 0) fault("TMA destination not aligned for its swizzle");
+  if (at + bytes > ctx->shared_bytes) fault("TMA box past the end of shared memory");
+  if (cta_mask >> ctx->cluster_size) fault("TMA multicast to a block outside the cluster");
+  const unsigned targets = cta_mask ? cta_mask : 1u << ctx->cluster_rank;
+  for (unsigned r = 0; r < ctx->cluster_size; ++r) {
+    if (!(targets >> r & 1u)) continue;
+    mbarrier_word& w = mbarrier_in(bar, r);
+    unsigned char* s = ctx->cluster_shared[r];
+    for (std::uint32_t i = 0; i < t.box[1]; ++i)
+      for (std::uint32_t j = 0; j < t.box[0]; ++j) {
+        const std::int64_t row = std::int64_t{y} + i, col = std::int64_t{x} + j;
+        const bool inside = row >= 0 && col >= 0 && static_cast<std::uint64_t>(row) < t.dims[1] &&
+                            static_cast<std::uint64_t>(col) < t.dims[0];
+        std::size_t o = at + i * t.box[0] + j;
+        if (t.swizzle128) o ^= ((o >> 7) & 7u) << 4;
+        s[o] = inside ? t.base[static_cast<std::uint64_t>(row) * t.stride + static_cast<std::uint64_t>(col)] : 0;
+      }
+    w.tx -= static_cast<std::int32_t>(bytes);
+    mbarrier_settle(w);
+  }
+}
+
 }  // namespace quarot_cuda_emulation
 
 inline std::size_t __cvta_generic_to_shared(const void* p) { return ::quarot_cuda_emulation::shared_address(p); }
@@ -650,6 +818,18 @@ T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask) {
   const std::uint32_t* all = ::quarot_cuda_emulation::publish(&w, 1);
   T out;
   std::memcpy(&out, all + 16 * (::quarot_cuda_emulation::ctx->lane ^ static_cast<unsigned>(lane_mask)), 4);
+  ::quarot_cuda_emulation::syncwarp();
+  return out;
+}
+
+template <class T>
+T __shfl_sync(unsigned /*mask*/, T v, int src_lane) {
+  static_assert(sizeof(T) == 4);
+  std::uint32_t w;
+  std::memcpy(&w, &v, 4);
+  const std::uint32_t* all = ::quarot_cuda_emulation::publish(&w, 1);
+  T out;
+  std::memcpy(&out, all + 16 * (static_cast<unsigned>(src_lane) % 32), 4);
   ::quarot_cuda_emulation::syncwarp();
   return out;
 }
@@ -715,6 +895,16 @@ T __ldcg(const T* p) {
 [[noreturn]] inline void __trap() { std::abort(); }
 
 // ---------------------------------------------------------------------- runtime API
+enum cudaDriverEntryPointQueryResult { cudaDriverEntryPointSuccess = 0, cudaDriverEntryPointSymbolNotFound = 1 };
+enum { cudaEnableDefault = 0 };
+/// The driver functions the backend takes through cudart: cuTensorMapEncodeTiled.
+inline cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsigned, unsigned long long,
+                                                    cudaDriverEntryPointQueryResult* result) {
+  const bool known = std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0;
+  *fn = known ? reinterpret_cast<void*>(&::quarot_cuda_emulation::encode_tensor_map) : nullptr;
+  if (result) *result = known ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+  return cudaSuccess;
+}
 inline cudaError_t cudaGetLastError() {
   const cudaError_t e = ::quarot_cuda_emulation::last_error;
   ::quarot_cuda_emulation::last_error = cudaSuccess;
