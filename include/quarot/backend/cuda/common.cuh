@@ -44,6 +44,33 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shmem,
   check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__);
 }
 
+/// launch() in thread-block clusters of `cluster` blocks (compute capability 9.0; the grid
+/// a multiple of the cluster), through cudaLaunchKernelEx.
+template <class... Params, class... Args>
+void launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, dim3 cluster, std::size_t shmem,
+                    cudaStream_t stream, Args&&... args) {
+#if defined(QUAROT_CUDA_EMULATION)
+  (void)stream;
+  ::quarot_cuda_emulation::launch_cluster(kernel, grid, block, cluster, shmem, static_cast<Params>(args)...);
+  check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__);
+#else
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shmem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = cluster.x;
+  attribute.val.clusterDim.y = cluster.y;
+  attribute.val.clusterDim.z = cluster.z;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  check(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...), "cudaLaunchKernelEx (cluster launch)",
+        __FILE__, __LINE__);
+#endif
+}
+
 // Unrolls the loop that follows in device code (nothing on the emulation).
 #if defined(QUAROT_CUDA_EMULATION)
 #define QUAROT_CUDA_UNROLL

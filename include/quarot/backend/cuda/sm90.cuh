@@ -24,7 +24,10 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+
+#include <cuda.h>  // CUtensorMap (the driver API's tensor map; encoded through cudart's entry point)
 
 #include "common.cuh"
 
@@ -191,6 +194,204 @@ inline bool has_wgmma() {
     flag.download(&yes, 1);
     return yes != 0;
   });
+}
+
+// ------------------------------------------------ clusters, mbarriers and TMA (sm_90a)
+// The cluster kernel of the W8A8 GEMM (integer_gemm_wgmma_cluster_kernel) loads its
+// operands with the Tensor Memory Accelerator: cp.async.bulk.tensor copies a box of a 2-D
+// tensor (described by a CUtensorMap) into shared memory and signals an mbarrier by the
+// bytes it wrote (complete_tx), optionally into the same place of several blocks of a
+// thread-block cluster at once (.multicast::cluster). The PTX ISA sections are
+// "Parallel Synchronization and Communication Instructions: mbarrier" and "Data Movement
+// and Conversion Instructions: cp.async.bulk.tensor".
+//
+// Layout: a TMA box of rows x 128 bytes with CU_TENSOR_MAP_SWIZZLE_128B stores row r at
+// byte 128·r with its 16-byte chunk c at chunk c ^ (r % 8) — the swizzle is a function of
+// the shared-memory address (bits 4-6 ^= bits 7-9), so a tile must start 1024-aligned.
+// wgmma reads the same layout through a descriptor of layout type 1 (128-byte swizzle),
+// K-major: 8-row groups SBO = 1024 bytes apart, LBO unused; a K step of 32 bytes within
+// the 128-byte row advances the start address by 32 (the hardware applies the XOR to the
+// address it forms, as the TMA did).
+
+/// The byte offset of (row, byte) in a 128-byte-swizzled tile of 128-byte rows.
+__host__ __device__ constexpr int swizzled_offset(int row, int byte) {
+  return row * 128 + ((((byte / 16) ^ row) & 7) * 16) + byte % 16;
+}
+
+/// The wgmma descriptor of a K-major s8 operand in the 128-byte swizzle layout starting at
+/// `p` (shared memory; the tile 1024-aligned, p at most 96 bytes past a row start): start
+/// address, LBO 1 (unused), SBO 1024, base offset 0, layout type 1.
+__device__ __forceinline__ std::uint64_t swizzled_matrix_descriptor(const void* p) {
+  const auto address = static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+  return static_cast<std::uint64_t>((address >> 4) & 0x3fffu) | std::uint64_t{1} << 16 |
+         std::uint64_t{1024 >> 4} << 32 | std::uint64_t{1} << 62;
+}
+
+__device__ __forceinline__ std::uint32_t shared_u32(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+/// This block's rank in its cluster.
+__device__ __forceinline__ unsigned cluster_rank() {
+#if defined(QUAROT_CUDA_SM90A)
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+#elif defined(QUAROT_CUDA_EMULATION)
+  return ::quarot_cuda_emulation::cluster_rank();
+#else
+  return 0;
+#endif
+}
+
+/// Every thread of every block of the cluster arrives here before any goes on (release /
+/// acquire: shared-memory writes before it are visible to the cluster after it).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::cluster_sync();
+#endif
+}
+
+/// mbarrier.init: `count` arrivals complete a phase (with the transaction bytes at zero).
+__device__ __forceinline__ void mbarrier_init(std::uint64_t* bar, unsigned count) {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_u32(bar)), "r"(count) : "memory");
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::mbarrier_init(bar, count);
+#else
+  (void)bar, (void)count;
+#endif
+}
+
+/// Makes this thread's mbarrier.init visible to the cluster and to the async proxy (TMA).
+__device__ __forceinline__ void fence_barrier_init() {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+/// One arrival that also expects `bytes` of transactions (the TMA copies of a stage).
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, unsigned bytes) {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_u32(bar)), "r"(bytes)
+               : "memory");
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::mbarrier_arrive(bar, bytes, ::quarot_cuda_emulation::cluster_rank());
+#else
+  (void)bar, (void)bytes;
+#endif
+}
+
+/// One arrival (release, cluster scope) on the barrier at bar's place in the shared memory
+/// of the cluster's block `cta` (this block included), where `signal` holds. The predicate
+/// is applied inside the instruction rather than by a branch: a branch around it in a
+/// loop of wgmma would be a divergent path, and ptxas then serializes the wgmma (C7518).
+__device__ __forceinline__ void mbarrier_arrive_cluster(std::uint64_t* bar, unsigned cta, bool signal) {
+#if defined(QUAROT_CUDA_SM90A)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      ".reg .b32 remote;\n"
+      "setp.ne.b32 p, %2, 0;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(shared_u32(bar)),
+      "r"(cta), "r"(static_cast<unsigned>(signal))
+      : "memory");
+#elif defined(QUAROT_CUDA_EMULATION)
+  if (signal) ::quarot_cuda_emulation::mbarrier_arrive(bar, 0, cta);
+#else
+  (void)bar, (void)cta, (void)signal;
+#endif
+}
+
+/// Waits until the barrier's phase of parity `parity` has completed. On the device a wait
+/// longer than 10 s traps (the launch fails with an error instead of hanging: an arrival
+/// or a transaction byte count that never comes).
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, unsigned parity) {
+#if defined(QUAROT_CUDA_SM90A)
+  const auto try_wait = [&] {
+    std::uint32_t done;
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(shared_u32(bar)), "r"(parity)
+        : "memory");
+    return done != 0;
+  };
+  if (try_wait()) return;
+  const auto now = [] {
+    std::uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+    return t;
+  };
+  const std::uint64_t start = now();
+  while (!try_wait())
+    if (now() - start > 10'000'000'000ull) __trap();
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::mbarrier_wait(bar, parity);
+#else
+  (void)bar, (void)parity;
+#endif
+}
+
+/// TMA: the box at (x bytes, y rows) of `map` into `dst` (shared memory, 1024-aligned for
+/// the 128-byte swizzle), completing its bytes on `bar` — in this block, or with
+/// `cta_mask` != 0 at the same places in each block of the cluster whose bit is set.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, std::uint64_t* bar, int x, int y,
+                                            std::uint16_t cta_mask = 0) {
+#if defined(QUAROT_CUDA_SM90A)
+  if (cta_mask == 0)
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
+            "r"(shared_u32(dst)),
+        "l"(reinterpret_cast<std::uint64_t>(map)), "r"(shared_u32(bar)), "r"(x), "r"(y)
+        : "memory");
+  else
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
+        "[%0], [%1, {%4, %5}], [%2], %3;\n" ::"r"(shared_u32(dst)),
+        "l"(reinterpret_cast<std::uint64_t>(map)), "r"(shared_u32(bar)), "h"(cta_mask), "r"(x), "r"(y)
+        : "memory");
+#elif defined(QUAROT_CUDA_EMULATION)
+  ::quarot_cuda_emulation::tma_load_2d(dst, map, bar, x, y, cta_mask);
+#else
+  (void)dst, (void)map, (void)bar, (void)x, (void)y, (void)cta_mask;
+#endif
+}
+
+/// The tensor map of `rows` rows of `row_bytes` bytes at `base` (device memory, 16-byte
+/// aligned; row_bytes a multiple of 16) for TMA boxes of `box_rows` rows x 128 bytes in the
+/// 128-byte swizzle; bytes outside the tensor read as zeros. cuTensorMapEncodeTiled is a
+/// driver function: it is taken through cudart (cudaGetDriverEntryPointByVersion), so the
+/// program links no libcuda of its own.
+inline CUtensorMap swizzled_tensor_map(const void* base, std::size_t row_bytes, std::size_t rows, unsigned box_rows) {
+  using encode_fn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const encode_fn encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    QUAROT_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    quarot::detail::require(fn != nullptr && found == cudaDriverEntryPointSuccess,
+                            "CUDA: the driver has no cuTensorMapEncodeTiled (query result ", static_cast<int>(found), ")");
+    return reinterpret_cast<encode_fn>(fn);
+  }();
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {row_bytes, rows}, strides[1] = {row_bytes};
+  const cuuint32_t box[2] = {128, box_rows}, element_strides[2] = {1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box,
+                            element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  quarot::detail::require(r == CUDA_SUCCESS, "CUDA: cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r),
+                          ") for ", rows, " rows of ", row_bytes, " bytes in boxes of ", box_rows, " x 128");
+  return map;
 }
 
 }  // namespace quarot::cuda::detail
