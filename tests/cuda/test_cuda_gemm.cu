@@ -114,8 +114,9 @@ void check_non_finite(cuda_test::counter& t) {
 template <int WBits, int ABits>
 void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group,
                 bool bias_on, cuda::mma_path path, int split_k = 0) {
-  const cuda_test::emulated_hopper hopper(path == cuda::mma_path::wgmma);
-  if (path == cuda::mma_path::wgmma && !cuda::detail::has_wgmma()) return;  // reported once in main
+  const bool sm90a = path == cuda::mma_path::wgmma || path == cuda::mma_path::wgmma_cluster;
+  const cuda_test::emulated_hopper hopper(sm90a);
+  if (sm90a && !cuda::detail::has_wgmma()) return;  // reported once in main
   const auto x = cuda_test::random_values(m * k, m * 7 + k);
   auto w = cuda_test::random_values(n * k, n * 13 + k, 3.0f);
   for (auto& v : w) v *= 0.05f;
@@ -710,6 +711,43 @@ int main() {
     check_gemm<4, 8>(t, 150, 72, 320, false, 64, true, P::wgmma, split);
     check_gemm<4, 4>(t, 17, 136, 1024, true, 128, false, P::wgmma, split);
   }
+  // The wgmma cluster kernel (W8A8 per channel, clusters of 2 blocks along M sharing the
+  // weight tile by TMA multicast), forced: one row block, so the cluster's second block
+  // lies wholly past M (M = 1, 3), with K a single half stage (64) and the ring of 4
+  // buffers wrapping (K = 704: 5.5 stages; 1600: 12.5); N past the padded N in a 256-wide
+  // tile (300); two row blocks in one cluster (130) and three padded to four (257).
+  check_gemm<8, 8>(t, 1, 72, 64, true, 0, false, P::wgmma_cluster);
+  check_gemm<8, 8>(t, 3, 300, 704, false, 0, true, P::wgmma_cluster);
+  if (!cuda_test::quick) {
+    check_gemm<8, 8>(t, 130, 72, 1600, true, 0, true, P::wgmma_cluster);
+    check_gemm<8, 8>(t, 257, 200, 256, false, 0, false, P::wgmma_cluster);
+  }
+  {  // what the cluster path refuses, each named
+    const cuda_test::emulated_hopper hopper(true);
+    const auto w = cuda_test::random_values(64 * 256, 1);
+    const auto packed = [&](int bits, std::size_t group) {
+      const quant_params p{.bits = bits, .gran = group ? granularity::per_group : granularity::per_channel,
+                           .group_size = group};
+      return gemm::pack_weights(rtn_quantizer(p, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 256)), bits);
+    };
+    if (cuda::detail::has_wgmma()) {
+      t.expect_error(errc::invalid_argument, "wgmma cluster path for W4A8", [&] {
+        gemm::integer_gemm<gemm::integer_policy<cuda::device, 4, 8>> op(packed(4, 0), P::wgmma_cluster);
+      });
+      t.expect_error(errc::invalid_argument, "wgmma cluster path for g128 weights", [&] {
+        gemm::integer_gemm<gemm::integer_policy<cuda::device, 8, 8>> op(packed(8, 128), P::wgmma_cluster);
+      });
+      t.expect_error(errc::invalid_argument, "split-K 2 on the wgmma cluster path", [&] {
+        gemm::integer_gemm<gemm::integer_policy<cuda::device, 8, 8>> op(packed(8, 0), P::wgmma_cluster);
+        op.set_split_k(2);
+      });
+      const gemm::integer_gemm<gemm::integer_policy<cuda::device, 8, 8>> op(packed(8, 0), P::wgmma_cluster);
+      t.check(op.splits_for(1) == 1 && op.path_for(1) == P::wgmma_cluster,
+              "wgmma cluster path at M = 1: " + std::to_string(op.splits_for(1)) + " splits on " +
+                  cuda::name(op.path_for(1)));
+    }
+  }
+
   {  // automatic: a small M on a Hopper leaves wgmma for int8 mma.sync with split-K
     const cuda_test::emulated_hopper hopper(true);
     if (cuda::detail::has_wgmma()) {

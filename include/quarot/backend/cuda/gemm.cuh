@@ -564,6 +564,19 @@ __device__ __forceinline__ void widen_stage(unsigned char* tile, const unsigned 
   }
 }
 
+/// f(reg, row, col) for each even accumulator register of thread `tid`'s m64nBNk32 wgmma,
+/// warpgroup tid / 128 holding rows 64 · (tid / 128) on of the block tile: register
+/// 4j + 2i + e is row 64·wg + 16·warp + g + 8i, column 8j + 2c + e (sm90.cuh), so (row,
+/// col) is reg's place and (row, col + 1) reg + 1's.
+template <int BN, class F>
+__device__ __forceinline__ void for_each_wgmma_pair(int tid, F&& f) {
+  const int wg = tid / 128, warp = (tid % 128) / 32, g = tid % 32 / 4, c = tid % 4;
+  QUAROT_CUDA_UNROLL
+  for (int j = 0; j < BN / 8; ++j)
+    QUAROT_CUDA_UNROLL
+    for (int i = 0; i < 2; ++i) f(4 * j + 2 * i, 64 * wg + 16 * warp + g + 8 * i, 8 * j + 2 * c);
+}
+
 /// The integer GEMM on sm_90a warpgroup MMAs (s8 x s8 -> s32); the epilogue is the
 /// mma.sync kernel's (fold_group, result_value, through output_tile), so results are
 /// bit-identical to it and to the CPU. Needs K padded to 64 (device_weights does it);
@@ -577,8 +590,7 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
   using S = wgmma_tile_shape<ABits, WBits, BN>;
   constexpr bool grouped = BN == 128;  // BN = 256: per-channel weights, folded once at the end
   QUAROT_CUDA_DYNAMIC_SHARED(unsigned char, smem);
-  const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
-  const int g = lane / 4, c = lane % 4;
+  const int tid = static_cast<int>(threadIdx.x), wg = tid / 128;
   const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
   // This block's K steps (all of them without split-K): split_steps is a whole number of
   // stages, and the last split runs to the end of the padded K (K is padded to 64, so its
@@ -595,21 +607,11 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     load_wgmma_stage<WBits, S::bn, S>(base + S::a_tile, base + S::a_tile + S::w_tile + S::a_packed, op.w,
                                       op.w_row_bytes, n0, op.n_padded, first_stage + s, tid);
   };
-  // Result register 4j + 2i + e is row 64·wg + 16·warp + g + 8i, column 8j + 2c + e of the
-  // block tile: f(reg, row, col) for each even register reg, (row, col) being reg's place
-  // and (row, col + 1) reg + 1's.
-  const auto for_each_register_pair = [&](auto&& f) {
-    QUAROT_CUDA_UNROLL
-    for (int j = 0; j < BN / 8; ++j)
-      QUAROT_CUDA_UNROLL
-      for (int i = 0; i < 2; ++i) f(4 * j + 2 * i, 64 * wg + 16 * warp + g + 8 * i, 8 * j + 2 * c);
-  };
-
   int acc[BN / 2] = {};
   float cf[grouped ? BN / 2 : 1];
   // Split-K: the accumulators of registers (reg, reg + 1) to unit `unit`'s partials.
   const auto store_partials = [&](int unit) {
-    for_each_register_pair([&](int reg, int row, int col) {
+    for_each_wgmma_pair<BN>(tid, [&](int reg, int row, int col) {
       const std::size_t r = m0 + row, cl = n0 + col;
       if (r < op.m && cl < op.n_padded)
         *reinterpret_cast<int2*>(sk.partial(op, unit, r, cl)) = make_int2(acc[reg], acc[reg + 1]);
@@ -652,7 +654,7 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
         store_partials(grp);
         continue;
       }
-      for_each_register_pair([&](int reg, int row, int col) {
+      for_each_wgmma_pair<BN>(tid, [&](int reg, int row, int col) {
         if constexpr (grouped)
           for (int e = 0; e < 2; ++e) fold_group(op, grp, m0 + row, n0 + col + e, acc[reg + e], cf[reg + e]);
       });
@@ -682,11 +684,122 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     else if (r < op.m && col < op.n) fold_group(op, 0, r, col, acc[reg], v);  // (the tile may reach past n_padded)
     return staged_value(op, r, col, v);
   };
-  for_each_register_pair([&](int reg, int row, int col) {
+  for_each_wgmma_pair<BN>(tid, [&](int reg, int row, int col) {
     stage_result_pair<Out, BN>(smem, row, col, value(reg, m0 + row, n0 + col), value(reg + 1, m0 + row, n0 + col + 1));
   });
   __syncthreads();
   copy_out_tile<Out, BN>(smem, op, m0, n0, y, ldy, tid, S::threads);
+}
+
+/// The W8A8 per-channel GEMM on sm_90a in clusters of two blocks along M that share their
+/// weight tile. Why: a 128 x 256 s8 tile does 85 multiply-adds per operand byte, so at the
+/// int8 tensor-core peak the SMs would draw ~11.6 TB/s from L2 — about twice what an
+/// H100's L2 is reported to deliver. The two blocks of a cluster (rows m0 and m0 + 128,
+/// the same 256 columns) each load their own A stage and one half of the W stage, the
+/// latter multicast into both blocks' shared memory (TMA .multicast::cluster): 32 KiB per
+/// block and stage from L2 instead of 48, 1.5x the MACs per byte.
+/// Pipeline: a ring of `stages` buffers of 128 K (A 128 x 128 and W 256 x 128 bytes, both
+/// in the 128-byte swizzle that TMA writes and the wgmma descriptors read), each with a
+/// `full` mbarrier (one arrival — the producer's expect_tx of the stage's 48 KiB — and the
+/// bytes of the three TMA copies that land in this block) and an `empty` mbarrier (16
+/// arrivals: each consumer warp of both blocks, once its MMAs that read the buffer
+/// retired, as the partner's multicast writes into this block's buffer too; per warp
+/// rather than per warpgroup, so that no warp can lag a whole ring behind the others'
+/// releases). Warp-specialized as in CUTLASS 3's TMA pipelines: warps 0-7 (two
+/// warpgroups of 64 x 256) only wait, multiply and release; one lane of warp 8 only waits
+/// for empty buffers and issues the copies, `stages` stages ahead. (With the producer in a
+/// consumer warp, its waits are a divergent path around the wgmma and ptxas serializes
+/// them, C7518.) Both warpgroups keep one stage of MMAs in flight (wgmma.wait_group 1).
+/// The epilogue is the per-channel wgmma kernel's (fold_group, through output_tile), so
+/// results are the CPU's bit for bit. M is padded to an even number of 128-row tiles (a
+/// block past M reads zeros and stores nothing); no split-K.
+struct wgmma_cluster_shape {
+  static constexpr int bm = 128, bn = 256, ks = 128, steps = ks / 32, cluster = 2;
+  static constexpr int consumers = 256, threads = consumers + 32;  // two warpgroups + the producer warp
+  static constexpr int a_tile = bm * ks, w_tile = bn * ks, stage_bytes = a_tile + w_tile;
+  static constexpr int stages = 4;
+  /// 1024 bytes of slack to align the ring (the swizzle follows the shared address), then
+  /// the buffers, then the full and empty barriers.
+  static constexpr int shared_bytes = 1024 + stages * stage_bytes + 2 * stages * 8;
+  static_assert(shared_bytes <= 227 * 1024, "the ring fits in an SM's shared memory");
+};
+
+template <class Out>
+__global__ void __launch_bounds__(wgmma_cluster_shape::threads, 1)
+    integer_gemm_wgmma_cluster_kernel(cuda_gemm_operands op, const __grid_constant__ CUtensorMap a_map,
+                                      const __grid_constant__ CUtensorMap w_map, Out* y, std::size_t ldy) {
+  using S = wgmma_cluster_shape;
+  QUAROT_CUDA_DYNAMIC_SHARED(unsigned char, raw);
+  unsigned char* const smem = raw + (1024 - shared_u32(raw) % 1024) % 1024;
+  std::uint64_t* const full = reinterpret_cast<std::uint64_t*>(smem + S::stages * S::stage_bytes);
+  std::uint64_t* const empty = full + S::stages;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32;
+  // The warp index through a shuffle, so that the compiler knows it is the same in every
+  // lane and the role branch below is not divergent (as CUTLASS's canonical_warp_idx_sync).
+  const int warp = __shfl_sync(0xffffffffu, tid / 32, 0);
+  const unsigned rank = cluster_rank();
+  const std::size_t m0 = static_cast<std::size_t>(blockIdx.y) * S::bm, n0 = static_cast<std::size_t>(blockIdx.x) * S::bn;
+  const int kstages = (op.steps + S::steps - 1) / S::steps;  // the last one half when K = 64 mod 128 (TMA reads zeros)
+  if (tid == 0) {
+    for (int b = 0; b < S::stages; ++b) {
+      mbarrier_init(full + b, 1);
+      mbarrier_init(empty + b, S::cluster * S::consumers / 32);
+    }
+    fence_barrier_init();
+  }
+  cluster_sync();  // both blocks' barriers are initialized before a multicast signals them
+  int acc[S::bn / 2] = {};
+  if (warp == S::consumers / 32) {
+    // The producer: K stage s into buffer s % stages once the MMAs of stage s - stages (in
+    // both blocks) have released it — A's 128 rows, and this block's half of W's 256 rows
+    // into both blocks.
+    if (lane == 0)
+      for (int s = 0; s < kstages; ++s) {
+        const int b = s % S::stages;
+        if (s >= S::stages) mbarrier_wait(empty + b, static_cast<unsigned>(s / S::stages - 1) & 1u);
+        unsigned char* base = smem + b * S::stage_bytes;
+        mbarrier_arrive_expect_tx(full + b, S::stage_bytes);
+        tma_load_2d(base, &a_map, full + b, s * S::ks, static_cast<int>(m0));
+        tma_load_2d(base + S::a_tile + rank * (S::w_tile / 2), &w_map, full + b, s * S::ks,
+                    static_cast<int>(n0 + rank * (S::bn / 2)), std::uint16_t{(1u << S::cluster) - 1});
+      }
+  } else {
+    const int wg = warp / 4;
+    for (int s = 0; s < kstages; ++s) {
+      const int b = s % S::stages;
+      mbarrier_wait(full + b, static_cast<unsigned>(s / S::stages) & 1u);
+      unsigned char* base = smem + b * S::stage_bytes;
+      for (int j = 0; j < S::steps; ++j) {
+        const std::uint64_t a = swizzled_matrix_descriptor(base + swizzled_offset(64 * wg, 0) + 32 * j);
+        const std::uint64_t w = swizzled_matrix_descriptor(base + S::a_tile + 32 * j);
+        wgmma_fence();
+        wgmma_m64nNk32_s8<S::bn>(acc, a, w, (s | j) != 0);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // stage s - 1's MMAs have retired
+      wgmma_fence_operands(acc);
+      // Lane c < cluster of each warp releases stage s - 1's buffer in block c.
+      if (s > 0) mbarrier_arrive_cluster(empty + (s - 1) % S::stages, lane % S::cluster, lane < S::cluster);
+    }
+    wgmma_wait<0>();
+    wgmma_fence_operands(acc);
+  }
+  // Every copy into this block landed (each was part of a stage it waited for); the
+  // partner may still arrive on this block's empty barriers until it is past its loop.
+  cluster_sync();
+  static_assert(output_tile<Out, S::bn>::bytes <= S::stages * S::stage_bytes, "the output tile fits in the ring");
+  const auto value = [&](int reg, std::size_t r, std::size_t col) {
+    float v = 0.0f;
+    if (r < op.m && col < op.n) fold_group(op, 0, r, col, acc[reg], v);  // (the tile may reach past n_padded)
+    return staged_value(op, r, col, v);
+  };
+  if (warp < S::consumers / 32)
+    for_each_wgmma_pair<S::bn>(tid, [&](int reg, int row, int col) {
+      stage_result_pair<Out, S::bn>(smem, row, col, value(reg, m0 + row, n0 + col),
+                                    value(reg + 1, m0 + row, n0 + col + 1));
+    });
+  __syncthreads();
+  copy_out_tile<Out, S::bn>(smem, op, m0, n0, y, ldy, tid, S::threads);
 }
 
 /// Runs both wgmma kernels — the per-channel 128 x 256 tile and the grouped 128 x 128
@@ -1003,12 +1116,16 @@ inline split_k_plan plan_split_k(int steps, int stage_steps, int group_steps, in
 /// runs this program's sm_90a code and the kernels passed their self-test there,
 /// detail::wgmma_verified; else int4 mma.sync for W4A4 on sm_80 to sm_89 and int8 mma.sync
 /// otherwise), or one forced (tests run each one the device has; a forced wgmma skips the
-/// self-test, so that a failure shows in the caller's own results).
+/// self-test, so that a failure shows in the caller's own results). wgmma_cluster is only
+/// taken when forced: W8A8 per channel in two-block clusters sharing the weight tile by
+/// TMA multicast (detail::integer_gemm_wgmma_cluster_kernel), not yet measured against
+/// the plain wgmma kernel on a GPU.
 enum class mma_path {
   automatic,
-  int4_mma,  ///< mma.sync m16n8k64 s4 (W4A4)
-  int8_mma,  ///< mma.sync m16n8k32 s8, 4-bit operands widened in registers
-  wgmma      ///< sm_90a wgmma m64n{256,128}k32 s8, 4-bit operands widened in shared memory
+  int4_mma,      ///< mma.sync m16n8k64 s4 (W4A4)
+  int8_mma,      ///< mma.sync m16n8k32 s8, 4-bit operands widened in registers
+  wgmma,         ///< sm_90a wgmma m64n{256,128}k32 s8, 4-bit operands widened in shared memory
+  wgmma_cluster  ///< sm_90a wgmma m64n256k32 s8, W8A8 per channel, TMA multicast in clusters of 2
 };
 
 /// The path's name, for logs and benchmark labels.
@@ -1018,6 +1135,7 @@ constexpr const char* name(mma_path p) noexcept {
     case mma_path::int4_mma: return "int4 mma.sync";
     case mma_path::int8_mma: return "int8 mma.sync";
     case mma_path::wgmma: return "wgmma";
+    case mma_path::wgmma_cluster: return "wgmma cluster";
   }
   return "?";
 }
@@ -1053,9 +1171,14 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
                                                                               : cuda::mma_path::int8_mma;
     quarot::detail::require(path_ != cuda::mma_path::int4_mma || (WeightBits == 4 && ActivationBits <= 4),
                             "CUDA GEMM: the int4 MMA path needs W4A4");
-    quarot::detail::require(path_ != cuda::mma_path::wgmma || wgmma,
-                            "CUDA GEMM: the wgmma path needs a compute capability 9.0 device running code built for "
-                            "sm_90a (CMake CUDA architecture 90a); this device has compute capability ", cc);
+    quarot::detail::require((path_ != cuda::mma_path::wgmma && path_ != cuda::mma_path::wgmma_cluster) || wgmma,
+                            "CUDA GEMM: the ", cuda::name(path_), " path needs a compute capability 9.0 device running "
+                            "code built for sm_90a (CMake CUDA architecture 90a); this device has compute capability ", cc);
+    quarot::detail::require(path_ != cuda::mma_path::wgmma_cluster || (WeightBits == 8 && ActivationBits == 8),
+                            "CUDA GEMM: the wgmma cluster path needs W8A8, not W", WeightBits, "A", ActivationBits);
+    quarot::detail::require(path_ != cuda::mma_path::wgmma_cluster || w.groups == 1,
+                            "CUDA GEMM: the wgmma cluster path needs per-channel weights, not ", w.groups,
+                            " groups of ", w.group_size);
     const std::size_t k_step = path_ == cuda::mma_path::int4_mma ? 64 : 32;
     quarot::detail::require(w.groups == 1 || w.group_size % k_step == 0, "CUDA GEMM: group size ", w.group_size,
                             " is not a multiple of the MMA's K step ", k_step);
@@ -1065,9 +1188,12 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
 
   /// Split-K (bit-identical results either way): 0 automatic (the default: K is split
   /// when the output tiles leave SMs idle, as in decode or short prefill; see
-  /// detail::plan_split_k), 1 never, s >= 2 at most s splits. Every path splits.
+  /// detail::plan_split_k), 1 never, s >= 2 at most s splits. Every path splits but the
+  /// wgmma cluster one, which refuses s >= 2.
   integer_gemm& set_split_k(int s) {
     quarot::detail::require(s >= 0 && s <= 64, "CUDA GEMM: split-K ", s, " is not in [0, 64]");
+    quarot::detail::require(s < 2 || path_ != cuda::mma_path::wgmma_cluster, "CUDA GEMM: split-K ", s,
+                            " on the wgmma cluster path, which does not split K");
     split_k_ = s;
     return *this;
   }
@@ -1148,6 +1274,18 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     if (split) QUAROT_CUDA_CHECK(cudaMemsetAsync(tile_done.data(), 0, geo.tile_count * sizeof(unsigned), stream));
     const cuda::detail::split_k_operands sk{plan.splits, plan.split_steps, partials.data(), tile_done.data()};
     const dim3 grid(geo.tiles.x, geo.tiles.y, static_cast<unsigned>(plan.splits));
+    if constexpr (WeightBits == 8 && ActivationBits == 8) {
+      if (path == cuda::mma_path::wgmma_cluster) {
+        using S = cuda::detail::wgmma_cluster_shape;
+        const auto kernel = cuda::detail::integer_gemm_wgmma_cluster_kernel<Out>;
+        const CUtensorMap a_map = cuda::detail::swizzled_tensor_map(op.a, op.a_row_bytes, op.m, S::bm);
+        const CUtensorMap w_map = cuda::detail::swizzled_tensor_map(op.w, op.w_row_bytes, op.n_padded, S::bn / 2);
+        cuda::detail::allow_shared(kernel, S::shared_bytes);
+        cuda::detail::launch_cluster(kernel, grid, S::threads, dim3(1, S::cluster, 1), S::shared_bytes, stream, op, a_map,
+                                     w_map, y.data, y.stride);
+        return;
+      }
+    }
     if (path == cuda::mma_path::wgmma) {
       const auto run = [&](auto bn) {
         using S = cuda::detail::wgmma_tile_shape<a_bits, WeightBits, decltype(bn)::value>;
@@ -1179,6 +1317,7 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
   /// channel and 128 for groups (wgmma_tile_shape's BN, as operator() launches it),
   /// mma.sync 64 (gemm_tile_shape).
   [[nodiscard]] std::size_t tile_cols(cuda::mma_path path) const noexcept {
+    if (path == cuda::mma_path::wgmma_cluster) return 256;
     if (path != cuda::mma_path::wgmma) return 64;
     return w_.groups == 1 ? 256 : 128;
   }
@@ -1200,6 +1339,12 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     g.steps = static_cast<int>(w_.k_padded / k_step);
     g.group_steps = w_.groups == 1 ? g.steps : static_cast<int>(w_.group_size / k_step);
     g.tiles = dim3(cuda::detail::grid_for(w_.n_padded, tile_cols(path)), cuda::detail::grid_for(m, 128));
+    if (path == cuda::mma_path::wgmma_cluster) {  // row tiles in whole clusters of 2, K not split
+      g.tiles.y += g.tiles.y % 2;
+      g.tile_count = static_cast<std::size_t>(g.tiles.x) * g.tiles.y;
+      g.split = cuda::detail::split_k_plan{1, g.steps, 0};
+      return g;
+    }
     g.tile_count = static_cast<std::size_t>(g.tiles.x) * g.tiles.y;
     const int stage_steps = wgmma ? cuda::detail::wgmma_tile_shape<a_bits, WeightBits, 128>::steps : 2;
     const std::size_t slots = static_cast<std::size_t>(sm_count_) * (wgmma ? 1 : 2);
