@@ -4,6 +4,8 @@
 # xsimd, Google Benchmark): the programs are built here (cudart is linked statically;
 # the benchmark's libbenchmark travels along, cuBLAS is taken from the GPU machine), then
 #   bash .gpu/run.sh            # on the GPU machine; logs and bench.json go to $OUT (or .gpu/out)
+# (TEST_TIMEOUT, BENCH_TIMEOUT: seconds allowed per test program and for the benchmarks;
+# BENCH_FILTER: a --benchmark_filter regex.)
 # With the session's device tool: run(command="bash .gpu/run.sh", carry=[".gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,14 +28,17 @@ export LD_LIBRARY_PATH="$PWD:${cublas:+$(dirname "$cublas"):}${LD_LIBRARY_PATH:-
 { nvidia-smi; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv; } > "$out/device.txt" 2>&1
 status=0
 for t in test_cuda_fwht test_cuda_gemm cuda_quantized_linear; do
-  ./"$t" > "$out/$t.log" 2>&1
+  # A kernel that hangs (an mbarrier never completing) must not eat the device session:
+  # each program has a bound, exit 124 when it ran past it.
+  timeout "${TEST_TIMEOUT:-240}" ./"$t" > "$out/$t.log" 2>&1
   rc=$?
+  [ $rc -ne 124 ] || echo "$t: timed out after ${TEST_TIMEOUT:-240} s" >> "$out/$t.log"
   echo "$t: exit $rc ($(tail -1 "$out/$t.log"))"
   grep -m 20 FAILED "$out/$t.log"
   [ $rc -eq 0 ] || status=1
 done
 grep -h -m 3 "self-test" "$out"/*.log  # the wgmma check `automatic` relies on (sm_90a only)
-./quarot_bench_cuda --benchmark_min_time=0.2 --benchmark_counters_tabular=true ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"} \
+timeout "${BENCH_TIMEOUT:-400}" ./quarot_bench_cuda --benchmark_min_time=0.2 --benchmark_counters_tabular=true ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"} \
   --benchmark_out="$out/bench.json" --benchmark_out_format=json > "$out/bench.txt" 2>&1
 echo "bench: exit $? (table in bench.txt, JSON in bench.json)"
 exit $status
