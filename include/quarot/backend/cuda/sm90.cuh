@@ -245,10 +245,12 @@ __device__ __forceinline__ unsigned cluster_rank() {
 }
 
 /// Every thread of every block of the cluster arrives here before any goes on (release /
-/// acquire: shared-memory writes before it are visible to the cluster after it).
+/// acquire: shared-memory writes before it are visible to the cluster after it). Not the
+/// .aligned form, which needs every lane of a warp to execute it together: the GEMM's
+/// producer warp reaches it after a loop that only its lane 0 ran.
 __device__ __forceinline__ void cluster_sync() {
 #if defined(QUAROT_CUDA_SM90A)
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 #elif defined(QUAROT_CUDA_EMULATION)
   ::quarot_cuda_emulation::cluster_sync();
 #endif
