@@ -577,6 +577,33 @@ __device__ __forceinline__ void for_each_wgmma_pair(int tid, F&& f) {
     for (int i = 0; i < 2; ++i) f(4 * j + 2 * i, 64 * wg + 16 * warp + g + 8 * i, 8 * j + 2 * c);
 }
 
+/// The wgmma kernels' epilogue, from the K loop's shared memory (free by now, every
+/// thread past a barrier): the two warpgroups (threads tid < 256) stage the block tile —
+/// value(reg, r, col) the fp32 result of accumulator register reg at output (r, col) —
+/// then all `threads` copy it out (output_tile, copy_out_tile).
+template <class Out, int BN, class Value>
+__device__ __forceinline__ void store_wgmma_tile(unsigned char* smem, const cuda_gemm_operands& op, std::size_t m0,
+                                                 std::size_t n0, Out* y, std::size_t ldy, int tid, int threads,
+                                                 Value&& value) {
+  if (tid < 256)
+    for_each_wgmma_pair<BN>(tid, [&](int reg, int row, int col) {
+      const std::size_t r = m0 + row, c = n0 + col;
+      stage_result_pair<Out, BN>(smem, row, col, staged_value(op, r, c, value(reg, r, c)),
+                                 staged_value(op, r, c + 1, value(reg + 1, r, c + 1)));
+    });
+  __syncthreads();
+  copy_out_tile<Out, BN>(smem, op, m0, n0, y, ldy, tid, threads);
+}
+
+/// A per-channel accumulator's result at output (r, col): 0 past M or N (the tile may
+/// reach past n_padded).
+__device__ __forceinline__ float per_channel_value(const cuda_gemm_operands& op, std::size_t r, std::size_t col,
+                                                   int acc) {
+  float v = 0.0f;
+  if (r < op.m && col < op.n) fold_group(op, 0, r, col, acc, v);
+  return v;
+}
+
 /// The integer GEMM on sm_90a warpgroup MMAs (s8 x s8 -> s32); the epilogue is the
 /// mma.sync kernel's (fold_group, result_value, through output_tile), so results are
 /// bit-identical to it and to the CPU. Needs K padded to 64 (device_weights does it);
@@ -678,17 +705,10 @@ __global__ void __launch_bounds__(256, 1) integer_gemm_wgmma_kernel(cuda_gemm_op
     return;
   }
   __syncthreads();  // both warpgroups are done with the ring
-  const auto value = [&](int reg, std::size_t r, std::size_t col) {
-    float v = 0.0f;
-    if constexpr (grouped) v = cf[reg];
-    else if (r < op.m && col < op.n) fold_group(op, 0, r, col, acc[reg], v);  // (the tile may reach past n_padded)
-    return staged_value(op, r, col, v);
-  };
-  for_each_wgmma_pair<BN>(tid, [&](int reg, int row, int col) {
-    stage_result_pair<Out, BN>(smem, row, col, value(reg, m0 + row, n0 + col), value(reg + 1, m0 + row, n0 + col + 1));
+  store_wgmma_tile<Out, BN>(smem, op, m0, n0, y, ldy, tid, S::threads, [&](int reg, std::size_t r, std::size_t col) {
+    if constexpr (grouped) return cf[reg];
+    else return per_channel_value(op, r, col, acc[reg]);
   });
-  __syncthreads();
-  copy_out_tile<Out, BN>(smem, op, m0, n0, y, ldy, tid, S::threads);
 }
 
 /// The W8A8 per-channel GEMM on sm_90a in clusters of two blocks along M that share their
@@ -788,18 +808,8 @@ __global__ void __launch_bounds__(wgmma_cluster_shape::threads, 1)
   // partner may still arrive on this block's empty barriers until it is past its loop.
   cluster_sync();
   static_assert(output_tile<Out, S::bn>::bytes <= S::stages * S::stage_bytes, "the output tile fits in the ring");
-  const auto value = [&](int reg, std::size_t r, std::size_t col) {
-    float v = 0.0f;
-    if (r < op.m && col < op.n) fold_group(op, 0, r, col, acc[reg], v);  // (the tile may reach past n_padded)
-    return staged_value(op, r, col, v);
-  };
-  if (warp < S::consumers / 32)
-    for_each_wgmma_pair<S::bn>(tid, [&](int reg, int row, int col) {
-      stage_result_pair<Out, S::bn>(smem, row, col, value(reg, m0 + row, n0 + col),
-                                    value(reg + 1, m0 + row, n0 + col + 1));
-    });
-  __syncthreads();
-  copy_out_tile<Out, S::bn>(smem, op, m0, n0, y, ldy, tid, S::threads);
+  store_wgmma_tile<Out, S::bn>(smem, op, m0, n0, y, ldy, tid, S::threads,
+                               [&](int reg, std::size_t r, std::size_t col) { return per_channel_value(op, r, col, acc[reg]); });
 }
 
 /// Runs both wgmma kernels — the per-channel 128 x 256 tile and the grouped 128 x 128
@@ -1339,13 +1349,13 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     g.steps = static_cast<int>(w_.k_padded / k_step);
     g.group_steps = w_.groups == 1 ? g.steps : static_cast<int>(w_.group_size / k_step);
     g.tiles = dim3(cuda::detail::grid_for(w_.n_padded, tile_cols(path)), cuda::detail::grid_for(m, 128));
-    if (path == cuda::mma_path::wgmma_cluster) {  // row tiles in whole clusters of 2, K not split
-      g.tiles.y += g.tiles.y % 2;
-      g.tile_count = static_cast<std::size_t>(g.tiles.x) * g.tiles.y;
+    const bool cluster = path == cuda::mma_path::wgmma_cluster;
+    if (cluster) g.tiles.y += g.tiles.y % 2;  // row tiles in whole clusters of 2
+    g.tile_count = static_cast<std::size_t>(g.tiles.x) * g.tiles.y;
+    if (cluster) {  // K not split
       g.split = cuda::detail::split_k_plan{1, g.steps, 0};
       return g;
     }
-    g.tile_count = static_cast<std::size_t>(g.tiles.x) * g.tiles.y;
     const int stage_steps = wgmma ? cuda::detail::wgmma_tile_shape<a_bits, WeightBits, 128>::steps : 2;
     const std::size_t slots = static_cast<std::size_t>(sm_count_) * (wgmma ? 1 : 2);
     const std::size_t a_row_bytes = a_bits == 4 ? w_.k_padded / 2 : w_.k_padded;
