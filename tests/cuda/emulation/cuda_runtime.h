@@ -618,17 +618,21 @@ inline std::size_t shared_address(const void* p) {
 /// (detail::wgmma_self_test) must catch.
 inline bool wgmma_swapped_offsets = false;
 
+/// The 128-byte swizzle (TMA's CU_TENSOR_MAP_SWIZZLE_128B, wgmma's layout type 1): the
+/// 16-byte chunk of shared address `at` (bits 4-6) XORed with its bits 7-9.
+constexpr std::size_t swizzle128(std::size_t at) { return at ^ (((at >> 7) & 7u) << 4); }
+
 /// An s8 operand in shared memory through a wgmma descriptor, decoded once per MMA. Only
 /// the no-swizzle K-major layout is emulated: element (row, k) is byte (row / 8)·SBO +
 /// (k / 16)·LBO + (row % 8)·16 + k % 16 from the start address (PTX ISA, "Shared Memory
 /// Matrix Layout").
 struct shared_operand {
   std::size_t start, lbo, sbo;
-  bool swizzle128;
+  bool swizzled;  // 128-byte swizzle
   explicit shared_operand(std::uint64_t desc)
       : start((desc & 0x3fffu) << 4), lbo(((desc >> 16) & 0x3fffu) << 4), sbo(((desc >> 32) & 0x3fffu) << 4),
-        swizzle128((desc >> 62) == 1) {
-    if ((desc >> 49 & 7u) != 0 || ((desc >> 62) != 0 && !swizzle128)) {
+        swizzled((desc >> 62) == 1) {
+    if ((desc >> 49 & 7u) != 0 || ((desc >> 62) != 0 && !swizzled)) {
       std::fprintf(stderr, "emulation: only no-swizzle and 128-byte-swizzle wgmma descriptors with base offset 0 are emulated\n");
       std::abort();
     }
@@ -637,9 +641,8 @@ struct shared_operand {
   int operator()(int row, int k) const {
     // 128-byte swizzle, K-major: rows of 128 bytes in 8-row groups SBO apart, the 16-byte
     // chunk of address bits 4-6 XORed with bits 7-9 of the address formed.
-    std::size_t at = swizzle128 ? start + (row / 8) * sbo + (row % 8) * 128 + k
-                                : start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
-    if (swizzle128) at ^= ((at >> 7) & 7u) << 4;
+    const std::size_t at = swizzled ? swizzle128(start + (row / 8) * sbo + (row % 8) * 128 + k)
+                                    : start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
     if (at >= ctx->shared_bytes) {
       std::fprintf(stderr, "emulation: wgmma operand byte %zu past the %zu bytes of shared memory\n", at,
                    ctx->shared_bytes);
@@ -700,20 +703,22 @@ struct mbarrier_word {
   std::uint8_t phase;  // 0xb0 | parity
 };
 static_assert(sizeof(mbarrier_word) == 8);
-/// The barrier at bar's offset in the shared memory of the cluster's block `cta`.
-inline mbarrier_word& mbarrier_in(const void* bar, unsigned cta) {
+/// The 8 bytes at bar's offset in the shared memory of the cluster's block `cta`.
+inline mbarrier_word& mbarrier_word_at(const void* bar, unsigned cta) {
   if (cta >= ctx->cluster_size) fault("mbarrier of a block outside the cluster");
   const std::size_t at = shared_address(bar);
   if (at % 8 != 0 || at + 8 > ctx->shared_bytes) fault("mbarrier misaligned or past shared memory");
-  auto& w = *reinterpret_cast<mbarrier_word*>(ctx->cluster_shared[cta] + at);
+  return *reinterpret_cast<mbarrier_word*>(ctx->cluster_shared[cta] + at);
+}
+/// The initialized barrier there.
+inline mbarrier_word& mbarrier_in(const void* bar, unsigned cta) {
+  mbarrier_word& w = mbarrier_word_at(bar, cta);
   if ((w.phase & 0xfeu) != 0xb0u) fault("mbarrier used before mbarrier.init");
   return w;
 }
 inline void mbarrier_init(std::uint64_t* bar, unsigned count) {
   if (count == 0 || count > 255) fault("mbarrier.init count out of the emulated range");
-  const std::size_t at = shared_address(bar);
-  if (at % 8 != 0 || at + 8 > ctx->shared_bytes) fault("mbarrier misaligned or past shared memory");
-  *reinterpret_cast<mbarrier_word*>(ctx->shared + at) =
+  mbarrier_word_at(bar, ctx->cluster_rank) =
       mbarrier_word{0, static_cast<std::uint16_t>(count), static_cast<std::uint8_t>(count), 0xb0};
 }
 inline void mbarrier_settle(mbarrier_word& w) {
@@ -747,7 +752,7 @@ struct tensor_map_2d {
   const unsigned char* base;
   std::uint64_t dims[2], stride;
   std::uint32_t box[2];
-  bool swizzle128;
+  bool swizzled;  // 128-byte swizzle
 };
 static_assert(sizeof(tensor_map_2d) <= sizeof(CUtensorMap));
 inline CUresult encode_tensor_map(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
@@ -777,7 +782,7 @@ inline void tma_load_2d(void* dst, const CUtensorMap* map, std::uint64_t* bar, i
   tensor_map_2d t;
   std::memcpy(&t, static_cast<const void*>(map), sizeof t);
   const std::size_t at = shared_address(dst), bytes = std::size_t{t.box[0]} * t.box[1];
-  if (at % (t.swizzle128 ? 1024 : 128) != 0) fault("TMA destination not aligned for its swizzle");
+  if (at % (t.swizzled ? 1024 : 128) != 0) fault("TMA destination not aligned for its swizzle");
   if (at + bytes > ctx->shared_bytes) fault("TMA box past the end of shared memory");
   if (cta_mask >> ctx->cluster_size) fault("TMA multicast to a block outside the cluster");
   const unsigned targets = cta_mask ? cta_mask : 1u << ctx->cluster_rank;
@@ -790,8 +795,7 @@ inline void tma_load_2d(void* dst, const CUtensorMap* map, std::uint64_t* bar, i
         const std::int64_t row = std::int64_t{y} + i, col = std::int64_t{x} + j;
         const bool inside = row >= 0 && col >= 0 && static_cast<std::uint64_t>(row) < t.dims[1] &&
                             static_cast<std::uint64_t>(col) < t.dims[0];
-        std::size_t o = at + i * t.box[0] + j;
-        if (t.swizzle128) o ^= ((o >> 7) & 7u) << 4;
+        const std::size_t o = t.swizzled ? swizzle128(at + i * t.box[0] + j) : at + i * t.box[0] + j;
         s[o] = inside ? t.base[static_cast<std::uint64_t>(row) * t.stride + static_cast<std::uint64_t>(col)] : 0;
       }
     w.tx -= static_cast<std::int32_t>(bytes);
@@ -811,18 +815,6 @@ inline std::size_t __cvta_generic_to_shared(const void* p) { return ::quarot_cud
 inline void __syncthreads() { ::quarot_cuda_emulation::syncthreads(); }
 
 template <class T>
-T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask) {
-  static_assert(sizeof(T) == 4);
-  std::uint32_t w;
-  std::memcpy(&w, &v, 4);
-  const std::uint32_t* all = ::quarot_cuda_emulation::publish(&w, 1);
-  T out;
-  std::memcpy(&out, all + 16 * (::quarot_cuda_emulation::ctx->lane ^ static_cast<unsigned>(lane_mask)), 4);
-  ::quarot_cuda_emulation::syncwarp();
-  return out;
-}
-
-template <class T>
 T __shfl_sync(unsigned /*mask*/, T v, int src_lane) {
   static_assert(sizeof(T) == 4);
   std::uint32_t w;
@@ -832,6 +824,11 @@ T __shfl_sync(unsigned /*mask*/, T v, int src_lane) {
   std::memcpy(&out, all + 16 * (static_cast<unsigned>(src_lane) % 32), 4);
   ::quarot_cuda_emulation::syncwarp();
   return out;
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+  return __shfl_sync(mask, v, static_cast<int>(::quarot_cuda_emulation::ctx->lane ^ static_cast<unsigned>(lane_mask)));
 }
 
 inline int __all_sync(unsigned /*mask*/, int predicate) {
