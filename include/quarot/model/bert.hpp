@@ -381,10 +381,12 @@ inline void add_online_input_rotations(bert_model& m, thread_pool* pool = nullpt
 }
 
 /// Weight quantization of every linear: RTN, or GPTQ calibrated layer by layer on the
-/// outputs of the already-quantized layers (as for the decoder).
-inline void quantize_bert_weights(bert_model& m, const weight_quant_options& opt,
-                                  const std::vector<std::vector<std::int32_t>>& calibration = {},
-                                  thread_pool* pool = nullptr) {
+/// outputs of the already-quantized layers (as for the decoder). (A template only to be
+/// compiled where called: see quantize_weights_gptq.)
+template <class Lazy = void>
+void quantize_bert_weights(bert_model& m, const weight_quant_options& opt,
+                           const std::vector<std::vector<std::int32_t>>& calibration = {},
+                           thread_pool* pool = nullptr) {
   if (opt.method == weight_method::rtn) {
     detail::quantize_linears_rtn(m.linears(), opt, pool);
     return;

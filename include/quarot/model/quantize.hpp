@@ -131,13 +131,20 @@ inline void quantize_weights_rtn(llama_model& m, const weight_quant_options& opt
   detail::quantize_linears_rtn(layers, opt, pool);
 }
 
+// `template <class Lazy = void>` on the GPTQ and integer-kernel entry points below (and
+// quantize_bert_weights): called exactly as plain functions, but their bodies, which
+// instantiate GPTQ's Eigen factorizations and the integer GEMM of every policy on four
+// ISAs, are compiled only in translation units that call them. As plain inline functions
+// they cost every includer of quarot/quarot.hpp ~4 s of GCC, called or not.
+
 /// GPTQ (Frantar et al. 2023) of every linear layer except the head, block by block: the
 /// calibration sequences run through the blocks already quantized, each linear's Hessian
 /// 2·XᵀX is collected from its input (after any online rotation), then the block's seven
 /// linears are quantized and the sequences advance through the quantized block.
-inline void quantize_weights_gptq(llama_model& m, const std::vector<std::vector<std::int32_t>>& calibration,
-                                  const weight_quant_options& opt, thread_pool* pool = nullptr,
-                                  const std::function<void(std::size_t, std::size_t)>& progress = {}) {
+template <class Lazy = void>
+void quantize_weights_gptq(llama_model& m, const std::vector<std::vector<std::int32_t>>& calibration,
+                           const weight_quant_options& opt, thread_pool* pool = nullptr,
+                           const std::function<void(std::size_t, std::size_t)>& progress = {}) {
   quarot::detail::require(!calibration.empty(), "quantize_weights_gptq: no calibration sequences");
   const gptq_options go = detail::gptq_options_of(opt);
   std::vector<std::vector<float>> xs;
@@ -200,7 +207,8 @@ void attach_integer_kernel(linear_layer& l, int wbits) {
 /// W8A16i: rounding error at most 2^-16 of a token's largest magnitude, the decode path).
 /// Online rotations must be Hadamard transforms (as apply_quarot makes them). The outputs
 /// equal the simulation's up to fp32 rounding (and, at 16 bits, that int16 rounding).
-inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
+template <class Lazy = void>
+void use_integer_kernels(const std::vector<linear_layer*>& layers) {
   // The ISA the default-dispatched code uses (QUAROT_CPU_ISA can lower it for testing).
   const cpu::isa isa = cpu::default_isa();
   for (auto* l : layers) {
@@ -217,11 +225,12 @@ inline void use_integer_kernels(const std::vector<linear_layer*>& layers) {
   }
 }
 /// Every linear of the decoder except the head.
-inline void use_integer_kernels(llama_model& m) {
+template <class Lazy = void>
+void use_integer_kernels(llama_model& m) {
   std::vector<linear_layer*> layers;
   for (auto& b : m.blocks)
     for (auto* l : b.linears()) layers.push_back(l);
-  use_integer_kernels(layers);
+  use_integer_kernels<Lazy>(layers);
 }
 
 }  // namespace quarot::model

@@ -89,40 +89,49 @@ namespace detail {
 /// In-place inverse of a lower-triangular matrix by recursive 2x2 blocking,
 /// [[A, 0], [B, C]]⁻¹ = [[A⁻¹, 0], [-C⁻¹·B·A⁻¹, C⁻¹]]: n³/3 multiply-adds in two
 /// triangular matrix products per level (a plain solve against the identity costs n³).
-inline void invert_lower_in_place(Eigen::Ref<Eigen::MatrixXf> l) {
+/// (Templates, as everything below that runs an Eigen factorization or product: as plain
+/// inline functions they were instantiated in every translation unit including this
+/// header, called or not; see transform/dense_orthogonal.hpp.)
+template <class Real>
+void invert_lower_in_place(Eigen::Ref<Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic>> l) {
+  using matrix = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic>;
   const Eigen::Index n = l.rows();
   if (n <= 96) {
-    Eigen::MatrixXf inv = Eigen::MatrixXf::Identity(n, n);
-    l.triangularView<Eigen::Lower>().solveInPlace(inv);
-    l = inv.triangularView<Eigen::Lower>();
+    matrix inv = matrix::Identity(n, n);
+    l.template triangularView<Eigen::Lower>().solveInPlace(inv);
+    l = inv.template triangularView<Eigen::Lower>();
     return;
   }
   const Eigen::Index h = n / 2;
-  invert_lower_in_place(l.topLeftCorner(h, h));
-  invert_lower_in_place(l.bottomRightCorner(n - h, n - h));
-  const Eigen::MatrixXf cb = l.bottomRightCorner(n - h, n - h).triangularView<Eigen::Lower>() * l.bottomLeftCorner(n - h, h);
-  l.bottomLeftCorner(n - h, h).noalias() = -(cb * l.topLeftCorner(h, h).triangularView<Eigen::Lower>());
+  invert_lower_in_place<Real>(l.topLeftCorner(h, h));
+  invert_lower_in_place<Real>(l.bottomRightCorner(n - h, n - h));
+  const matrix cb =
+      l.bottomRightCorner(n - h, n - h).template triangularView<Eigen::Lower>() * l.bottomLeftCorner(n - h, h);
+  l.bottomLeftCorner(n - h, h).noalias() = -(cb * l.topLeftCorner(h, h).template triangularView<Eigen::Lower>());
 }
 
 /// Upper U with Uᵀ·U = H⁻¹ (GPTQ's "Hinv"): from the Cholesky factor of the reversed H,
 /// JHJ = L·Lᵀ gives H = (JLJ)(JLJ)ᵀ with JLJ upper, so H⁻¹ = Uᵀ·U with U = J·L⁻¹·J.
 /// Factored in fp32, as GPTQ's reference does (H itself is accumulated in fp64).
-inline Eigen::MatrixXf upper_cholesky_of_inverse(const Eigen::MatrixXd& h) {
-  const Eigen::MatrixXf rev = h.reverse().cast<float>();
+template <class DerivedH>
+Eigen::MatrixXf upper_cholesky_of_inverse(const Eigen::MatrixBase<DerivedH>& h) {
+  const Eigen::MatrixXf rev = h.reverse().template cast<float>();
   Eigen::LLT<Eigen::MatrixXf> llt(rev);
   if (llt.info() != Eigen::Success)
     fail(errc::numerical, "GPTQ: the dampened Hessian is not positive definite (increase damp_percent)");
   Eigen::MatrixXf l = llt.matrixL();
-  invert_lower_in_place(l);
+  invert_lower_in_place<float>(l);
   if (!l.allFinite())
     fail(errc::numerical, "GPTQ: the dampened Hessian is too ill-conditioned for fp32 (increase damp_percent)");
   return l.reverse();
 }
 }  // namespace detail
 
-/// Quantizes w (N x K) with GPTQ given the Hessian h (K x K) of its inputs.
-inline gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::MatrixXd& h_in, const gptq_options& opt,
-                                 thread_pool* pool = nullptr, cpu::isa isa = cpu::default_isa()) {
+/// Quantizes w (N x K) with GPTQ given the Hessian h (K x K) of its inputs (an Eigen
+/// matrix or expression, copied in fp64).
+template <class DerivedH>
+gptq_result gptq_quantize(matrix_view<const float> w, const Eigen::MatrixBase<DerivedH>& h_in, const gptq_options& opt,
+                          thread_pool* pool = nullptr, cpu::isa isa = cpu::default_isa()) {
   const std::size_t n = w.rows, k = w.cols;
   const quant_params& qp = opt.quant;
   detail::require(n > 0 && k > 0, "GPTQ: empty weight matrix ", n, "x", k);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <concepts>
 #include <cstdint>
 #include <vector>
 
@@ -32,12 +33,21 @@ double orthogonality_error(const Eigen::MatrixBase<Derived>& q) {
   return e.cwiseAbs().maxCoeff();
 }
 
+// Compile time: everything below that runs an Eigen product or factorization is a
+// template (the constructor on its matrix expression, random_orthogonal on the precision
+// of its QR, the Cayley functions on their arguments), so it is instantiated only where it
+// is called. As plain inline functions, Eigen's QR, LU and double GEMM were instantiated
+// in every translation unit that included this header, called or not: ~5 s of GCC each.
+
 /// An orthogonal n x n matrix Q applied densely. Models quarot::orthogonal_transform.
 class dense_rotation {
  public:
-  /// Takes Q, checking it is square and orthogonal to within `tolerance` (max entry
-  /// of |Q·Qᵀ - I|); the error names the deviation found.
-  explicit dense_rotation(dense_matrix q, double tolerance = 1e-4) : q_(std::move(q)) {
+  /// Takes Q (any real Eigen matrix or expression; stored in fp32), checking it is square
+  /// and orthogonal to within `tolerance` (max entry of |Q·Qᵀ - I|); the error names the
+  /// deviation found.
+  template <class Derived>
+  explicit dense_rotation(const Eigen::MatrixBase<Derived>& q, double tolerance = 1e-4)
+      : q_(q.template cast<float>()) {
     detail::require(q_.rows() == q_.cols() && q_.rows() > 0, "dense_rotation: matrix is ", q_.rows(), "x", q_.cols(),
                     ", not square and non-empty");
     detail::require(q_.allFinite(), "dense_rotation: matrix has NaN or Inf entries");
@@ -93,24 +103,30 @@ class dense_rotation {
 
 /// A Haar-distributed random orthogonal matrix: Q from the QR factorization of an
 /// n x n standard Gaussian matrix, with column signs fixed so that diag(R) > 0
-/// (Mezzadri 2007; without the fix the distribution is not uniform).
-inline dense_rotation random_orthogonal(std::size_t n, std::uint64_t seed) {
+/// (Mezzadri 2007; without the fix the distribution is not uniform). `Real`: the precision
+/// of the Gaussian matrix and its QR (the result is stored in fp32 either way).
+template <std::floating_point Real = double>
+dense_rotation random_orthogonal(std::size_t n, std::uint64_t seed) {
+  using matrix = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   detail::require(n >= 1 && n <= 16384, "random_orthogonal: size ", n, " outside [1, 16384]");
   xoshiro256 rng(seed);
-  dense_matrix_d g(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
+  matrix g(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
   for (Eigen::Index i = 0; i < g.rows(); ++i)
-    for (Eigen::Index j = 0; j < g.cols(); ++j) g(i, j) = rng.normal();
-  Eigen::HouseholderQR<dense_matrix_d> qr(g);
-  dense_matrix_d q = qr.householderQ();
-  const dense_matrix_d r = qr.matrixQR().triangularView<Eigen::Upper>();
+    for (Eigen::Index j = 0; j < g.cols(); ++j) g(i, j) = static_cast<Real>(rng.normal());
+  Eigen::HouseholderQR<matrix> qr(g);
+  matrix q = qr.householderQ();
+  const matrix r = qr.matrixQR().template triangularView<Eigen::Upper>();
   for (Eigen::Index j = 0; j < q.cols(); ++j)
-    if (r(j, j) < 0) q.col(j) *= -1.0;
-  return dense_rotation(q.cast<float>(), 1e-4);
+    if (r(j, j) < 0) q.col(j) *= Real(-1);
+  return dense_rotation(q, 1e-4);
 }
 
 /// The Cayley map of a skew-symmetric A: Q = (I - A)⁻¹(I + A), orthogonal for every
-/// skew A (I - A is always invertible since A's eigenvalues are imaginary).
-inline dense_matrix_d cayley(const dense_matrix_d& a) {
+/// skew A (I - A is always invertible since A's eigenvalues are imaginary). A: any real
+/// Eigen matrix or expression, evaluated once in fp64.
+template <class Derived>
+dense_matrix_d cayley(const Eigen::MatrixBase<Derived>& a_in) {
+  const dense_matrix_d a = a_in.template cast<double>();
   detail::require(a.rows() == a.cols(), "cayley: matrix is ", a.rows(), "x", a.cols(), ", not square");
   const double skew_err = (a + a.transpose()).cwiseAbs().maxCoeff();
   const double scale = std::max(1.0, a.cwiseAbs().maxCoeff());
@@ -123,8 +139,13 @@ inline dense_matrix_d cayley(const dense_matrix_d& a) {
 /// One step of Cayley SGD on the orthogonal group (Li, Fuxin and Todorovic 2020, used by
 /// SpinQuant): with W = R·Gᵀ - G·Rᵀ (skew; the projected negative gradient),
 /// R <- (I - (lr/2)·W)⁻¹ (I + (lr/2)·W) R. R stays orthogonal and, for a small enough
-/// step, the loss whose gradient at R is G decreases.
-inline dense_matrix_d cayley_sgd_step(const dense_matrix_d& r, const dense_matrix_d& grad, double lr) {
+/// step, the loss whose gradient at R is G decreases. R and G: real Eigen matrices or
+/// expressions, evaluated once in fp64.
+template <class DerivedR, class DerivedG>
+dense_matrix_d cayley_sgd_step(const Eigen::MatrixBase<DerivedR>& r_in, const Eigen::MatrixBase<DerivedG>& grad_in,
+                               double lr) {
+  const dense_matrix_d r = r_in.template cast<double>();
+  const dense_matrix_d grad = grad_in.template cast<double>();
   detail::require(r.rows() == r.cols() && grad.rows() == r.rows() && grad.cols() == r.cols(),
                   "cayley_sgd_step: R is ", r.rows(), "x", r.cols(), " but the gradient is ", grad.rows(), "x",
                   grad.cols());
