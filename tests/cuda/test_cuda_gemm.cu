@@ -787,6 +787,10 @@ int main() {
     } else {  // the check `automatic` relies on before it picks wgmma
       const std::string failure = cuda::detail::wgmma_self_test();
       t.check(failure.empty(), "wgmma self-test: " + (failure.empty() ? std::string("passed") : failure));
+      // The cluster kernel's (TMA, 128-byte swizzle, multicast): what `automatic` would
+      // need before taking that path (it does not yet).
+      const std::string cluster = cuda::detail::wgmma_cluster_self_test();
+      t.check(cluster.empty(), "wgmma cluster self-test: " + (cluster.empty() ? std::string("passed") : cluster));
     }
   }
 #if defined(QUAROT_CUDA_EMULATION)
@@ -804,6 +808,13 @@ int main() {
     t.check(op.path() == P::int8_mma, std::string("automatic path after a failed self-test: ") + cuda::name(op.path()));
     check_linear<4, 4>(t, 9, 96, 1024, 4, true);
     quarot_cuda_emulation::wgmma_swapped_offsets = false;
+    // a device whose swizzle differs from TMA's as modelled: the cluster self-test names
+    // a wrong output
+    quarot_cuda_emulation::wgmma_ignores_swizzle = true;
+    const std::string cluster = cuda::detail::wgmma_cluster_self_test();
+    quarot_cuda_emulation::wgmma_ignores_swizzle = false;
+    t.check(cluster.find("wgmma cluster kernel (256 x 256, TMA multicast) gave y(") != std::string::npos,
+            "wgmma cluster self-test on unswizzled operand reads reports a wrong output: \"" + cluster + "\"");
   }
 #endif
   // N: a partial 64- and 128-column tile either way; fewer tiles under the sanitizers.

@@ -617,6 +617,9 @@ inline std::size_t shared_address(const void* p) {
 /// device that read the layout otherwise than sm90.cuh does, which the GEMM's self-test
 /// (detail::wgmma_self_test) must catch.
 inline bool wgmma_swapped_offsets = false;
+/// Another: read 128-byte-swizzle operands without the swizzle — a device whose swizzle
+/// differs from the one TMA applies here, which detail::wgmma_cluster_self_test must catch.
+inline bool wgmma_ignores_swizzle = false;
 
 /// The 128-byte swizzle (TMA's CU_TENSOR_MAP_SWIZZLE_128B, wgmma's layout type 1): the
 /// 16-byte chunk of shared address `at` (bits 4-6) XORed with its bits 7-9.
@@ -641,7 +644,8 @@ struct shared_operand {
   int operator()(int row, int k) const {
     // 128-byte swizzle, K-major: rows of 128 bytes in 8-row groups SBO apart, the 16-byte
     // chunk of address bits 4-6 XORed with bits 7-9 of the address formed.
-    const std::size_t at = swizzled ? swizzle128(start + (row / 8) * sbo + (row % 8) * 128 + k)
+    const std::size_t swizzled_at = start + (row / 8) * sbo + (row % 8) * 128 + k;
+    const std::size_t at = swizzled ? (wgmma_ignores_swizzle ? swizzled_at : swizzle128(swizzled_at))
                                     : start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
     if (at >= ctx->shared_bytes) {
       std::fprintf(stderr, "emulation: wgmma operand byte %zu past the %zu bytes of shared memory\n", at,
