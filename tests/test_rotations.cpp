@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -120,6 +121,24 @@ TEST_CASE("dense rotations: random orthogonal, user matrix check, apply = XÂ·Qáµ
   nan_m(1, 1) = std::nanf("");
   CHECK_THROWS_WITH_AS(dense_rotation{nan_m}, doctest::Contains("NaN"), error);
   CHECK_NOTHROW(dense_rotation(dense_matrix::Identity(5, 5)));
+  // Any real Eigen matrix or expression, stored in fp32.
+  const dense_rotation from_double(dense_matrix_d::Identity(6, 6) * -1.0);
+  CHECK(from_double.matrix() == -dense_matrix::Identity(6, 6));
+}
+
+TEST_CASE("random_orthogonal<float>: the QR in fp32, orthogonal to its precision's bound") {
+  constexpr std::size_t n = 256;
+  const auto qf = random_orthogonal<float>(n, 5);
+  const auto qd = random_orthogonal(n, 5);
+  const double ef = orthogonality_error(qf.matrix()), ed = orthogonality_error(qd.matrix());
+  CHECK(ef < 4.0 * n * std::numeric_limits<float>::epsilon());
+  CHECK(random_orthogonal<float>(n, 5).matrix() == qf.matrix());  // reproducible
+  // The fp32 QR is really in fp32: further from orthogonal than the fp64 one (whose only
+  // error is the final rounding to fp32), and a different matrix from the same seed only
+  // by rounding (the same Gaussian draws).
+  CHECK(ef > ed);
+  CHECK((qf.matrix() - qd.matrix()).cwiseAbs().maxCoeff() < 1e-4f);  // 1.5e-6 measured
+  CHECK(qf.matrix() != qd.matrix());
 }
 
 TEST_CASE("Cayley map and Cayley SGD keep orthogonality and descend") {
