@@ -836,6 +836,9 @@ int main() {
   if (!cuda_test::emulated) {  // model-sized shapes (minutes on the emulation)
     check_gemm<4, 4>(t, 64, 4096, 4096, true, 128, false, P::automatic);
     check_gemm<8, 8>(t, 64, 256, 11008, true, 0, false, P::automatic);
+    // the cluster kernel (Hopper only) at the benchmarks' K = 4096: 32 stages through its
+    // ring of 4, 8 clusters of two live blocks
+    check_gemm<8, 8>(t, 256, 2048, 4096, false, 0, true, P::wgmma_cluster);
   }
   check_gemm<4, 4>(t, 20, 72, 1024, false, 128, true, P::automatic);
   check_gemm<4, 8>(t, 150, 72, 320, false, 64, true, P::int8_mma);  // two row blocks, groups of 64
