@@ -190,8 +190,7 @@ __device__ __forceinline__ void copy16_async(void* smem, const void* gmem, int b
 #if defined(QUAROT_CUDA_EMULATION)
   ::quarot_cuda_emulation::cp_async16(smem, gmem, bytes);  // lands at the wait that retires it
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_u32(smem)), "l"(gmem), "r"(bytes));
 #else
   __trap();
 #endif
@@ -926,10 +925,11 @@ inline std::string wgmma_self_test(cudaStream_t stream = nullptr) {
 /// models them the same way), so only a run on a Hopper confirms them: `automatic` may
 /// take this path only after it passes there (with a measured win; it does not yet).
 inline std::string wgmma_cluster_self_test(cudaStream_t stream = nullptr) {
-  constexpr std::size_t m = 256, n = 256, k = 960;
+  using S = wgmma_cluster_shape;
+  constexpr std::size_t m = S::cluster * S::bm, n = S::bn, k = 960;
   self_test_product p(m, n, k, 1, stream);
   p.clear(stream);
-  launch_wgmma_cluster<float>(p.op, dim3(1, 2, 1), p.y.data(), n, stream);
+  launch_wgmma_cluster<float>(p.op, dim3(n / S::bn, m / S::bm), p.y.data(), n, stream);
   return p.compare("wgmma cluster kernel (256 x 256, TMA multicast)", stream);
 }
 

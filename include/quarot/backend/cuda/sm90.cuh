@@ -41,11 +41,16 @@ __device__ __forceinline__ int interleaved_offset(int row, int k, int sbo) {
   return (row / 8) * sbo + (k / 16) * interleaved_lbo + (row % 8) * 16 + k % 16;
 }
 
+/// A shared-memory pointer as the 32-bit shared-window address PTX operands take.
+__device__ __forceinline__ std::uint32_t shared_u32(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
 /// The descriptor of a no-swizzle K-major operand (interleaved_offset's layout) starting at
 /// `p` (shared memory, 16-byte aligned): start address, LBO and SBO in 16-byte units; base
 /// offset 0, layout type 0.
 __device__ __forceinline__ std::uint64_t shared_matrix_descriptor(const void* p, int sbo) {
-  const auto address = static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+  const std::uint32_t address = shared_u32(p);
   return static_cast<std::uint64_t>((address >> 4) & 0x3fffu) |
          static_cast<std::uint64_t>((static_cast<unsigned>(interleaved_lbo) >> 4) & 0x3fffu) << 16 |
          static_cast<std::uint64_t>((static_cast<unsigned>(sbo) >> 4) & 0x3fffu) << 32;
@@ -222,13 +227,9 @@ __host__ __device__ constexpr int swizzled_offset(int row, int byte) {
 /// `p` (shared memory; the tile 1024-aligned, p at most 96 bytes past a row start): start
 /// address, LBO 1 (unused), SBO 1024, base offset 0, layout type 1.
 __device__ __forceinline__ std::uint64_t swizzled_matrix_descriptor(const void* p) {
-  const auto address = static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+  const std::uint32_t address = shared_u32(p);
   return static_cast<std::uint64_t>((address >> 4) & 0x3fffu) | std::uint64_t{1} << 16 |
          std::uint64_t{1024 >> 4} << 32 | std::uint64_t{1} << 62;
-}
-
-__device__ __forceinline__ std::uint32_t shared_u32(const void* p) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
 /// This block's rank in its cluster.
