@@ -20,9 +20,9 @@ inline constexpr bool emulated = true;
 #else
 inline constexpr bool emulated = false;
 #endif
-/// Emulated under AddressSanitizer (several times slower): every kernel and path still
-/// runs, on fewer shapes.
-#if defined(QUAROT_CUDA_EMULATION) && QUAROT_EMULATION_ASAN
+/// Emulated under AddressSanitizer or the race checker (ThreadSanitizer; several times
+/// slower): every kernel and path still runs, on fewer shapes.
+#if defined(QUAROT_CUDA_EMULATION) && (QUAROT_EMULATION_ASAN || QUAROT_EMULATION_TSAN)
 inline constexpr bool quick = true;
 #else
 inline constexpr bool quick = false;

@@ -3,8 +3,9 @@
 // without a GPU: __syncthreads is a block barrier, warp shuffles / votes / MMAs exchange
 // through per-warp slots between two warp barriers.
 // Only for the tests (tests/cuda/emulated_*.cpp): it checks the kernels' indexing,
-// synchronization and arithmetic against the CPU reference on every CI run. What it
-// cannot check is the hardware itself: the MMA fragment layout is the PTX ISA's as
+// synchronization and arithmetic against the CPU reference on every CI run, and under
+// -fsanitize=thread their synchronization against data races (namespace race below).
+// What it cannot check is the hardware itself: the MMA fragment layout is the PTX ISA's as
 // written here, and timing or memory-model effects do not exist.
 //
 // A block's threads run as fibers (ucontext) on the calling thread, one block after the
@@ -50,6 +51,32 @@
 #endif
 #if QUAROT_EMULATION_ASAN
 #include <sanitizer/common_interface_defs.h>
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define QUAROT_EMULATION_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define QUAROT_EMULATION_TSAN 1
+#endif
+#endif
+#ifndef QUAROT_EMULATION_TSAN
+#define QUAROT_EMULATION_TSAN 0
+#endif
+#if QUAROT_EMULATION_TSAN
+#include <sanitizer/tsan_interface.h>
+// Exported by libtsan, declared by no header: the running thread's (fiber's) memory
+// accesses go unchecked until the matching end.
+extern "C" {
+void __tsan_ignore_thread_begin();
+void __tsan_ignore_thread_end();
+}
+// The emulation's own bookkeeping (barrier counters, mbarrier words, scheduler state) and
+// its register exchanges (shuffle slots): not instrumented, so not checked, at no cost
+// (an ignore region records a stack each time it opens).
+#define QUAROT_EMULATION_UNCHECKED __attribute__((no_sanitize("thread")))
+#else
+#define QUAROT_EMULATION_UNCHECKED
 #endif
 
 #define __global__
@@ -271,6 +298,62 @@ struct async_state {
   async_queue<copy_op> copies;
 };
 
+/// ThreadSanitizer as the emulation's race checker. Built with -fsanitize=thread, every
+/// emulated thread is a TSan fiber, switched to without synchronization, so TSan orders two
+/// threads' memory accesses only by the happens-before edges that the device promises and
+/// that the emulation annotates here: __syncthreads and the cluster barrier order each
+/// arrival before every departure of the same generation; an mbarrier orders each arrival
+/// on a phase (a TMA copy's completion of its bytes included) before every wait that sees
+/// that phase complete; wgmma.wait_group is warp-synchronous; atomics synchronize through
+/// their mutex; a block's threads start after the host's launch and end before the host's
+/// next step. Shuffles, votes and mma.sync order nothing. Anything else two threads touch,
+/// one of them writing, is a data race that TSan reports with both stacks, whatever order
+/// the scheduler happened to run them in. Asynchronous copies and MMAs access memory at
+/// the wait that retires them, so a buffer refilled while an MMA in flight still reads it
+/// is reported too. The emulation's own bookkeeping (barrier counters, mbarrier words,
+/// scheduler state) and register exchanges are not checked (QUAROT_EMULATION_UNCHECKED,
+/// `unchecked`). Blocks run one after another, each ordered after the previous one: races
+/// between blocks are not looked for (the scrambled block order is what checks those).
+namespace race {
+#if QUAROT_EMULATION_TSAN
+inline void* current() { return __tsan_get_current_fiber(); }
+/// The race checker's fibers for `count` emulated threads. Made once and kept (creating
+/// one maps TSan's per-thread state: per block, that was most of the checked run's time);
+/// thread t of every block is fiber t, which costs nothing, as blocks are ordered anyway.
+inline void* const* fibers(std::size_t count) {
+  static std::vector<void*> made;
+  while (made.size() < count) made.push_back(__tsan_create_fiber(0));
+  return made.data();
+}
+inline void switch_to(void* fiber) { __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync); }
+inline void release(const void* token) { __tsan_release(const_cast<void*>(token)); }
+inline void acquire(const void* token) { __tsan_acquire(const_cast<void*>(token)); }
+/// While alive, the running fiber's memory accesses are not checked.
+struct unchecked {
+  unchecked() { __tsan_ignore_thread_begin(); }
+  ~unchecked() { __tsan_ignore_thread_end(); }
+  unchecked(const unchecked&) = delete;
+  unchecked& operator=(const unchecked&) = delete;
+};
+#else
+inline void* current() { return nullptr; }
+inline void* const* fibers(std::size_t) { return nullptr; }
+inline void switch_to(void*) {}
+inline void release(const void*) {}
+inline void acquire(const void*) {}
+struct unchecked {
+  unchecked() {}  // user-provided: a guard variable is not "unused"
+  unchecked(const unchecked&) = delete;
+  unchecked& operator=(const unchecked&) = delete;
+};
+#endif
+/// Faults for the race checker's own test (tests/cuda/race_checker.cpp): __syncthreads, or
+/// every mbarrier, still keeps the threads in step but orders no memory, as a kernel
+/// without them would be. TSan must then report the races that the missing order leaves.
+inline bool syncthreads_orders_nothing = false;
+inline bool mbarriers_order_nothing = false;
+}  // namespace race
+
 struct barrier_state;
 struct thread_context {
   dim3 thread_idx, block_idx, block_dim, grid_dim;
@@ -290,6 +373,10 @@ struct thread_context {
 /// has not returned has arrived (returned threads stop counting, as on the device).
 struct barrier_state {
   unsigned live = 0, arrived = 0, generation = 0;
+  /// The race checker's tokens: generation g's arrivals release token[g % 2], its
+  /// departures acquire it (two, since a thread may arrive at g + 1 before a slower one
+  /// has left g).
+  char token[2] = {};
 };
 struct fiber {
   ucontext_t context;
@@ -305,6 +392,7 @@ struct fiber {
   /// completed (null: none).
   const std::uint8_t* waiting_phase = nullptr;
   unsigned wait_parity = 0;
+  void* race_fiber = nullptr;  // the race checker's fiber (race::fibers)
   [[nodiscard]] bool runnable() const noexcept {
     return !done && (waiting_on == nullptr || waiting_on->generation != wait_generation) &&
            (waiting_phase == nullptr || (*waiting_phase & 1u) != wait_parity);
@@ -323,6 +411,8 @@ struct block_run {
   void* body_arg = nullptr;
   void* scheduler_stack_bottom = nullptr;
   std::size_t scheduler_stack_size = 0;
+  void* race_scheduler = nullptr;  // the race checker's fiber of the launching thread
+  char race_start = 0, race_end = 0;  // tokens: launch -> threads, threads -> host
 };
 constexpr std::size_t fiber_stack_bytes = 256 * 1024;
 
@@ -337,26 +427,33 @@ T* dynamic_shared() {
   return reinterpret_cast<T*>(ctx->shared);
 }
 
-/// Switches from the running fiber back to the scheduler (ASan is told about the stacks).
+/// Switches from the running fiber back to the scheduler (ASan and TSan are told). Not
+/// QUAROT_EMULATION_UNCHECKED: TSan crashed switching fibers from such a function.
 inline void yield_to_scheduler(bool finished = false) {
   block_run& b = *current_block();
   fiber& f = b.fibers[b.current];
+  void* const scheduler_fiber = b.race_scheduler;
 #if QUAROT_EMULATION_ASAN
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(finished ? nullptr : &fake, b.scheduler_stack_bottom, b.scheduler_stack_size);
 #endif
-  (void)finished;
+  // A finished thread ends before the host goes on; released after its last access of
+  // the scheduler's state (on the host's stack).
+  if (finished) race::release(&b.race_end);
+  race::switch_to(scheduler_fiber);
   swapcontext(&f.context, &b.scheduler);
 #if QUAROT_EMULATION_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
 }
 
-inline void wait_at(barrier_state& bar) {
+QUAROT_EMULATION_UNCHECKED inline void wait_at(barrier_state& bar, bool orders = true) {
   const unsigned generation = bar.generation;
+  if (orders) race::release(&bar.token[generation % 2]);
   if (++bar.arrived == bar.live) {  // the last to arrive goes on at once
     bar.arrived = 0;
     ++bar.generation;
+    if (orders) race::acquire(&bar.token[generation % 2]);
     return;
   }
   block_run& b = *current_block();
@@ -365,9 +462,10 @@ inline void wait_at(barrier_state& bar) {
   me.wait_generation = generation;
   while (bar.generation == generation) yield_to_scheduler();
   me.waiting_on = nullptr;
+  if (orders) race::acquire(&bar.token[generation % 2]);
 }
 
-inline void leave(barrier_state& bar) {
+QUAROT_EMULATION_UNCHECKED inline void leave(barrier_state& bar) {
   --bar.live;
   if (bar.arrived > 0 && bar.arrived == bar.live) {
     bar.arrived = 0;
@@ -375,15 +473,19 @@ inline void leave(barrier_state& bar) {
   }
 }
 
-inline void syncthreads() { wait_at(*ctx->block_barrier); }
-inline void syncwarp() { wait_at(ctx->warp_barriers[ctx->warp]); }
+inline void syncthreads() { wait_at(*ctx->block_barrier, !race::syncthreads_orders_nothing); }
+/// A warp barrier; `orders`: whether it orders memory as __syncwarp does (a shuffle's,
+/// vote's or mma.sync's does not: they exchange registers only).
+inline void syncwarp(bool orders) { wait_at(ctx->warp_barriers[ctx->warp], orders); }
 inline void cluster_sync() { wait_at(current_block()->cluster); }
 inline unsigned cluster_rank() { return ctx->cluster_rank; }
 
-/// Every lane publishes `count` 32-bit words, then may read any lane's.
-inline std::uint32_t* publish(const std::uint32_t* words, int count) {
-  std::memcpy(ctx->warp_slots + 16 * ctx->lane, words, 4 * count);
-  syncwarp();
+/// Every lane publishes `count` 32-bit words, then may read any lane's (until the caller's
+/// closing syncwarp(false)). Register exchanges: the callers run it and read the slots
+/// unchecked, as the device orders no memory by them.
+QUAROT_EMULATION_UNCHECKED inline std::uint32_t* publish(const std::uint32_t* words, int count) {
+  for (int i = 0; i < count; ++i) ctx->warp_slots[16 * ctx->lane + i] = words[i];  // no memcpy: intercepted
+  syncwarp(false);
   return ctx->warp_slots;
 }
 
@@ -399,11 +501,12 @@ void shuffle(std::vector<T>& v, std::uint64_t& state) {
   }
 }
 
-inline void fiber_main() {
+QUAROT_EMULATION_UNCHECKED inline void fiber_main() {
   block_run& b = *current_block();
 #if QUAROT_EMULATION_ASAN
   __sanitizer_finish_switch_fiber(nullptr, const_cast<const void**>(&b.scheduler_stack_bottom), &b.scheduler_stack_size);
 #endif
+  race::acquire(&b.race_start);  // the thread starts after the launch
   fiber& f = b.fibers[b.current];
   b.body(b.body_arg);
   leave(*f.thread.block_barrier);
@@ -430,6 +533,7 @@ __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f.stack.get(), fiber_stack_bytes);
 #endif
+  race::switch_to(f.race_fiber);
   swapcontext(&b.scheduler, &f.context);
 #if QUAROT_EMULATION_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
@@ -449,16 +553,21 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
     last_error = cudaErrorInvalidConfiguration;
     return;
   }
+  const race::unchecked scheduler;  // the launching thread's accesses here are bookkeeping
   const unsigned warps = (threads + 31) / 32;
-  std::vector<std::vector<unsigned char>> shared(per_cluster, std::vector<unsigned char>(std::max<std::size_t>(shmem, 16)));
-  std::vector<unsigned char*> shared_bases(per_cluster);
-  for (unsigned r = 0; r < per_cluster; ++r) shared_bases[r] = shared[r].data();
-  std::vector<std::uint32_t> slots(static_cast<std::size_t>(per_cluster) * warps * 32 * 16);
   std::tuple<P...> arguments(args...);
   auto body = [](void* p) { std::apply(*static_cast<void (**)(P...)>(static_cast<void**>(p)[0]), *static_cast<std::tuple<P...>*>(static_cast<void**>(p)[1])); };
   void (*kernel_copy)(P...) = kernel;
   void* body_arg[2] = {&kernel_copy, &arguments};
   block_run b;
+  b.race_scheduler = race::current();
+  void* const* const race_fibers = race::fibers(static_cast<std::size_t>(per_cluster) * threads);
+  // A block's shared memory, warp slots and thread stacks serve every block of the launch
+  // (the race checker orders each block after the one before, so reuse is no race).
+  std::vector<std::vector<unsigned char>> shared(per_cluster, std::vector<unsigned char>(std::max<std::size_t>(shmem, 16)));
+  std::vector<unsigned char*> shared_bases(per_cluster);
+  for (unsigned r = 0; r < per_cluster; ++r) shared_bases[r] = shared[r].data();
+  std::vector<std::uint32_t> slots(static_cast<std::size_t>(per_cluster) * warps * 32 * 16);
   b.fibers = std::vector<fiber>(static_cast<std::size_t>(per_cluster) * threads);
   // Fiber stacks are not zeroed (value-initializing 256 KiB per thread took a third of the
   // emulated tests' time).
@@ -515,9 +624,11 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
                                   per_cluster,
                                   shared_bases.data()};
         f.async = async_state{};
+        f.race_fiber = race_fibers ? race_fibers[r * threads + t] : nullptr;
         start_fiber(f);
       }
     }
+    race::release(&b.race_start);
     // The threads run warp by warp, in an order shuffled afresh for each phase: a warp
     // runs, its lanes in a shuffled order per round, until every lane waits at a barrier
     // (or has returned), then the next warp. The device promises no order between warps
@@ -552,6 +663,7 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
                      f.waiting_phase ? " (an mbarrier phase that never completes)" : "");
         std::abort();
       }
+    race::acquire(&b.race_end);
   }
   current_block() = outer;
   ctx = nullptr;
@@ -576,31 +688,30 @@ void launch_cluster(void (*kernel)(P...), dim3 grid, dim3 block, dim3 cluster, s
 /// (2, 3) half of the step, E = 4 (s8) or 8 (s4), low byte / nibble first; B's registers
 /// 0, 1 hold column g at the same K elements of each half; D's c0..c3 are (g, 2c),
 /// (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1).
-inline void mma(bool s4, int (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
+/// Element `pos` (low first) of an MMA operand register: s4 nibbles or s8 bytes.
+QUAROT_EMULATION_UNCHECKED inline int mma_element(bool s4, std::uint32_t reg, int pos) {
+  if (s4) return ((static_cast<int>(reg >> (4 * pos)) & 0xf) ^ 8) - 8;
+  return static_cast<int>(static_cast<std::int8_t>((reg >> (8 * pos)) & 0xffu));
+}
+QUAROT_EMULATION_UNCHECKED inline void mma(bool s4, int (&d)[4], const std::uint32_t (&a)[4],
+                                           const std::uint32_t (&b)[2]) {
   const std::uint32_t words[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
   const std::uint32_t* all = publish(words, 6);
   const int per = s4 ? 8 : 4, steps = 8 * per;  // elements per register, K per MMA
-  const auto element = [&](std::uint32_t reg, int pos) {
-    if (s4) return ((static_cast<int>(reg >> (4 * pos)) & 0xf) ^ 8) - 8;
-    return static_cast<int>(static_cast<std::int8_t>((reg >> (8 * pos)) & 0xffu));
-  };
-  const auto a_at = [&](int row, int k) {
-    const int half = k / (4 * per), kk = k % (4 * per);
-    const int lane = (row % 8) * 4 + kk / per, reg = 2 * half + row / 8;
-    return element(all[16 * lane + reg], kk % per);
-  };
-  const auto b_at = [&](int k, int col) {
-    const int half = k / (4 * per), kk = k % (4 * per);
-    return element(all[16 * (col * 4 + kk / per) + 4 + half], kk % per);
-  };
+  // (No lambdas: a lambda here would be a function of its own, instrumented.)
   const int g = static_cast<int>(ctx->lane) / 4, c = static_cast<int>(ctx->lane) % 4;
   for (int i = 0; i < 4; ++i) {
     const int row = g + 8 * (i / 2), col = 2 * c + i % 2;
     int s = 0;
-    for (int k = 0; k < steps; ++k) s += a_at(row, k) * b_at(k, col);
+    for (int k = 0; k < steps; ++k) {
+      const int half = k / (4 * per), kk = k % (4 * per), pos = kk % per;
+      const std::uint32_t a_reg = all[16 * ((row % 8) * 4 + kk / per) + 2 * half + row / 8];
+      const std::uint32_t b_reg = all[16 * (col * 4 + kk / per) + 4 + half];
+      s += mma_element(s4, a_reg, pos) * mma_element(s4, b_reg, pos);
+    }
     d[i] += s;
   }
-  syncwarp();
+  syncwarp(false);
 }
 
 /// The shared-memory address of p (an offset into the block's dynamic shared memory).
@@ -641,18 +752,23 @@ struct shared_operand {
     }
     if (wgmma_swapped_offsets) std::swap(lbo, sbo);
   }
-  int operator()(int row, int k) const {
-    // 128-byte swizzle, K-major: rows of 128 bytes in 8-row groups SBO apart, the 16-byte
-    // chunk of address bits 4-6 XORed with bits 7-9 of the address formed.
-    const std::size_t swizzled_at = start + (row / 8) * sbo + (row % 8) * 128 + k;
-    const std::size_t at = swizzled ? (wgmma_ignores_swizzle ? swizzled_at : swizzle128(swizzled_at))
-                                    : start + (row / 8) * sbo + (k / 16) * lbo + (row % 8) * 16 + k % 16;
-    if (at >= ctx->shared_bytes) {
-      std::fprintf(stderr, "emulation: wgmma operand byte %zu past the %zu bytes of shared memory\n", at,
-                   ctx->shared_bytes);
-      std::abort();
+  /// The 32 bytes (k = 0..31) of `row`, gathered 16 at a time: k = 16h..16h + 15 are
+  /// contiguous in either layout (the swizzle moves whole 16-byte chunks), so the race
+  /// checker sees two accesses, not 32.
+  void row(int row, std::int8_t (&out)[32]) const {
+    for (int h = 0; h < 2; ++h) {
+      // 128-byte swizzle, K-major: rows of 128 bytes in 8-row groups SBO apart, the 16-byte
+      // chunk of address bits 4-6 XORed with bits 7-9 of the address formed.
+      const std::size_t swizzled_at = start + (row / 8) * sbo + (row % 8) * 128 + 16 * h;
+      const std::size_t at = swizzled ? (wgmma_ignores_swizzle ? swizzled_at : swizzle128(swizzled_at))
+                                      : start + (row / 8) * sbo + h * lbo + (row % 8) * 16;
+      if (at + 16 > ctx->shared_bytes) {
+        std::fprintf(stderr, "emulation: wgmma operand bytes %zu..%zu past the %zu bytes of shared memory\n", at,
+                     at + 15, ctx->shared_bytes);
+        std::abort();
+      }
+      std::memcpy(out + 16 * h, ctx->shared + at, 16);
     }
-    return static_cast<std::int8_t>(ctx->shared[at]);
   }
 };
 
@@ -662,21 +778,37 @@ struct shared_operand {
 inline void wgmma_s8(int* d, int n, std::uint64_t a, std::uint64_t b, bool accumulate) {
   ctx->async->mma.open.push_back(wgmma_op{d, n, a, b, accumulate});
 }
+/// One output's 32-term s8 dot product, on the thread's private copies of the operands
+/// (unchecked: the copies were, when made).
+QUAROT_EMULATION_UNCHECKED inline int dot32(const std::int8_t* a, const std::int8_t* b) {
+  int s = 0;
+  for (int k = 0; k < 32; ++k) s += a[k] * b[k];
+  return s;
+}
 inline void run_wgmma(const wgmma_op& op) {
   const int w = static_cast<int>(ctx->warp % 4), g = static_cast<int>(ctx->lane / 4), c = static_cast<int>(ctx->lane % 4);
   const shared_operand a(op.a), b(op.b);
+  std::int8_t a_rows[2][32], b_row[32];
+  for (int i = 0; i < 2; ++i) a.row(16 * w + g + 8 * i, a_rows[i]);
   for (int j = 0; j < op.n / 8; ++j)
-    for (int i = 0; i < 2; ++i)
-      for (int e = 0; e < 2; ++e) {
-        const int row = 16 * w + g + 8 * i, col = 8 * j + 2 * c + e;
-        int s = 0;
-        for (int k = 0; k < 32; ++k) s += a(row, k) * b(col, k);
+    for (int e = 0; e < 2; ++e) {
+      b.row(8 * j + 2 * c + e, b_row);
+      for (int i = 0; i < 2; ++i) {
+        const int s = dot32(a_rows[i], b_row);
         int& out = op.d[4 * j + 2 * i + e];
         out = op.accumulate ? out + s : s;
       }
+    }
 }
 inline void wgmma_commit() { ctx->async->mma.commit(); }
-inline void wgmma_wait(int pending) { ctx->async->mma.retire(pending, run_wgmma); }
+/// wgmma.wait_group.sync.aligned: the warp's lanes leave it together (.sync), so once any
+/// lane goes on, every lane's retired MMAs have read their operands — what lets one lane
+/// release a stage buffer for its whole warp, as the cluster kernel's consumers do (and
+/// CUTLASS's TMA pipelines).
+inline void wgmma_wait(int pending) {
+  ctx->async->mma.retire(pending, run_wgmma);
+  syncwarp(true);
+}
 
 /// cp.async.cg.shared.global of 16 bytes (`bytes` = 0: zeros), deferred as copy_op says.
 inline void cp_async16(void* smem, const void* gmem, int bytes) {
@@ -708,45 +840,65 @@ struct mbarrier_word {
 };
 static_assert(sizeof(mbarrier_word) == 8);
 /// The 8 bytes at bar's offset in the shared memory of the cluster's block `cta`.
-inline mbarrier_word& mbarrier_word_at(const void* bar, unsigned cta) {
+QUAROT_EMULATION_UNCHECKED inline mbarrier_word& mbarrier_word_at(const void* bar, unsigned cta) {
   if (cta >= ctx->cluster_size) fault("mbarrier of a block outside the cluster");
   const std::size_t at = shared_address(bar);
   if (at % 8 != 0 || at + 8 > ctx->shared_bytes) fault("mbarrier misaligned or past shared memory");
   return *reinterpret_cast<mbarrier_word*>(ctx->cluster_shared[cta] + at);
 }
 /// The initialized barrier there.
-inline mbarrier_word& mbarrier_in(const void* bar, unsigned cta) {
+QUAROT_EMULATION_UNCHECKED inline mbarrier_word& mbarrier_in(const void* bar, unsigned cta) {
   mbarrier_word& w = mbarrier_word_at(bar, cta);
   if ((w.phase & 0xfeu) != 0xb0u) fault("mbarrier used before mbarrier.init");
   return w;
 }
-inline void mbarrier_init(std::uint64_t* bar, unsigned count) {
+/// For the race checker: an arrival on barrier w's current phase (a copy's completion of
+/// bytes included) releases the phase's token; a wait that sees phase parity `parity`
+/// complete acquires it.
+QUAROT_EMULATION_UNCHECKED inline void phase_release(const mbarrier_word& w) {
+  if (!race::mbarriers_order_nothing) race::release(reinterpret_cast<const char*>(&w) + (w.phase & 1u));
+}
+QUAROT_EMULATION_UNCHECKED inline void phase_acquire(const mbarrier_word& w, unsigned parity) {
+  if (!race::mbarriers_order_nothing) race::acquire(reinterpret_cast<const char*>(&w) + parity);
+}
+QUAROT_EMULATION_UNCHECKED inline void mbarrier_init(std::uint64_t* bar, unsigned count) {
   if (count == 0 || count > 255) fault("mbarrier.init count out of the emulated range");
   mbarrier_word_at(bar, ctx->cluster_rank) =
       mbarrier_word{0, static_cast<std::uint16_t>(count), static_cast<std::uint8_t>(count), 0xb0};
 }
-inline void mbarrier_settle(mbarrier_word& w) {
+QUAROT_EMULATION_UNCHECKED inline void mbarrier_settle(mbarrier_word& w) {
   if (w.pending == 0 && w.tx == 0) {
     w.phase ^= 1u;
     w.pending = w.count;
   }
 }
 /// One arrival on block cta's barrier, expecting `tx` more bytes first.
-inline void mbarrier_arrive(std::uint64_t* bar, unsigned tx, unsigned cta) {
+QUAROT_EMULATION_UNCHECKED inline void mbarrier_arrive(std::uint64_t* bar, unsigned tx, unsigned cta) {
   mbarrier_word& w = mbarrier_in(bar, cta);
   if (w.pending == 0) fault("mbarrier arrival with none pending");
+  phase_release(w);
   w.tx += static_cast<std::int32_t>(tx);
   --w.pending;
   mbarrier_settle(w);
 }
-inline void mbarrier_wait(std::uint64_t* bar, unsigned parity) {
+QUAROT_EMULATION_UNCHECKED inline void mbarrier_wait(std::uint64_t* bar, unsigned parity) {
   const mbarrier_word& w = mbarrier_in(bar, ctx->cluster_rank);
-  if ((w.phase & 1u) != parity) return;
-  fiber& me = current_block()->fibers[current_block()->current];
-  me.waiting_phase = &w.phase;
-  me.wait_parity = parity;
-  while ((w.phase & 1u) == parity) yield_to_scheduler();
-  me.waiting_phase = nullptr;
+  if ((w.phase & 1u) == parity) {
+    fiber& me = current_block()->fibers[current_block()->current];
+    me.waiting_phase = &w.phase;
+    me.wait_parity = parity;
+    while ((w.phase & 1u) == parity) yield_to_scheduler();
+    me.waiting_phase = nullptr;
+  }
+  phase_acquire(w, parity);
+}
+
+/// A copy's completion of `bytes` on barrier w (its writes ordered before the waits that
+/// see the phase complete).
+QUAROT_EMULATION_UNCHECKED inline void mbarrier_complete_tx(mbarrier_word& w, std::size_t bytes) {
+  phase_release(w);
+  w.tx -= static_cast<std::int32_t>(bytes);
+  mbarrier_settle(w);
 }
 
 /// The emulated tensor map (cuTensorMapEncodeTiled's arguments that the emulation
@@ -792,7 +944,7 @@ inline void tma_load_2d(void* dst, const CUtensorMap* map, std::uint64_t* bar, i
   const unsigned targets = cta_mask ? cta_mask : 1u << ctx->cluster_rank;
   for (unsigned r = 0; r < ctx->cluster_size; ++r) {
     if (!(targets >> r & 1u)) continue;
-    mbarrier_word& w = mbarrier_in(bar, r);
+    mbarrier_in(bar, r);  // initialized before the copy lands
     unsigned char* s = ctx->cluster_shared[r];
     for (std::uint32_t i = 0; i < t.box[1]; ++i)
       for (std::uint32_t j = 0; j < t.box[0]; ++j) {
@@ -802,8 +954,7 @@ inline void tma_load_2d(void* dst, const CUtensorMap* map, std::uint64_t* bar, i
         const std::size_t o = t.swizzled ? swizzle128(at + i * t.box[0] + j) : at + i * t.box[0] + j;
         s[o] = inside ? t.base[static_cast<std::uint64_t>(row) * t.stride + static_cast<std::uint64_t>(col)] : 0;
       }
-    w.tx -= static_cast<std::int32_t>(bytes);
-    mbarrier_settle(w);
+    mbarrier_complete_tx(mbarrier_in(bar, r), bytes);
   }
 }
 
@@ -819,14 +970,15 @@ inline std::size_t __cvta_generic_to_shared(const void* p) { return ::quarot_cud
 inline void __syncthreads() { ::quarot_cuda_emulation::syncthreads(); }
 
 template <class T>
-T __shfl_sync(unsigned /*mask*/, T v, int src_lane) {
+QUAROT_EMULATION_UNCHECKED T __shfl_sync(unsigned /*mask*/, T v, int src_lane) {
   static_assert(sizeof(T) == 4);
   std::uint32_t w;
   std::memcpy(&w, &v, 4);
   const std::uint32_t* all = ::quarot_cuda_emulation::publish(&w, 1);
+  const std::uint32_t source = all[16 * (static_cast<unsigned>(src_lane) % 32)];  // a plain read: unchecked
   T out;
-  std::memcpy(&out, all + 16 * (static_cast<unsigned>(src_lane) % 32), 4);
-  ::quarot_cuda_emulation::syncwarp();
+  std::memcpy(&out, &source, 4);
+  ::quarot_cuda_emulation::syncwarp(false);
   return out;
 }
 
@@ -835,14 +987,14 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
   return __shfl_sync(mask, v, static_cast<int>(::quarot_cuda_emulation::ctx->lane ^ static_cast<unsigned>(lane_mask)));
 }
 
-inline int __all_sync(unsigned /*mask*/, int predicate) {
+QUAROT_EMULATION_UNCHECKED inline int __all_sync(unsigned /*mask*/, int predicate) {
   const std::uint32_t w = predicate != 0;
   const std::uint32_t* all = ::quarot_cuda_emulation::publish(&w, 1);
   const unsigned lanes = std::min(32u, blockDim.x * blockDim.y * blockDim.z -
                                            32 * ((threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) / 32));
   int result = 1;
   for (unsigned l = 0; l < lanes; ++l) result &= all[16 * l] != 0;
-  ::quarot_cuda_emulation::syncwarp();
+  ::quarot_cuda_emulation::syncwarp(false);
   return result;
 }
 
