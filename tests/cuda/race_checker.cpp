@@ -5,7 +5,6 @@
 // kernel (PASS_REGULAR_EXPRESSION in tests/CMakeLists.txt); a checker that saw nothing
 // would fail it. Argument: syncthreads | mbarrier.
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 

@@ -553,7 +553,9 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
     last_error = cudaErrorInvalidConfiguration;
     return;
   }
-  const race::unchecked scheduler;  // the launching thread's accesses here are bookkeeping
+  // The launching thread's accesses here are bookkeeping, unchecked: among them resume()'s
+  // write of ctx, the thread-local every emulated thread reads, at each switch.
+  const race::unchecked scheduler;
   const unsigned warps = (threads + 31) / 32;
   std::tuple<P...> arguments(args...);
   auto body = [](void* p) { std::apply(*static_cast<void (**)(P...)>(static_cast<void**>(p)[0]), *static_cast<std::tuple<P...>*>(static_cast<void**>(p)[1])); };
