@@ -1,15 +1,19 @@
 // The race checker's own test: built with -fsanitize=thread against the CPU emulation of
 // CUDA (tests/cuda/emulation/, "race"), it runs one kernel with a fault that makes
-// __syncthreads, or every mbarrier, order no memory, and ThreadSanitizer must report the
-// data races that leaves in that kernel. ctest passes it on the report, which names the
-// kernel (PASS_REGULAR_EXPRESSION in tests/CMakeLists.txt); a checker that saw nothing
-// would fail it. Argument: syncthreads | mbarrier.
+// __syncthreads, every mbarrier, or every __threadfence order no memory, and
+// ThreadSanitizer must report the data races that leaves in that kernel. ctest passes it
+// on the report, which names the kernel (PASS_REGULAR_EXPRESSION in tests/CMakeLists.txt);
+// a checker that saw nothing would fail it. Argument: syncthreads | mbarrier |
+// threadfence.
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include <quarot/backend/cuda/fwht.cuh>
 #include <quarot/backend/cuda/gemm.cuh>
+#include <quarot/gemm/integer_gemm.hpp>
+#include <quarot/quantize/activation.hpp>
+#include <quarot/quantize/rtn.hpp>
 
 #include "cuda_test_util.hpp"
 
@@ -36,8 +40,28 @@ int main(int argc, char** argv) {
     emu::race::mbarriers_order_nothing = true;
     const std::string failure = quarot::cuda::detail::wgmma_cluster_self_test();
     std::printf("cluster self-test: %s\n", failure.empty() ? "passed" : failure.c_str());
+  } else if (fault == "threadfence") {
+    // Split-K on one output tile: its two blocks run on different block workers, and the
+    // partials of the one that counts first reach the last one only through the fences
+    // around the tile's count (split_k_last).
+    emu::race::fences_order_nothing = true;
+    const std::size_t m = 8, n = 64, k = 2048;
+    const auto x = cuda_test::random_values(m * k, 2);
+    const auto w = cuda_test::random_values(n * k, 3, 3.0f);
+    const quarot::quant_params wp{.bits = 8, .symmetric = true, .gran = quarot::granularity::per_channel};
+    const auto packed = quarot::gemm::pack_weights(
+        quarot::rtn_quantizer(wp, quarot::cpu::isa::scalar).quantize(quarot::make_matrix_view(w, n, k)), 8);
+    quarot::cuda::device_buffer<float> dx(x.size()), dy(m * n);
+    dx.upload(x.data(), x.size());
+    quarot::cuda::device_activations xd;
+    quarot::cuda::quantize_activations(quarot::cuda::device{}, quarot::matrix_view<const float>(dx.data(), m, k, k), 8,
+                                       1.0f, xd);
+    quarot::gemm::integer_gemm<quarot::gemm::integer_policy<quarot::cuda::device, 8, 8>> op(
+        packed, quarot::cuda::mma_path::int8_mma);
+    op.set_split_k(2);
+    op(xd, nullptr, quarot::matrix_view<float>(dy.data(), m, n, n));
   } else {
-    std::fprintf(stderr, "usage: %s syncthreads|mbarrier\n", argv[0]);
+    std::fprintf(stderr, "usage: %s syncthreads|mbarrier|threadfence\n", argv[0]);
     return 2;
   }
   std::printf("ran the kernel with the fault '%s'\n", fault.c_str());

@@ -8,11 +8,13 @@
 // What it cannot check is the hardware itself: the MMA fragment layout is the PTX ISA's as
 // written here, and timing or memory-model effects do not exist.
 //
-// A block's threads run as fibers (ucontext) on the calling thread, one block after the
-// other, so `__shared__` (here: static) variables and the dynamic shared memory are the
-// block's own. The blocks of a thread-block cluster (launch_cluster) run together, each
-// with its own dynamic shared memory; kernels launched in clusters must not use static
-// `__shared__` variables, which the emulation would share between them.
+// A block's threads run as fibers (ucontext) on one host thread, a block worker, one block
+// after the other: the calling thread, or under the race checker several worker threads
+// that each take a share of the launch's blocks (run_grid). `__shared__` variables (here:
+// static thread_local, so one per worker) and the dynamic shared memory are thus the
+// block's own. The blocks of a thread-block cluster (launch_cluster) run together on one
+// worker, each with its own dynamic shared memory; kernels launched in clusters must not
+// use static `__shared__` variables, which the emulation would share between them.
 #pragma once
 
 #define QUAROT_CUDA_EMULATION 1
@@ -31,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -66,10 +69,18 @@
 #if QUAROT_EMULATION_TSAN
 #include <sanitizer/tsan_interface.h>
 // Exported by libtsan, declared by no header: the running thread's (fiber's) memory
-// accesses go unchecked until the matching end.
+// accesses go unchecked from begin to the matching end; a function's exit, and the depth
+// of the running fiber's stack of functions (race::unwind_to).
 extern "C" {
 void __tsan_ignore_thread_begin();
 void __tsan_ignore_thread_end();
+#if defined(__clang__)
+void __tsan_func_exit();
+#define QUAROT_TSAN_FUNC_EXIT() __tsan_func_exit()
+#else  // a GCC built-in, declared with an (unused) argument
+#define QUAROT_TSAN_FUNC_EXIT() __tsan_func_exit(nullptr)
+#endif
+std::size_t __tsan_testonly_shadow_stack_current_size();
 }
 // The emulation's own bookkeeping (barrier counters, mbarrier words, scheduler state) and
 // its register exchanges (shuffle slots): not instrumented, so not checked, at no cost
@@ -84,7 +95,9 @@ void __tsan_ignore_thread_end();
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static
+// Static shared variables are per block worker (run_grid): a worker runs one block (or
+// cluster) at a time, and blocks of other workers must not see its values.
+#define __shared__ static thread_local
 #define __align__(n) __attribute__((aligned(n)))
 #define __grid_constant__
 
@@ -246,10 +259,6 @@ inline void enqueue(std::function<void()> work) {
 }
 
 inline thread_local cudaError_t last_error = cudaSuccess;
-inline std::mutex& atomic_mutex() {
-  static std::mutex m;
-  return m;
-}
 inline std::map<const void*, int>& shared_limits() {
   static std::map<const void*, int> m;
   return m;
@@ -304,28 +313,56 @@ struct async_state {
 /// that the emulation annotates here: __syncthreads and the cluster barrier order each
 /// arrival before every departure of the same generation; an mbarrier orders each arrival
 /// on a phase (a TMA copy's completion of its bytes included) before every wait that sees
-/// that phase complete; wgmma.wait_group is warp-synchronous; atomics synchronize through
-/// their mutex; a block's threads start after the host's launch and end before the host's
-/// next step. Shuffles, votes and mma.sync order nothing. Anything else two threads touch,
-/// one of them writing, is a data race that TSan reports with both stacks, whatever order
-/// the scheduler happened to run them in. Asynchronous copies and MMAs access memory at
+/// that phase complete; wgmma.wait_group is warp-synchronous; __threadfence orders as
+/// fence.sc through the atomics an execution observes (threadfence()), and atomics alone
+/// order nothing; a block's threads start after the host's launch and end before the
+/// host's next step. Shuffles, votes and mma.sync order nothing. Anything else two threads
+/// touch, one of them writing, is a data race that TSan reports with both stacks, whatever
+/// order the scheduler happened to run them in. Asynchronous copies and MMAs access memory at
 /// the wait that retires them, so a buffer refilled while an MMA in flight still reads it
 /// is reported too. The emulation's own bookkeeping (barrier counters, mbarrier words,
 /// scheduler state) and register exchanges are not checked (QUAROT_EMULATION_UNCHECKED,
-/// `unchecked`). Blocks run one after another, each ordered after the previous one: races
-/// between blocks are not looked for (the scrambled block order is what checks those).
+/// `unchecked`). Blocks: the launch's scrambled block order is dealt to max_workers
+/// threads, each running its share one block after another, each of its blocks ordered
+/// after its previous one (its thread t is the worker's fiber t); blocks of different
+/// workers are ordered only by what the kernel orders, so races between them are looked
+/// for too (split-K's partials and tile counts), between any two blocks that fall to
+/// different workers.
 namespace race {
 #if QUAROT_EMULATION_TSAN
 inline void* current() { return __tsan_get_current_fiber(); }
-/// The race checker's fibers for `count` emulated threads. Made once and kept (creating
-/// one maps TSan's per-thread state: per block, that was most of the checked run's time);
-/// thread t of every block is fiber t, which costs nothing, as blocks are ordered anyway.
-inline void* const* fibers(std::size_t count) {
-  static std::vector<void*> made;
-  while (made.size() < count) made.push_back(__tsan_create_fiber(0));
-  return made.data();
+/// Block workers (run_grid): threads that each run a share of a launch's blocks. Several
+/// under the race checker, so that blocks of different workers are unordered.
+constexpr unsigned max_workers = 4;
+/// The race checker's fibers of worker w for `count` emulated threads. Made once and kept
+/// (creating one maps TSan's per-thread state: per block, that was most of the checked
+/// run's time); thread t of each of the worker's blocks is its fiber t, so the worker's
+/// blocks are ordered one after another, and races are looked for between workers.
+/// `snapshots`: the slots of the fibers that join the clocks of the fences before each
+/// thread instead (fiber::race_snapshot), each made when first needed (snapshot()): few
+/// threads fence, and TSan has room for about 8000 threads and fibers.
+inline void** fibers(unsigned worker, std::size_t count, bool snapshots = false) {
+  static std::vector<void*> made[2 * max_workers];  // each touched by its worker only
+  std::vector<void*>& pool = made[2 * worker + (snapshots ? 1 : 0)];
+  while (pool.size() < count) pool.push_back(snapshots ? nullptr : __tsan_create_fiber(0));
+  return pool.data();
+}
+inline void* snapshot(void*& slot) {
+  if (!slot) slot = __tsan_create_fiber(0);
+  return slot;
 }
 inline void switch_to(void* fiber) { __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync); }
+/// Switches to `fiber` and orders everything the running fiber did before all it does next
+/// (the fiber switch with synchronization).
+inline void switch_to_after(void* fiber) { __tsan_switch_to_fiber(fiber, 0); }
+/// The running fiber's depth of TSan's shadow stack, and unwinding it to `depth`: a
+/// finished emulated thread never returns from fiber_main, and its fiber runs the same
+/// thread of the worker's next block, so without the unwinding each block would leave its
+/// frames there (a fiber runs thousands of blocks).
+inline std::size_t depth() { return __tsan_testonly_shadow_stack_current_size(); }
+inline void unwind_to(std::size_t d) {
+  for (std::size_t n = depth(); n > d; --n) QUAROT_TSAN_FUNC_EXIT();
+}
 inline void release(const void* token) { __tsan_release(const_cast<void*>(token)); }
 inline void acquire(const void* token) { __tsan_acquire(const_cast<void*>(token)); }
 /// While alive, the running fiber's memory accesses are not checked.
@@ -337,8 +374,13 @@ struct unchecked {
 };
 #else
 inline void* current() { return nullptr; }
-inline void* const* fibers(std::size_t) { return nullptr; }
+constexpr unsigned max_workers = 1;
+inline void** fibers(unsigned, std::size_t, bool = false) { return nullptr; }
+inline void* snapshot(void*&) { return nullptr; }
 inline void switch_to(void*) {}
+inline void switch_to_after(void*) {}
+inline std::size_t depth() { return 0; }
+inline void unwind_to(std::size_t) {}
 inline void release(const void*) {}
 inline void acquire(const void*) {}
 struct unchecked {
@@ -352,7 +394,37 @@ struct unchecked {
 /// without them would be. TSan must then report the races that the missing order leaves.
 inline bool syncthreads_orders_nothing = false;
 inline bool mbarriers_order_nothing = false;
+/// __threadfence orders nothing (threadfence()).
+inline bool fences_order_nothing = false;
 }  // namespace race
+
+/// How many block workers run_grid uses (at most race::max_workers, one without the race
+/// checker: the blocks run on the launching thread).
+inline unsigned& block_workers() {
+  static unsigned workers = race::max_workers;
+  return workers;
+}
+
+/// A few addresses of atomics (the race checker's fence model, threadfence()): plain
+/// arrays, handled by unchecked functions only, as they are the emulation's bookkeeping.
+struct atomic_addresses {
+  static constexpr unsigned capacity = 8;
+  const void* address[capacity];
+  unsigned count = 0;
+};
+/// Adds `a` to `to` unless there.
+QUAROT_EMULATION_UNCHECKED inline void note(atomic_addresses& to, const void* a) {
+  for (unsigned i = 0; i < to.count; ++i)
+    if (to.address[i] == a) return;
+  if (to.count == atomic_addresses::capacity) {
+    std::fprintf(stderr, "emulation: a thread observed more than %u atomics between fences\n", atomic_addresses::capacity);
+    std::abort();
+  }
+  to.address[to.count++] = a;
+}
+QUAROT_EMULATION_UNCHECKED inline void note_all(atomic_addresses& to, const atomic_addresses& from) {
+  for (unsigned i = 0; i < from.count; ++i) note(to, from.address[i]);
+}
 
 struct barrier_state;
 struct thread_context {
@@ -372,15 +444,22 @@ struct thread_context {
 /// waits at a barrier, then the next one runs. A barrier releases when every thread that
 /// has not returned has arrived (returned threads stop counting, as on the device).
 struct barrier_state {
+  explicit barrier_state(unsigned live_threads = 0) : live(live_threads) {}
   unsigned live = 0, arrived = 0, generation = 0;
   /// The race checker's tokens: generation g's arrivals release token[g % 2], its
   /// departures acquire it (two, since a thread may arrive at g + 1 before a slower one
   /// has left g).
   char token[2] = {};
+  /// The race checker's fence model (threadfence()): the atomics that generation g's
+  /// arrivals had observed, which its departures observe too, and a token on which its
+  /// arrivals release the fences before them, which its departures acquire (null: none
+  /// yet; a fresh one per generation, from block_run::fence_tokens).
+  atomic_addresses observed[2];
+  char* fences[2] = {nullptr, nullptr};
 };
 struct fiber {
   ucontext_t context;
-  std::unique_ptr<unsigned char[]> stack;
+  unsigned char* stack = nullptr;  // fiber_stacks()
   thread_context thread;
   async_state async;
   bool done = false;
@@ -393,6 +472,16 @@ struct fiber {
   const std::uint8_t* waiting_phase = nullptr;
   unsigned wait_parity = 0;
   void* race_fiber = nullptr;  // the race checker's fiber (race::fibers)
+  /// The race checker's model of __threadfence (fence.sc) and atomics (threadfence()):
+  /// `race_snapshot` holds a fiber whose clock joins the clocks of the fences that happen
+  /// before this thread's present (its own, and those barriers carry to it; `fenced`:
+  /// any in this block), which each atomic the thread performs releases on the atomic's
+  /// address; `observed` are the addresses of the atomics that happen before this
+  /// thread's next fence, which that fence acquires.
+  void** race_snapshot = nullptr;  // its slot (race::fibers(..., true), race::snapshot)
+  bool fenced = false;
+  atomic_addresses observed;
+  std::size_t race_depth = 0;  // the shadow stack's depth where the thread began
   [[nodiscard]] bool runnable() const noexcept {
     return !done && (waiting_on == nullptr || waiting_on->generation != wait_generation) &&
            (waiting_phase == nullptr || (*waiting_phase & 1u) != wait_parity);
@@ -413,8 +502,25 @@ struct block_run {
   std::size_t scheduler_stack_size = 0;
   void* race_scheduler = nullptr;  // the race checker's fiber of the launching thread
   char race_start = 0, race_end = 0;  // tokens: launch -> threads, threads -> host
+  /// The barriers' fence tokens (barrier_state::fences) of the block running: freed with
+  /// it, as freeing a token's memory is what makes TSan forget its clock.
+  std::vector<std::unique_ptr<char>> fence_tokens;
 };
 constexpr std::size_t fiber_stack_bytes = 256 * 1024;
+/// Worker w's stacks for `count` emulated threads, kept from launch to launch: thread t of
+/// each of the worker's blocks runs on its stack t (and, under the race checker, as its
+/// fiber t). Fresh stacks per launch cost page faults, twice under the race checker (its
+/// shadow memory). Not zeroed (value-initializing 256 KiB per thread took a third of the
+/// emulated tests' time).
+inline unsigned char* const* fiber_stacks(unsigned worker, std::size_t count) {
+  static std::vector<std::unique_ptr<unsigned char[]>> kept[race::max_workers];  // each its worker's
+  static std::vector<unsigned char*> bases[race::max_workers];
+  while (kept[worker].size() < count) {
+    kept[worker].push_back(std::make_unique_for_overwrite<unsigned char[]>(fiber_stack_bytes));
+    bases[worker].push_back(kept[worker].back().get());
+  }
+  return bases[worker].data();
+}
 
 inline block_run*& current_block() {
   static thread_local block_run* run = nullptr;
@@ -438,8 +544,11 @@ inline void yield_to_scheduler(bool finished = false) {
   __sanitizer_start_switch_fiber(finished ? nullptr : &fake, b.scheduler_stack_bottom, b.scheduler_stack_size);
 #endif
   // A finished thread ends before the host goes on; released after its last access of
-  // the scheduler's state (on the host's stack).
-  if (finished) race::release(&b.race_end);
+  // the scheduler's state (on the host's stack). Its functions never return.
+  if (finished) {
+    race::release(&b.race_end);
+    race::unwind_to(f.race_depth);
+  }
   race::switch_to(scheduler_fiber);
   swapcontext(&f.context, &b.scheduler);
 #if QUAROT_EMULATION_ASAN
@@ -447,30 +556,98 @@ inline void yield_to_scheduler(bool finished = false) {
 #endif
 }
 
+/// Generation g of a barrier is complete: every thread has left g - 1, whose observed
+/// atomics then go (the slot serves g + 1).
+QUAROT_EMULATION_UNCHECKED inline void advance(barrier_state& bar) {
+  bar.arrived = 0;
+  ++bar.generation;
+  bar.observed[bar.generation % 2].count = 0;
+  bar.fences[bar.generation % 2] = nullptr;
+}
+
+/// The fences before a barrier's arrival, released on the generation's token
+/// (`arriving`), or acquired from it into the departing thread's snapshot. Instrumented,
+/// as it switches fibers.
+inline void carry_fences(fiber& me, char* token, bool arriving) {
+  race::switch_to(race::snapshot(*me.race_snapshot));
+  if (arriving) race::release(token);
+  else race::acquire(token);
+  race::switch_to(me.race_fiber);
+}
+
 QUAROT_EMULATION_UNCHECKED inline void wait_at(barrier_state& bar, bool orders = true) {
   const unsigned generation = bar.generation;
-  if (orders) race::release(&bar.token[generation % 2]);
-  if (++bar.arrived == bar.live) {  // the last to arrive goes on at once
-    bar.arrived = 0;
-    ++bar.generation;
-    if (orders) race::acquire(&bar.token[generation % 2]);
-    return;
-  }
   block_run& b = *current_block();
   fiber& me = b.fibers[b.current];
-  me.waiting_on = &bar;
-  me.wait_generation = generation;
-  while (bar.generation == generation) yield_to_scheduler();
-  me.waiting_on = nullptr;
-  if (orders) race::acquire(&bar.token[generation % 2]);
+  atomic_addresses& carried = bar.observed[generation % 2];
+  if (orders) {
+    race::release(&bar.token[generation % 2]);
+    note_all(carried, me.observed);
+    if (me.fenced) {
+      char*& fences = bar.fences[generation % 2];
+      if (!fences) {  // (the vector's own accesses unchecked: bookkeeping)
+        const race::unchecked guard;
+        fences = b.fence_tokens.emplace_back(std::make_unique<char>()).get();
+      }
+      carry_fences(me, fences, true);
+    }
+  }
+  if (++bar.arrived == bar.live) {  // the last to arrive goes on at once
+    advance(bar);
+  } else {
+    me.waiting_on = &bar;
+    me.wait_generation = generation;
+    while (bar.generation == generation) yield_to_scheduler();
+    me.waiting_on = nullptr;
+  }
+  if (orders) {
+    race::acquire(&bar.token[generation % 2]);
+    note_all(me.observed, carried);
+    if (char* const fences = bar.fences[generation % 2]) {
+      carry_fences(me, fences, false);
+      me.fenced = true;
+    }
+  }
 }
 
 QUAROT_EMULATION_UNCHECKED inline void leave(barrier_state& bar) {
   --bar.live;
-  if (bar.arrived > 0 && bar.arrived == bar.live) {
-    bar.arrived = 0;
-    ++bar.generation;
+  if (bar.arrived > 0 && bar.arrived == bar.live) advance(bar);
+}
+
+/// The race checker's model of fence.sc (__threadfence) and relaxed atomics. The device's
+/// fence.sc operations are totally ordered, each synchronizing with every later one (PTX
+/// ISA, memory consistency model: Fence-SC order), but which comes first is decided as they
+/// run; an execution proves fence F before fence G when an atomic write that F happens
+/// before is observed by an atomic read that happens before G (else G before F would
+/// make the read observe a write that follows it). So an atomic releases, on its address,
+/// the clocks of the fences that happen before it (joined in its thread's snapshot fiber:
+/// not the clock at the atomic, which would order the accesses after those fences too),
+/// and a fence acquires on the addresses of the atomics that happen before it; barriers
+/// carry both to the threads that leave them (mbarrier phases do not: no kernel fences
+/// around one). A split-K block's partials are then ordered before the tile's last
+/// block's reads only by fences between the stores and the count, and between the last
+/// block's count and its reads, wherever the blocks run.
+inline void observe_atomic(const void* address) {
+  if (!QUAROT_EMULATION_TSAN) return;
+  block_run& b = *current_block();
+  fiber& me = b.fibers[b.current];
+  if (me.fenced) {
+    race::switch_to(*me.race_snapshot);
+    race::release(address);
+    race::switch_to(me.race_fiber);
   }
+  note(me.observed, address);
+}
+inline void threadfence() {
+  if (!QUAROT_EMULATION_TSAN || race::fences_order_nothing) return;
+  block_run& b = *current_block();
+  fiber& me = b.fibers[b.current];
+  for (unsigned i = 0; i < me.observed.count; ++i) race::acquire(me.observed.address[i]);
+  me.observed.count = 0;
+  race::switch_to_after(race::snapshot(*me.race_snapshot));  // the snapshot takes this clock
+  race::switch_to(me.race_fiber);
+  me.fenced = true;
 }
 
 inline void syncthreads() { wait_at(*ctx->block_barrier, !race::syncthreads_orders_nothing); }
@@ -508,6 +685,7 @@ QUAROT_EMULATION_UNCHECKED inline void fiber_main() {
 #endif
   race::acquire(&b.race_start);  // the thread starts after the launch
   fiber& f = b.fibers[b.current];
+  f.race_depth = race::depth() - 1;  // (the depth includes this function)
   b.body(b.body_arg);
   leave(*f.thread.block_barrier);
   leave(f.thread.warp_barriers[f.thread.warp]);
@@ -520,7 +698,7 @@ QUAROT_EMULATION_UNCHECKED inline void fiber_main() {
 // callers' loop variables must not be live across it (-Wclobbered).
 __attribute__((noinline)) inline void start_fiber(fiber& f) {
   getcontext(&f.context);
-  f.context.uc_stack.ss_sp = f.stack.get();
+  f.context.uc_stack.ss_sp = f.stack;
   f.context.uc_stack.ss_size = fiber_stack_bytes;
   f.context.uc_link = nullptr;
   makecontext(&f.context, fiber_main, 0);
@@ -531,7 +709,7 @@ __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
   ctx = &f.thread;
 #if QUAROT_EMULATION_ASAN
   void* fake = nullptr;
-  __sanitizer_start_switch_fiber(&fake, f.stack.get(), fiber_stack_bytes);
+  __sanitizer_start_switch_fiber(&fake, f.stack, fiber_stack_bytes);
 #endif
   race::switch_to(f.race_fiber);
   swapcontext(&b.scheduler, &f.context);
@@ -541,53 +719,39 @@ __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
   ctx = nullptr;
 }
 
-template <class... P>
-void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, dim3 cluster, P... args) {
-  const unsigned threads = block.x * block.y * block.z;
-  const unsigned per_cluster = cluster.x * cluster.y * cluster.z;
-  const auto it = shared_limits().find(reinterpret_cast<const void*>(kernel));
-  const int limit = it == shared_limits().end() ? default_shared : it->second;
-  if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
-      shmem > static_cast<std::size_t>(limit) || per_cluster == 0 || per_cluster > 8 || grid.x % cluster.x != 0 ||
-      grid.y % cluster.y != 0 || grid.z % cluster.z != 0 || (per_cluster > 1 && compute_major < 9)) {
-    last_error = cudaErrorInvalidConfiguration;
-    return;
-  }
-  // The launching thread's accesses here are bookkeeping, unchecked: among them resume()'s
-  // write of ctx, the thread-local every emulated thread reads, at each switch.
+/// What every block of a launch shares: the kernel (type-erased), its geometry.
+struct launch_shape {
+  void (*body)(void*);
+  void* body_arg;
+  dim3 grid, block, cluster;
+  std::size_t shmem;
+  unsigned threads, per_cluster, warps;
+};
+
+/// The clusters (single blocks without one) `first` of a launch, run one after another on
+/// the calling thread: a block's threads are fibers, its shared memory, warp slots and thread
+/// stacks serve each cluster in turn (ordered: the race checker orders each cluster of a
+/// worker after the one before, so reuse is no race). `state` seeds the schedule.
+inline void run_clusters(const launch_shape& s, const std::vector<dim3>& firsts, unsigned worker, std::uint64_t state) {
+  // The scheduler's accesses are bookkeeping, unchecked: among them resume()'s write of
+  // ctx, the thread-local every emulated thread reads, at each switch.
   const race::unchecked scheduler;
-  const unsigned warps = (threads + 31) / 32;
-  std::tuple<P...> arguments(args...);
-  auto body = [](void* p) { std::apply(*static_cast<void (**)(P...)>(static_cast<void**>(p)[0]), *static_cast<std::tuple<P...>*>(static_cast<void**>(p)[1])); };
-  void (*kernel_copy)(P...) = kernel;
-  void* body_arg[2] = {&kernel_copy, &arguments};
+  const unsigned threads = s.threads, per_cluster = s.per_cluster, warps = s.warps;
   block_run b;
   b.race_scheduler = race::current();
-  void* const* const race_fibers = race::fibers(static_cast<std::size_t>(per_cluster) * threads);
-  // A block's shared memory, warp slots and thread stacks serve every block of the launch
-  // (the race checker orders each block after the one before, so reuse is no race).
-  std::vector<std::vector<unsigned char>> shared(per_cluster, std::vector<unsigned char>(std::max<std::size_t>(shmem, 16)));
+  void* const* const race_fibers = race::fibers(worker, static_cast<std::size_t>(per_cluster) * threads);
+  void** const race_snapshots = race::fibers(worker, static_cast<std::size_t>(per_cluster) * threads, true);
+  std::vector<std::vector<unsigned char>> shared(per_cluster, std::vector<unsigned char>(std::max<std::size_t>(s.shmem, 16)));
   std::vector<unsigned char*> shared_bases(per_cluster);
   for (unsigned r = 0; r < per_cluster; ++r) shared_bases[r] = shared[r].data();
   std::vector<std::uint32_t> slots(static_cast<std::size_t>(per_cluster) * warps * 32 * 16);
   b.fibers = std::vector<fiber>(static_cast<std::size_t>(per_cluster) * threads);
-  // Fiber stacks are not zeroed (value-initializing 256 KiB per thread took a third of the
-  // emulated tests' time).
-  for (auto& f : b.fibers) f.stack = std::make_unique_for_overwrite<unsigned char[]>(fiber_stack_bytes);
-  b.body = body;
-  b.body_arg = body_arg;
+  unsigned char* const* const stacks = fiber_stacks(worker, b.fibers.size());
+  for (std::size_t i = 0; i < b.fibers.size(); ++i) b.fibers[i].stack = stacks[i];
+  b.body = s.body;
+  b.body_arg = s.body_arg;
   block_run* const outer = current_block();
   current_block() = &b;
-  // The clusters (single blocks without one) in a scrambled order (the device promises
-  // none): a kernel whose blocks depend on one another's order (split-K's last block per
-  // tile) is checked for it.
-  std::vector<dim3> order;
-  order.reserve(static_cast<std::size_t>(grid.x) * grid.y * grid.z / per_cluster);
-  for (unsigned bz = 0; bz < grid.z; bz += cluster.z)
-    for (unsigned by = 0; by < grid.y; by += cluster.y)
-      for (unsigned bx = 0; bx < grid.x; bx += cluster.x) order.push_back(dim3(bx, by, bz));
-  std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
-  shuffle(order, state);
   const unsigned all_warps = per_cluster * warps;
   std::vector<unsigned> warp_order(all_warps);
   std::vector<std::vector<unsigned>> lane_orders(all_warps);
@@ -596,24 +760,24 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
       warp_order[r * warps + w] = r * warps + w;
       for (unsigned t = 32 * w; t < std::min(threads, 32 * w + 32); ++t) lane_orders[r * warps + w].push_back(r * threads + t);
     }
-  for (const dim3 first : order) {
-    b.blocks.assign(per_cluster, barrier_state{threads, 0, 0});
-    b.warps.assign(all_warps, barrier_state{});
-    b.cluster = barrier_state{per_cluster * threads, 0, 0};
+  for (const dim3 first : firsts) {
+    b.blocks.assign(per_cluster, barrier_state(threads));
+    b.warps.assign(all_warps, barrier_state());
+    b.cluster = barrier_state(per_cluster * threads);
     for (unsigned r = 0; r < per_cluster; ++r) {
       std::fill(shared[r].begin(), shared[r].end(), static_cast<unsigned char>(0xcd));  // no stale values
       for (unsigned w = 0; w < warps; ++w) b.warps[r * warps + w].live = std::min(32u, threads - 32 * w);
-      const dim3 block_index(first.x + r % cluster.x, first.y + (r / cluster.x) % cluster.y,
-                             first.z + r / (cluster.x * cluster.y));
+      const dim3 block_index(first.x + r % s.cluster.x, first.y + (r / s.cluster.x) % s.cluster.y,
+                             first.z + r / (s.cluster.x * s.cluster.y));
       for (unsigned t = 0; t < threads; ++t) {
         fiber& f = b.fibers[r * threads + t];
         f.done = false;
         f.waiting_on = nullptr;
         f.waiting_phase = nullptr;
-        f.thread = thread_context{dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y)),
+        f.thread = thread_context{dim3(t % s.block.x, (t / s.block.x) % s.block.y, t / (s.block.x * s.block.y)),
                                   block_index,
-                                  block,
-                                  grid,
+                                  s.block,
+                                  s.grid,
                                   t % 32,
                                   t / 32,
                                   slots.data() + (static_cast<std::size_t>(r) * warps + t / 32) * 32 * 16,
@@ -627,6 +791,9 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
                                   shared_bases.data()};
         f.async = async_state{};
         f.race_fiber = race_fibers ? race_fibers[r * threads + t] : nullptr;
+        f.race_snapshot = race_snapshots ? race_snapshots + (r * threads + t) : nullptr;
+        f.fenced = false;
+        f.observed.count = 0;
         start_fiber(f);
       }
     }
@@ -666,9 +833,53 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
         std::abort();
       }
     race::acquire(&b.race_end);
+    b.fence_tokens.clear();
   }
   current_block() = outer;
   ctx = nullptr;
+}
+
+template <class... P>
+void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, dim3 cluster, P... args) {
+  const unsigned threads = block.x * block.y * block.z;
+  const unsigned per_cluster = cluster.x * cluster.y * cluster.z;
+  const auto it = shared_limits().find(reinterpret_cast<const void*>(kernel));
+  const int limit = it == shared_limits().end() ? default_shared : it->second;
+  if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
+      shmem > static_cast<std::size_t>(limit) || per_cluster == 0 || per_cluster > 8 || grid.x % cluster.x != 0 ||
+      grid.y % cluster.y != 0 || grid.z % cluster.z != 0 || (per_cluster > 1 && compute_major < 9)) {
+    last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  std::tuple<P...> arguments(args...);
+  auto body = [](void* p) { std::apply(*static_cast<void (**)(P...)>(static_cast<void**>(p)[0]), *static_cast<std::tuple<P...>*>(static_cast<void**>(p)[1])); };
+  void (*kernel_copy)(P...) = kernel;
+  void* body_arg[2] = {&kernel_copy, &arguments};
+  const launch_shape shape{body, body_arg, grid, block, cluster, shmem, threads, per_cluster, (threads + 31) / 32};
+  // The clusters in a scrambled order (the device promises none): a kernel whose blocks
+  // depend on one another's order (split-K's last block per tile) is checked for it.
+  std::vector<dim3> order;
+  order.reserve(static_cast<std::size_t>(grid.x) * grid.y * grid.z / per_cluster);
+  for (unsigned bz = 0; bz < grid.z; bz += cluster.z)
+    for (unsigned by = 0; by < grid.y; by += cluster.y)
+      for (unsigned bx = 0; bx < grid.x; bx += cluster.x) order.push_back(dim3(bx, by, bz));
+  std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
+  shuffle(order, state);
+  const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(block_workers(), order.size()));
+  if (workers == 1) {
+    run_clusters(shape, order, 0, state);
+    return;
+  }
+  // Worker w takes clusters w, w + workers, ... of the scrambled order, on a thread of its
+  // own: clusters of different workers run at once, unordered but for what the kernel
+  // orders itself (atomics, fences), so the race checker sees races between them.
+  std::vector<std::vector<dim3>> shares(workers);
+  for (std::size_t i = 0; i < order.size(); ++i) shares[i % workers].push_back(order[i]);
+  std::vector<std::thread> pool;
+  for (unsigned w = 1; w < workers; ++w)
+    pool.emplace_back(run_clusters, std::cref(shape), std::cref(shares[w]), w, state ^ (0x2545f4914f6cdd1dull * w));
+  run_clusters(shape, shares[0], 0, state);
+  for (std::thread& t : pool) t.join();
 }
 
 /// A kernel launch: run now, or recorded by a stream capture in progress (the arguments
@@ -1029,20 +1240,22 @@ inline unsigned __float_as_uint(float f) {
   return u;
 }
 inline int min(int a, int b) { return a < b ? a : b; }
+// Atomics are relaxed, as CUDA's: by themselves they order no other memory; the kernels
+// order through __threadfence, whose fence-to-fence order the race checker follows
+// through the atomics (observe_atomic, threadfence).
 inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
-  std::lock_guard<std::mutex> lock(::quarot_cuda_emulation::atomic_mutex());
-  const unsigned long long old = *p;
-  if (v < old) *p = v;
+  ::quarot_cuda_emulation::observe_atomic(p);
+  std::atomic_ref<unsigned long long> word(*p);
+  unsigned long long old = word.load(std::memory_order_relaxed);
+  while (v < old && !word.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+  }
   return old;
 }
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
-  std::lock_guard<std::mutex> lock(::quarot_cuda_emulation::atomic_mutex());
-  const unsigned old = *p;
-  *p = old + v;
-  return old;
+  ::quarot_cuda_emulation::observe_atomic(p);
+  return std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_relaxed);
 }
-// Blocks run one after another on one thread: every store is visible to the next block.
-inline void __threadfence() {}
+inline void __threadfence() { ::quarot_cuda_emulation::threadfence(); }
 template <class T>
 T __ldcg(const T* p) {
   return *p;
