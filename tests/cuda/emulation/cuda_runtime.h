@@ -332,7 +332,8 @@ namespace race {
 #if QUAROT_EMULATION_TSAN
 inline void* current() { return __tsan_get_current_fiber(); }
 /// Block workers (run_grid): threads that each run a share of a launch's blocks. Several
-/// under the race checker, so that blocks of different workers are unordered.
+/// under the race checker, so that blocks of different workers are unordered; without
+/// it, one (the launching thread).
 constexpr unsigned max_workers = 4;
 /// The race checker's fibers of worker w for `count` emulated threads. Made once and kept
 /// (creating one maps TSan's per-thread state: per block, that was most of the checked
@@ -397,13 +398,6 @@ inline bool mbarriers_order_nothing = false;
 /// __threadfence orders nothing (threadfence()).
 inline bool fences_order_nothing = false;
 }  // namespace race
-
-/// How many block workers run_grid uses (at most race::max_workers, one without the race
-/// checker: the blocks run on the launching thread).
-inline unsigned& block_workers() {
-  static unsigned workers = race::max_workers;
-  return workers;
-}
 
 /// A few addresses of atomics (the race checker's fence model, threadfence()): plain
 /// arrays, handled by unchecked functions only, as they are the emulation's bookkeeping.
@@ -728,10 +722,11 @@ struct launch_shape {
   unsigned threads, per_cluster, warps;
 };
 
-/// The clusters (single blocks without one) `first` of a launch, run one after another on
-/// the calling thread: a block's threads are fibers, its shared memory, warp slots and thread
-/// stacks serve each cluster in turn (ordered: the race checker orders each cluster of a
-/// worker after the one before, so reuse is no race). `state` seeds the schedule.
+/// Worker `worker`'s share of a launch: the clusters (single blocks without one) whose first
+/// blocks are `firsts`, run one after another on the calling thread. A block's threads are
+/// fibers; its shared memory, warp slots, and the worker's thread stacks serve each cluster
+/// in turn (the race checker orders each cluster of a worker after the one before, so
+/// reuse is no race). `state` seeds the schedule.
 inline void run_clusters(const launch_shape& s, const std::vector<dim3>& firsts, unsigned worker, std::uint64_t state) {
   // The scheduler's accesses are bookkeeping, unchecked: among them resume()'s write of
   // ctx, the thread-local every emulated thread reads, at each switch.
@@ -865,7 +860,7 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
       for (unsigned bx = 0; bx < grid.x; bx += cluster.x) order.push_back(dim3(bx, by, bz));
   std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
   shuffle(order, state);
-  const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(block_workers(), order.size()));
+  const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(race::max_workers, order.size()));
   if (workers == 1) {
     run_clusters(shape, order, 0, state);
     return;
