@@ -74,12 +74,9 @@
 extern "C" {
 void __tsan_ignore_thread_begin();
 void __tsan_ignore_thread_end();
-#if defined(__clang__)
-void __tsan_func_exit();
-#define QUAROT_TSAN_FUNC_EXIT() __tsan_func_exit()
-#else  // a GCC built-in, declared with an (unused) argument
-#define QUAROT_TSAN_FUNC_EXIT() __tsan_func_exit(nullptr)
-#endif
+// (Under a name of its own: GCC has a built-in __tsan_func_exit(void*), declared under
+// -std=gnu++20 but not under -std=c++20.)
+void quarot_tsan_func_exit() __asm__("__tsan_func_exit");
 std::size_t __tsan_testonly_shadow_stack_current_size();
 }
 // The emulation's own bookkeeping (barrier counters, mbarrier words, scheduler state) and
@@ -362,7 +359,7 @@ inline void switch_to_after(void* fiber) { __tsan_switch_to_fiber(fiber, 0); }
 /// frames there (a fiber runs thousands of blocks).
 inline std::size_t depth() { return __tsan_testonly_shadow_stack_current_size(); }
 inline void unwind_to(std::size_t d) {
-  for (std::size_t n = depth(); n > d; --n) QUAROT_TSAN_FUNC_EXIT();
+  for (std::size_t n = depth(); n > d; --n) quarot_tsan_func_exit();
 }
 inline void release(const void* token) { __tsan_release(const_cast<void*>(token)); }
 inline void acquire(const void* token) { __tsan_acquire(const_cast<void*>(token)); }
