@@ -6,7 +6,8 @@
 // synchronization and arithmetic against the CPU reference on every CI run, and under
 // -fsanitize=thread their synchronization against data races (namespace race below).
 // What it cannot check is the hardware itself: the MMA fragment layout is the PTX ISA's as
-// written here, and timing or memory-model effects do not exist.
+// written here, timing does not exist, and the memory model only as the race checker
+// models it (barriers, mbarriers, fences through atomics).
 //
 // A block's threads run as fibers (ucontext) on one host thread, a block worker, one block
 // after the other: the calling thread, or under the race checker several worker threads
