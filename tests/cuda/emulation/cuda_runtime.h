@@ -504,14 +504,11 @@ constexpr std::size_t fiber_stack_bytes = 256 * 1024;
 /// fiber t). Fresh stacks per launch cost page faults, twice under the race checker (its
 /// shadow memory). Not zeroed (value-initializing 256 KiB per thread took a third of the
 /// emulated tests' time).
-inline unsigned char* const* fiber_stacks(unsigned worker, std::size_t count) {
+inline const std::vector<std::unique_ptr<unsigned char[]>>& fiber_stacks(unsigned worker, std::size_t count) {
   static std::vector<std::unique_ptr<unsigned char[]>> kept[race::max_workers];  // each its worker's
-  static std::vector<unsigned char*> bases[race::max_workers];
-  while (kept[worker].size() < count) {
+  while (kept[worker].size() < count)
     kept[worker].push_back(std::make_unique_for_overwrite<unsigned char[]>(fiber_stack_bytes));
-    bases[worker].push_back(kept[worker].back().get());
-  }
-  return bases[worker].data();
+  return kept[worker];
 }
 
 inline block_run*& current_block() {
@@ -557,12 +554,12 @@ QUAROT_EMULATION_UNCHECKED inline void advance(barrier_state& bar) {
   bar.fences[bar.generation % 2] = nullptr;
 }
 
-/// The fences before a barrier's arrival, released on the generation's token
-/// (`arriving`), or acquired from it into the departing thread's snapshot. Instrumented,
-/// as it switches fibers.
-inline void carry_fences(fiber& me, char* token, bool arriving) {
+/// The fences before this thread (its snapshot's clock) released on `token` (an
+/// atomic's address, a barrier generation's fence token), or `token` acquired into them
+/// (`release` false: a barrier's departure). Instrumented, as it switches fibers.
+inline void through_snapshot(fiber& me, const void* token, bool release) {
   race::switch_to(race::snapshot(*me.race_snapshot));
-  if (arriving) race::release(token);
+  if (release) race::release(token);
   else race::acquire(token);
   race::switch_to(me.race_fiber);
 }
@@ -581,7 +578,7 @@ QUAROT_EMULATION_UNCHECKED inline void wait_at(barrier_state& bar, bool orders =
         const race::unchecked guard;
         fences = b.fence_tokens.emplace_back(std::make_unique<char>()).get();
       }
-      carry_fences(me, fences, true);
+      through_snapshot(me, fences, true);
     }
   }
   if (++bar.arrived == bar.live) {  // the last to arrive goes on at once
@@ -596,7 +593,7 @@ QUAROT_EMULATION_UNCHECKED inline void wait_at(barrier_state& bar, bool orders =
     race::acquire(&bar.token[generation % 2]);
     note_all(me.observed, carried);
     if (char* const fences = bar.fences[generation % 2]) {
-      carry_fences(me, fences, false);
+      through_snapshot(me, fences, false);
       me.fenced = true;
     }
   }
@@ -624,11 +621,7 @@ inline void observe_atomic(const void* address) {
   if (!QUAROT_EMULATION_TSAN) return;
   block_run& b = *current_block();
   fiber& me = b.fibers[b.current];
-  if (me.fenced) {
-    race::switch_to(*me.race_snapshot);
-    race::release(address);
-    race::switch_to(me.race_fiber);
-  }
+  if (me.fenced) through_snapshot(me, address, true);
   note(me.observed, address);
 }
 inline void threadfence() {
@@ -739,8 +732,8 @@ inline void run_clusters(const launch_shape& s, const std::vector<dim3>& firsts,
   for (unsigned r = 0; r < per_cluster; ++r) shared_bases[r] = shared[r].data();
   std::vector<std::uint32_t> slots(static_cast<std::size_t>(per_cluster) * warps * 32 * 16);
   b.fibers = std::vector<fiber>(static_cast<std::size_t>(per_cluster) * threads);
-  unsigned char* const* const stacks = fiber_stacks(worker, b.fibers.size());
-  for (std::size_t i = 0; i < b.fibers.size(); ++i) b.fibers[i].stack = stacks[i];
+  const auto& stacks = fiber_stacks(worker, b.fibers.size());
+  for (std::size_t i = 0; i < b.fibers.size(); ++i) b.fibers[i].stack = stacks[i].get();
   b.body = s.body;
   b.body_arg = s.body_arg;
   block_run* const outer = current_block();
@@ -858,14 +851,11 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
       for (unsigned bx = 0; bx < grid.x; bx += cluster.x) order.push_back(dim3(bx, by, bz));
   std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
   shuffle(order, state);
+  // Worker w takes clusters w, w + workers, ... of the scrambled order; worker 0 is the
+  // launching thread, the others (under the race checker) threads of their own: clusters
+  // of different workers run at once, unordered but for what the kernel orders itself
+  // (atomics, fences), so the race checker sees races between them.
   const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(race::max_workers, order.size()));
-  if (workers == 1) {
-    run_clusters(shape, order, 0, state);
-    return;
-  }
-  // Worker w takes clusters w, w + workers, ... of the scrambled order, on a thread of its
-  // own: clusters of different workers run at once, unordered but for what the kernel
-  // orders itself (atomics, fences), so the race checker sees races between them.
   std::vector<std::vector<dim3>> shares(workers);
   for (std::size_t i = 0; i < order.size(); ++i) shares[i % workers].push_back(order[i]);
   std::vector<std::thread> pool;
