@@ -9,7 +9,7 @@
 // written here, timing does not exist, and the memory model only as the race checker
 // models it (barriers, mbarriers, fences through atomics).
 //
-// A block's threads run as fibers (ucontext) on one host thread, a block worker, one block
+// A block's threads run as fibers (switch_context) on one host thread, a block worker, one block
 // after the other: the calling thread, or under the race checker several worker threads
 // that each take a share of the launch's blocks (run_grid). `__shared__` variables (here:
 // static thread_local, so one per worker) and the dynamic shared memory are thus the
@@ -39,7 +39,9 @@
 #include <utility>
 #include <vector>
 
-#include <ucontext.h>
+#if !defined(__x86_64__)
+#include <ucontext.h>  // (execution_context's fallback)
+#endif
 
 #include "cuda.h"
 
@@ -54,6 +56,7 @@
 #define QUAROT_EMULATION_ASAN 0
 #endif
 #if QUAROT_EMULATION_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -432,7 +435,121 @@ struct thread_context {
   unsigned char* const* cluster_shared;  // each block's of the cluster, by rank
 };
 
-/// A block's threads are fibers (ucontext) run by one host thread: each runs until it
+/// The fibers' context switch: on x86-64 our own (quarot_emulation_switch), elsewhere
+/// ucontext. glibc's swapcontext makes a system call per switch (it swaps the signal
+/// mask), and ASan's interceptor of it clears the shadow of the target's whole stack
+/// before and after each switch (32 KiB of shadow per 256 KiB stack): that was two thirds
+/// of the ASan build's emulated GEMM time, and it wiped the redzones of a suspended
+/// emulated thread's frames, so that ASan missed a kernel's stack overflow after the
+/// thread's first wait at a barrier (tests/cuda/stack_checker.cpp). The sanitizers do not
+/// see our switch; the callers tell them of each one (__sanitizer_start/finish_switch_fiber,
+/// race::switch_to).
+#if defined(__x86_64__)
+/// A suspended context: its stack pointer, below which switch_context saved the
+/// callee-saved registers, the SSE and x87 control words and its return address.
+struct execution_context {
+  void* sp = nullptr;
+};
+extern "C" void quarot_emulation_switch(void** save_sp, void* load_sp);
+extern "C" void quarot_emulation_fiber_entry();
+// System V x86-64: rbx, rbp, r12-r15, MXCSR's control bits and the x87 control word are
+// the callee's to preserve; everything else a call may clobber. A COMDAT group, so that
+// each executable keeps one copy however many of its translation units include this.
+// quarot_emulation_fiber_entry is where a new context's first switch "returns" to: it
+// calls the entry function that make_context left in r12's slot, on a stack aligned as a
+// call wants; rbp's slot is 0, which ends frame-pointer unwinding there, as does the CFI.
+__asm__(R"(
+  .pushsection .text.quarot_emulation_switch,"axG",@progbits,quarot_emulation_switch,comdat
+  .globl quarot_emulation_switch
+  .hidden quarot_emulation_switch
+  .type quarot_emulation_switch, @function
+  .p2align 4
+quarot_emulation_switch:
+  .cfi_startproc
+  pushq %rbp
+  .cfi_adjust_cfa_offset 8
+  pushq %rbx
+  .cfi_adjust_cfa_offset 8
+  pushq %r12
+  .cfi_adjust_cfa_offset 8
+  pushq %r13
+  .cfi_adjust_cfa_offset 8
+  pushq %r14
+  .cfi_adjust_cfa_offset 8
+  pushq %r15
+  .cfi_adjust_cfa_offset 8
+  subq $8, %rsp
+  .cfi_adjust_cfa_offset 8
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .cfi_endproc
+  .size quarot_emulation_switch, .-quarot_emulation_switch
+
+  .globl quarot_emulation_fiber_entry
+  .hidden quarot_emulation_fiber_entry
+  .type quarot_emulation_fiber_entry, @function
+  .p2align 4
+quarot_emulation_fiber_entry:
+  .cfi_startproc
+  .cfi_undefined rip
+  callq *%r12
+  ud2
+  .cfi_endproc
+  .size quarot_emulation_fiber_entry, .-quarot_emulation_fiber_entry
+  .popsection
+)");
+/// Suspends the running context into `from`, resumes `to`.
+inline void switch_context(execution_context& from, const execution_context& to) {
+  quarot_emulation_switch(&from.sp, to.sp);
+}
+/// A context that, resumed the first time, runs `entry` (which must never return) on
+/// [stack, stack + bytes), with the running thread's SSE and x87 control words.
+inline void make_context(execution_context& c, unsigned char* stack, std::size_t bytes, void (*entry)()) {
+  auto top = reinterpret_cast<std::uintptr_t>(stack + bytes) & ~std::uintptr_t{15};
+  // Eight slots (control words, r15 ... rbp, return address) from a 16-byte boundary:
+  // quarot_emulation_fiber_entry's call then leaves the stack as the ABI asks.
+  auto* slots = reinterpret_cast<std::uint64_t*>(top - 8 * 8);
+  std::uint32_t mxcsr = 0;
+  std::uint16_t x87 = 0;
+  __asm__ volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(x87));
+  slots[0] = mxcsr | (static_cast<std::uint64_t>(x87) << 32);
+  slots[1] = slots[2] = slots[3] = slots[5] = slots[6] = 0;  // r15, r14, r13, rbx, rbp
+  slots[4] = reinterpret_cast<std::uint64_t>(entry);  // r12
+  slots[7] = reinterpret_cast<std::uint64_t>(&quarot_emulation_fiber_entry);
+  c.sp = slots;
+}
+#else
+struct execution_context {
+  ucontext_t context;
+};
+inline void switch_context(execution_context& from, const execution_context& to) {
+  swapcontext(&from.context, &to.context);
+}
+// getcontext returns twice: its caller's variables must not be live across it
+// (-Wclobbered), hence a function of its own.
+__attribute__((noinline)) inline void make_context(execution_context& c, unsigned char* stack, std::size_t bytes,
+                                                   void (*entry)()) {
+  getcontext(&c.context);
+  c.context.uc_stack.ss_sp = stack;
+  c.context.uc_stack.ss_size = bytes;
+  c.context.uc_link = nullptr;
+  makecontext(&c.context, entry, 0);
+}
+#endif
+
+/// A block's threads are fibers run by one host thread: each runs until it
 /// waits at a barrier, then the next one runs. A barrier releases when every thread that
 /// has not returned has arrived (returned threads stop counting, as on the device).
 struct barrier_state {
@@ -450,7 +567,7 @@ struct barrier_state {
   char* fences[2] = {nullptr, nullptr};
 };
 struct fiber {
-  ucontext_t context;
+  execution_context context;
   unsigned char* stack = nullptr;  // fiber_stacks()
   thread_context thread;
   async_state async;
@@ -482,7 +599,7 @@ struct fiber {
 /// The fibers of one block, or of a cluster's blocks (block r's thread t is fiber
 /// r · threads + t).
 struct block_run {
-  ucontext_t scheduler;
+  execution_context scheduler;
   std::vector<fiber> fibers;
   std::size_t current = 0;
   std::vector<barrier_state> blocks;  // per block of the cluster
@@ -530,6 +647,14 @@ inline void yield_to_scheduler(bool finished = false) {
   void* const scheduler_fiber = b.race_scheduler;
 #if QUAROT_EMULATION_ASAN
   void* fake = nullptr;
+  if (finished) {
+    // The redzones of this thread's last frames (this one's, around `fake`) would stay
+    // poisoned under the next thread that runs on its stack (fiber_stacks): cleared, from
+    // a margin below this frame to the stack's top.
+    unsigned char* const top = f.stack + fiber_stack_bytes;
+    unsigned char* const low = std::max(f.stack, static_cast<unsigned char*>(__builtin_frame_address(0)) - 4096);
+    __asan_unpoison_memory_region(low, static_cast<std::size_t>(top - low));
+  }
   __sanitizer_start_switch_fiber(finished ? nullptr : &fake, b.scheduler_stack_bottom, b.scheduler_stack_size);
 #endif
   // A finished thread ends before the host goes on; released after its last access of
@@ -539,7 +664,7 @@ inline void yield_to_scheduler(bool finished = false) {
     race::unwind_to(f.race_depth);
   }
   race::switch_to(scheduler_fiber);
-  swapcontext(&f.context, &b.scheduler);
+  switch_context(f.context, b.scheduler);
 #if QUAROT_EMULATION_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -679,15 +804,7 @@ QUAROT_EMULATION_UNCHECKED inline void fiber_main() {
   yield_to_scheduler(true);
 }
 
-// The context switches live in functions of their own: getcontext returns twice, and the
-// callers' loop variables must not be live across it (-Wclobbered).
-__attribute__((noinline)) inline void start_fiber(fiber& f) {
-  getcontext(&f.context);
-  f.context.uc_stack.ss_sp = f.stack;
-  f.context.uc_stack.ss_size = fiber_stack_bytes;
-  f.context.uc_link = nullptr;
-  makecontext(&f.context, fiber_main, 0);
-}
+inline void start_fiber(fiber& f) { make_context(f.context, f.stack, fiber_stack_bytes, fiber_main); }
 
 /// Runs fiber f until it waits at a barrier or returns.
 __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
@@ -697,7 +814,7 @@ __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
   __sanitizer_start_switch_fiber(&fake, f.stack, fiber_stack_bytes);
 #endif
   race::switch_to(f.race_fiber);
-  swapcontext(&b.scheduler, &f.context);
+  switch_context(b.scheduler, f.context);
 #if QUAROT_EMULATION_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
