@@ -1045,6 +1045,15 @@ inline bool wgmma_swapped_offsets = false;
 /// differs from the one TMA applies here, which detail::wgmma_cluster_self_test must catch.
 inline bool wgmma_ignores_swizzle = false;
 
+/// The emulated devices' present settings (compute capability, pageable memory, the
+/// wgmma faults above) as one positive number, for the library's per-device caches
+/// (detail::once_per_device): a cached answer holds while the settings it was asked
+/// under do.
+inline int device_configuration() {
+  return 1 + 8 * (10 * compute_major + compute_minor) + (pageable_memory_access ? 4 : 0) +
+         (wgmma_swapped_offsets ? 2 : 0) + (wgmma_ignores_swizzle ? 1 : 0);
+}
+
 /// The 128-byte swizzle (TMA's CU_TENSOR_MAP_SWIZZLE_128B, wgmma's layout type 1): the
 /// 16-byte chunk of shared address `at` (bits 4-6) XORed with its bits 7-9.
 constexpr std::size_t swizzle128(std::size_t at) { return at ^ (((at >> 7) & 7u) << 4); }

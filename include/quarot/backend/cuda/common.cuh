@@ -181,17 +181,26 @@ inline std::size_t max_shared_per_block() {
 }
 
 /// A fact about the current device, `answer(device)`, asked once per device and process
-/// (devices 0-63; others every time) with `known` (0 unknown, 1 no, 2 yes) as the caller's
-/// own table. Never cached on the tests' emulation, whose device changes between tests.
+/// (devices 0-63; others every time) with `known` as the caller's own table: 0 unknown,
+/// else 4·c + 1 (no) or 4·c + 2 (yes), asked under configuration c. On a GPU c is always
+/// 0; on the tests' emulation, whose device the tests change (compute capability,
+/// pageable memory), it is the emulated settings, so an answer is asked again only when
+/// they changed (the wgmma self-test had run at every GEMM construction).
 template <class Answer>
 bool once_per_device(std::atomic<int> (&known)[64], Answer&& answer) {
   const int dev = current_device();
   const bool cacheable = dev >= 0 && dev < 64;
-#if !defined(QUAROT_CUDA_EMULATION)
-  if (cacheable && known[dev].load() != 0) return known[dev].load() == 2;
+#if defined(QUAROT_CUDA_EMULATION)
+  const int configuration = ::quarot_cuda_emulation::device_configuration();
+#else
+  constexpr int configuration = 0;
 #endif
+  if (cacheable) {
+    const int k = known[dev].load();
+    if (k != 0 && k / 4 == configuration) return k % 4 == 2;
+  }
   const bool yes = answer(dev);
-  if (cacheable) known[dev].store(yes ? 2 : 1);
+  if (cacheable) known[dev].store(4 * configuration + (yes ? 2 : 1));
   return yes;
 }
 
