@@ -968,13 +968,23 @@ void run_grid(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shmem, di
       for (unsigned bx = 0; bx < grid.x; bx += cluster.x) order.push_back(dim3(bx, by, bz));
   std::uint64_t state = 0x9e3779b97f4a7c15ull ^ order.size();
   shuffle(order, state);
-  // Worker w takes clusters w, w + workers, ... of the scrambled order; worker 0 is the
-  // launching thread, the others (under the race checker) threads of their own: clusters
-  // of different workers run at once, unordered but for what the kernel orders itself
-  // (atomics, fences), so the race checker sees races between them.
+  // The clusters are dealt to the workers in that order; worker 0 is the launching thread,
+  // the others (under the race checker) threads of their own: clusters of different
+  // workers run at once, unordered but for what the kernel orders itself (atomics,
+  // fences), so the race checker sees races between them, while a worker's clusters run
+  // one after another. So clusters that differ only in z, the splits of one split-K tile
+  // (the place where blocks of a launch talk), go to different workers, up to `workers`
+  // of them: the column (x, y) starts at worker i % workers, i its first place in the
+  // order, and its z-th cluster is z workers on. Without a z dimension, worker w takes
+  // clusters w, w + workers, ... of the order.
   const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(race::max_workers, order.size()));
   std::vector<std::vector<dim3>> shares(workers);
-  for (std::size_t i = 0; i < order.size(); ++i) shares[i % workers].push_back(order[i]);
+  std::map<std::pair<unsigned, unsigned>, std::size_t> column_start;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const dim3 c = order[i];
+    const std::size_t start = column_start.try_emplace({c.x, c.y}, i % workers).first->second;
+    shares[(start + c.z / cluster.z) % workers].push_back(c);
+  }
   std::vector<std::thread> pool;
   for (unsigned w = 1; w < workers; ++w)
     pool.emplace_back(run_clusters, std::cref(shape), std::cref(shares[w]), w, state ^ (0x2545f4914f6cdd1dull * w));
