@@ -9,8 +9,8 @@
 // written here, timing does not exist, and the memory model only as the race checker
 // models it (barriers, mbarriers, fences through atomics).
 //
-// A block's threads run as fibers (switch_context) on one host thread, a block worker, one block
-// after the other: the calling thread, or under the race checker several worker threads
+// A block's threads run as fibers (switch_context) on one host thread, a block worker, one
+// block after the other: the calling thread, or under the race checker several worker threads
 // that each take a share of the launch's blocks (run_grid). `__shared__` variables (here:
 // static thread_local, so one per worker) and the dynamic shared memory are thus the
 // block's own. The blocks of a thread-block cluster (launch_cluster) run together on one
@@ -445,8 +445,8 @@ struct thread_context {
 /// see our switch; the callers tell them of each one (__sanitizer_start/finish_switch_fiber,
 /// race::switch_to).
 #if defined(__x86_64__)
-/// A suspended context: its stack pointer, below which switch_context saved the
-/// callee-saved registers, the SSE and x87 control words and its return address.
+/// A suspended context: its stack pointer, where switch_context left (upwards) the SSE
+/// and x87 control words, the callee-saved registers and the address to return to.
 struct execution_context {
   void* sp = nullptr;
 };
