@@ -45,6 +45,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  std::printf("read local[%d] in the first thread at the barrier (%d matching), no report\n", index, readers);
+  if (index != 0 && readers != 1) {  // exactly one thread arrived first
+    std::printf("%d threads read local[%d], expected 1\n", readers, index);
+    return 1;
+  }
+  std::printf("read local[%d] in the first thread at the barrier, no report\n", index);
   return 0;
 }

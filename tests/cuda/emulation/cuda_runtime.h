@@ -806,7 +806,9 @@ QUAROT_EMULATION_UNCHECKED inline void fiber_main() {
 
 inline void start_fiber(fiber& f) { make_context(f.context, f.stack, fiber_stack_bytes, fiber_main); }
 
-/// Runs fiber f until it waits at a barrier or returns.
+/// Runs fiber f until it waits at a barrier or returns. Out of line: with the ucontext
+/// fallback the switch returns twice, and the caller's loop variables must not be live
+/// across it (-Wclobbered).
 __attribute__((noinline)) inline void resume(block_run& b, fiber& f) {
   ctx = &f.thread;
 #if QUAROT_EMULATION_ASAN
