@@ -107,16 +107,27 @@ BENCHMARK(BM_cuda_rotate_quantize_int4)
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
-quarot::gemm::packed_weights random_packed(std::size_t n, std::size_t k, int bits, std::size_t group) {
+/// Random weights packed at `bits`, per channel (group 0) or per group; act_order: with
+/// the groups dealt round-robin along K (g_idx[k] = k mod groups), the layout of GPTQ's
+/// act-order for timing (the levels stay RTN's).
+quarot::gemm::packed_weights random_packed(std::size_t n, std::size_t k, int bits, std::size_t group,
+                                           bool act_order = false) {
   const auto w = random_rows<float>(n * k, 3);
   const quarot::quant_params p{.bits = bits,
                                .gran = group ? quarot::granularity::per_group : quarot::granularity::per_channel,
                                .group_size = group};
-  return quarot::gemm::pack_weights(quarot::rtn_quantizer(p).quantize(quarot::make_matrix_view(w, n, k)), bits);
+  auto q = quarot::rtn_quantizer(p).quantize(quarot::make_matrix_view(w, n, k));
+  if (act_order) {
+    q.g_idx.resize(k);
+    for (std::size_t i = 0; i < k; ++i) q.g_idx[i] = static_cast<std::uint32_t>(i % q.groups_per_row);
+  }
+  return quarot::gemm::pack_weights(q, bits);
 }
 
 /// Our integer GEMM from device activations (quantized outside the timed loop); GOP/s.
-template <int WBits, int ABits>
+/// ActOrder: act-order weights (g_idx), whose call first gathers the activations into the
+/// packed K order; judge against the same shape without.
+template <int WBits, int ABits, bool ActOrder = false>
 void BM_cuda_gemm(benchmark::State& state) {
   if (skip_without_device(state)) return;
   const auto m = static_cast<std::size_t>(state.range(0)), n = static_cast<std::size_t>(state.range(1)),
@@ -126,7 +137,7 @@ void BM_cuda_gemm(benchmark::State& state) {
   using gemm_type = quarot::gemm::integer_gemm<quarot::gemm::integer_policy<cuda::device, WBits, ABits>>;
   std::optional<gemm_type> made;
   try {
-    made.emplace(random_packed(n, k, WBits, group), path);
+    made.emplace(random_packed(n, k, WBits, group, ActOrder), path);
     made->set_split_k(split_k);
   } catch (const quarot::error& e) {  // a forced path this device cannot run
     state.SkipWithError(e.what());
@@ -189,6 +200,13 @@ BENCHMARK(BM_cuda_gemm<4, 4>)->Apply(gemm_shapes<true>);
 BENCHMARK(BM_cuda_gemm<8, 8>)->Apply(gemm_shapes<false>);
 BENCHMARK(BM_cuda_gemm<8, 8>)->Apply(gemm_cluster_shapes);
 BENCHMARK(BM_cuda_gemm<4, 8>)->Apply(gemm_shapes<false>);
+/// Act-order weights (g128, automatic path): the gather's cost in decode and prefill,
+/// against BM_cuda_gemm<4, 4> on the same arguments.
+void act_order_shapes(benchmark::internal::Benchmark* b) {
+  for (long m : {1, 16, 2048}) b->Args({m, 4096, 4096, 128, static_cast<long>(cuda::mma_path::automatic), 0});
+  b->ArgNames({"m", "n", "k", "group", "path", "split"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK(BM_cuda_gemm<4, 4, true>)->Apply(act_order_shapes);
 
 /// cuBLAS baselines: y (M x N, row-major) = x (M x K) · Wᵀ (N x K), as the column-major
 /// product yᵀ = W·xᵀ (the "TN" form cuBLAS's int8 GEMM requires).
@@ -233,11 +251,12 @@ void cublas_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_cublas_gemm<true>)->Name("BM_cublas_gemm_int8")->Apply(cublas_shapes);
 BENCHMARK(BM_cublas_gemm<false>)->Name("BM_cublas_gemm_fp16")->Apply(cublas_shapes);
 
-/// W4A16 decode: one fp16 token times int4 weights (g128); bytes = packed weights read.
+/// W4A16 decode: one fp16 token times int4 weights (g128; act_order 1: act-order weights,
+/// the token gathered first); bytes = packed weights read.
 void BM_cuda_weight_only_w4a16(benchmark::State& state) {
   if (skip_without_device(state)) return;
   const auto n = static_cast<std::size_t>(state.range(0)), k = static_cast<std::size_t>(state.range(1));
-  const auto w = cuda::device_weights::upload(random_packed(n, k, 4, 128));
+  const auto w = cuda::device_weights::upload(random_packed(n, k, 4, 128, state.range(2) != 0));
   const auto xh = random_rows<quarot::half>(k, 5);
   cuda::device_buffer<quarot::half> x(k);
   x.upload(xh.data(), k);
@@ -249,9 +268,11 @@ void BM_cuda_weight_only_w4a16(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n * k / 2));
 }
 BENCHMARK(BM_cuda_weight_only_w4a16)
-    ->Args({4096, 4096})
-    ->Args({11008, 4096})
-    ->Args({4096, 11008})
+    ->Args({4096, 4096, 0})
+    ->Args({11008, 4096, 0})
+    ->Args({4096, 11008, 0})
+    ->Args({4096, 4096, 1})
+    ->ArgNames({"n", "k", "act_order"})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_cuda_memcpy_d2d)->Arg(4096 * 4096 / 2)->Arg(11008 * 4096 / 2)->UseManualTime()->Unit(benchmark::kMicrosecond);

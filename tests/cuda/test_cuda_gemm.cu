@@ -7,12 +7,18 @@
 //   K tails, bias, fp32 and bf16 output, every MMA path (mma.sync int8 / int4, sm_90a
 //   wgmma where the device runs it; the emulation runs all): bit for bit against
 //   gemm::integer_gemm<... cpu::scalar>;
-// - weight-only W4A16 / W8A16 (fp32, fp16 activations) against a double reference.
+// - weight-only W4A16 / W8A16 (fp32, fp16 activations) against a double reference;
+// - act-order weights (GPTQ's g_idx: groups scattered along K) in every GEMM and the
+//   linear layer, against the CPU's (which gathers the activations in the packed order);
+//   k_order entries that would index outside a row are refused at upload.
 // Without a usable device it prints the reason and exits 77 (ctest: skipped).
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <quarot/backend/cuda/gemm.cuh>
@@ -111,9 +117,42 @@ void check_non_finite(cuda_test::counter& t) {
   t.expect_error(errc::numerical, "require_finite after a NaN row", [&] { out.require_finite(); });
 }
 
+/// Act-order weights without GPTQ (whose Eigen the CUDA compiler would have to take):
+/// w's columns (n x k) permuted by a random π, quantized per group of p by RTN, then put
+/// back in the original column order with g_idx[π(j)] = j / group size: each group's
+/// columns scattered along K, as GPTQ's act-order leaves them.
+quantized_matrix act_order_weights(const std::vector<float>& w, std::size_t n, std::size_t k, const quant_params& p,
+                                   std::uint64_t seed) {
+  std::vector<std::uint32_t> perm(k);
+  std::iota(perm.begin(), perm.end(), 0u);
+  xoshiro256 rng(seed);
+  for (std::size_t i = k - 1; i > 0; --i) std::swap(perm[i], perm[rng() % (i + 1)]);
+  std::vector<float> wp(n * k);
+  for (std::size_t r = 0; r < n; ++r)
+    for (std::size_t j = 0; j < k; ++j) wp[r * k + j] = w[r * k + perm[j]];
+  const auto qp = rtn_quantizer(p, cpu::isa::scalar).quantize(make_matrix_view(wp, n, k));
+  quantized_matrix q = qp;  // scales and zeros per (row, group), as quantized
+  q.g_idx.resize(k);
+  for (std::size_t j = 0; j < k; ++j) {
+    q.g_idx[perm[j]] = static_cast<std::uint32_t>(j / p.group_size);
+    for (std::size_t r = 0; r < n; ++r) q.q[r * k + perm[j]] = qp.q[r * k + j];
+  }
+  return q;
+}
+
+/// RTN weights of w (n x k) at `bits`, per channel (group 0) or per group, act-order
+/// (act_order_weights) when asked.
+quantized_matrix test_weights(const std::vector<float>& w, std::size_t n, std::size_t k, int bits, bool sym,
+                              std::size_t group, bool act_order) {
+  const quant_params p{.bits = bits, .symmetric = sym, .gran = group ? granularity::per_group : granularity::per_channel,
+                       .group_size = group};
+  if (act_order) return act_order_weights(w, n, k, p, n * 31 + k);
+  return rtn_quantizer(p, cpu::isa::scalar).quantize(make_matrix_view(w, n, k));
+}
+
 template <int WBits, int ABits>
 void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, bool sym, std::size_t group,
-                bool bias_on, cuda::mma_path path, int split_k = 0) {
+                bool bias_on, cuda::mma_path path, int split_k = 0, bool act_order = false) {
   const bool sm90a = path == cuda::mma_path::wgmma || path == cuda::mma_path::wgmma_cluster;
   const cuda_test::emulated_hopper hopper(sm90a);
   if (sm90a && !cuda::detail::has_wgmma()) return;  // reported once in main
@@ -121,10 +160,7 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
   auto w = cuda_test::random_values(n * k, n * 13 + k, 3.0f);
   for (auto& v : w) v *= 0.05f;
   std::vector<float> bias = bias_on ? cuda_test::random_values(n, 3) : std::vector<float>{};
-  const quant_params wp{.bits = WBits, .symmetric = sym,
-                        .gran = group ? granularity::per_group : granularity::per_channel, .group_size = group};
-  const auto wq = rtn_quantizer(wp, cpu::isa::scalar).quantize(make_matrix_view(w, n, k));
-  const auto packed = gemm::pack_weights(wq, WBits);
+  const auto packed = gemm::pack_weights(test_weights(w, n, k, WBits, sym, group, act_order), WBits);
   quantized_activations xa;
   quantize_activations(cpu::scalar{}, make_matrix_view(x, m, k), ABits, 1.0f, xa);
   std::vector<float> expect(m * n);
@@ -154,8 +190,8 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
     bad16 += got16[i].bits != expect16[i].bits;
   }
   std::string what = "W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " " + shape(m, n, k) +
-                     (sym ? " sym" : " asym") + " g" + std::to_string(group) + (bias_on ? " bias" : "") +
-                     " " + cuda::name(op.path_for(m)) + (split_k ? " split-K " + std::to_string(split_k) : "") + ": " +
+                     (sym ? " sym" : " asym") + " g" + std::to_string(group) + (act_order ? " act-order" : "") +
+                     (bias_on ? " bias" : "") + " " + cuda::name(op.path_for(m)) + (split_k ? " split-K " + std::to_string(split_k) : "") + ": " +
                      std::to_string(bad) + " fp32 and " + std::to_string(bad16) + " bf16 outputs differ from the CPU";
   if (bad) what += " (first at " + std::to_string(first) + ": " + std::to_string(got[first]) + " vs " +
                    std::to_string(expect[first]) + ")";
@@ -164,7 +200,7 @@ void check_gemm(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t
 
 template <class In>
 void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size_t n, std::size_t k, bool sym,
-                       std::size_t group, std::size_t ldx = 0) {
+                       std::size_t group, std::size_t ldx = 0, bool act_order = false) {
   if (ldx == 0) ldx = k;
   auto x = cuda_test::random_values(m * k, k + m);
   std::vector<In> xin(x.size());
@@ -173,19 +209,17 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
     x[i] = to_float(xin[i]);  // the reference sees the stored values
   }
   auto w = cuda_test::random_values(n * k, n + k);
-  const quant_params wp{.bits = bits, .symmetric = sym,
-                        .gran = group ? granularity::per_group : granularity::per_channel, .group_size = group};
-  const auto wq = rtn_quantizer(wp, cpu::isa::scalar).quantize(make_matrix_view(w, n, k));
-  const auto packed = gemm::pack_weights(wq, bits);
+  const auto packed = gemm::pack_weights(test_weights(w, n, k, bits, sym, group, act_order), bits);
   const auto bias = cuda_test::random_values(n, 9);
   std::vector<double> expect(m * n);
   double mag = 0;
   for (std::size_t r = 0; r < m; ++r)
     for (std::size_t c = 0; c < n; ++c) {
       double s = bias[c];
-      for (std::size_t i = 0; i < k; ++i) {
+      for (std::size_t i = 0; i < k; ++i) {  // i: packed K position, input column k_order[i] under act-order
         const std::size_t gi = packed.group_index(packed.groups == 1 ? 0 : i / packed.group_size, c);
-        s += double(x[r * k + i]) * packed.scales[gi] * (packed.raw(c, i) - packed.zeros[gi]);
+        const std::size_t col = act_order ? packed.k_order[i] : i;
+        s += double(x[r * k + col]) * packed.scales[gi] * (packed.raw(c, i) - packed.zeros[gi]);
       }
       expect[r * n + c] = s;
       mag = std::max(mag, std::fabs(s));
@@ -205,7 +239,8 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
   for (std::size_t i = 0; i < got.size(); ++i) err = std::max(err, std::fabs(got[i] - expect[i]));
   t.check(err <= 1e-5 * mag * std::sqrt(double(k)),
           "weight-only W" + std::to_string(bits) + "A16 " + cuda_test::type_name<In>() + " " + shape(m, n, k) +
-              (sym ? " sym" : " asym") + " g" + std::to_string(group) + " stride " + std::to_string(ldx) +
+              (sym ? " sym" : " asym") + " g" + std::to_string(group) + (act_order ? " act-order" : "") + " stride " +
+              std::to_string(ldx) +
               ": max error " + std::to_string(err) +
               " of max |y| " + std::to_string(mag));
 }
@@ -215,16 +250,13 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
 /// runs M rows, then 1, then (M + 1) / 2 (its activation buffer shrinks and regrows).
 template <int WBits, int ABits>
 void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, int bits, bool rotate,
-                  bool decode_loop = false) {
+                  bool decode_loop = false, bool act_order = false) {
   auto w = cuda_test::random_values(n * k, 19 + n, 3.0f);
   for (auto& v : w) v *= 0.05f;
   const auto bias = cuda_test::random_values(n, 23);
   const bool grouped = k % 128 == 0;  // g128, else per channel
-  const auto wq = rtn_quantizer({.bits = WBits, .gran = grouped ? granularity::per_group : granularity::per_channel,
-                                 .group_size = grouped ? std::size_t{128} : 0},
-                                cpu::isa::scalar)
-                      .quantize(make_matrix_view(w, n, k));
-  const auto packed = gemm::pack_weights(wq, WBits);
+  const auto packed =
+      gemm::pack_weights(test_weights(w, n, k, WBits, true, grouped ? 128 : 0, act_order && grouped), WBits);
   linear<gemm::integer_policy<cpu::scalar, WBits, ABits>> cpu_layer(packed, bias, bits, 0.9f);
   linear<gemm::integer_policy<cuda::device, WBits, ABits>> gpu_layer(packed, bias, bits, 0.9f);
   if (rotate) {
@@ -245,6 +277,7 @@ void check_linear(cuda_test::counter& t, std::size_t m, std::size_t n, std::size
     for (std::size_t i = 0; i < got.size(); ++i) bad += std::memcmp(&got[i], &expect[i], 4) != 0;
     t.check(bad == 0, "linear W" + std::to_string(WBits) + "A" + std::to_string(ABits) + " (" +
                           std::to_string(bits) + "-bit levels) " + shape(rows, n, k) + (rotate ? " rotated" : "") +
+                          (act_order && grouped ? " act-order" : "") +
                           " bias: " + std::to_string(bad) + " outputs differ from the CPU layer");
   }
 }
@@ -655,6 +688,20 @@ int main() {
   t.expect_error(errc::invalid_argument, "device_activations of 16 bits",
                  [] { cuda::device_activations a; a.reshape(1, 1, 16); });
   check_split_plans(t);
+  {  // k_order entries that would index outside the activation rows: refused at upload
+    const auto w = cuda_test::random_values(8 * 128, 1);
+    auto packed = gemm::pack_weights(
+        act_order_weights(w, 8, 128, {.bits = 4, .gran = granularity::per_group, .group_size = 64}, 5), 4);
+    packed.k_order[7] = 128;
+    t.expect_error(errc::invalid_argument, "act-order k_order entry past K",
+                   [&] { (void)cuda::device_weights::upload(packed); });
+    packed.k_order[7] = packed.k_order[8];
+    t.expect_error(errc::invalid_argument, "act-order k_order entry repeated",
+                   [&] { (void)cuda::device_weights::upload(packed); });
+    packed.k_order.pop_back();
+    t.expect_error(errc::invalid_argument, "act-order k_order of K - 1 entries",
+                   [&] { (void)cuda::device_weights::upload(packed); });
+  }
   if (!cuda_test::device_ready()) return t.skip();
 
   for (int bits : {2, 3, 4, 6, 8})
@@ -846,6 +893,18 @@ int main() {
   for (P path : {P::int8_mma, P::wgmma})  // groups end inside a K stage; K padding past the last group
     check_gemm<8, 8>(t, 5, 72, 96, false, 32, true, path);
   check_gemm<4, 4>(t, 3, 300, 256, false, 0, true, P::wgmma);  // a 256-column tile past the padded N
+  // Act-order weights (groups scattered along K): the activations gathered into the
+  // packed K order on the device, every path, asymmetric (row sums of the gathered
+  // levels), split-K over the gathered rows.
+  for (P path : {P::int8_mma, P::int4_mma, P::wgmma}) {
+    check_gemm<4, 4>(t, 5, 72, 512, false, 128, true, path, 0, true);
+    if (cuda_test::quick) continue;
+    check_gemm<4, 4>(t, 17, 72, 384, true, 64, false, path, 0, true);
+    if (path == P::int4_mma) continue;
+    check_gemm<8, 8>(t, 3, 72, 192, false, 32, true, path, 0, true);  // K = 192: 6 groups, 3 int8 stages
+    check_gemm<4, 8>(t, 70, 72, 256, true, 64, false, path, 0, true);
+  }
+  check_gemm<4, 4>(t, 1, 136, 1024, false, 128, true, P::int4_mma, 3, true);
   for (P path : {P::int8_mma, P::wgmma})  // N = 75: rows of y off 16-byte alignment, a partial last piece
     check_gemm<8, 8>(t, 5, 75, 128, true, 0, true, path);
   for (P path : {P::int8_mma, P::wgmma}) {  // wgmma rings that wrap; W8A8's stages of 128 K end in a half one
@@ -865,9 +924,14 @@ int main() {
     check_weight_only<float>(t, bits, 3, 100, 203, true, 0);
     check_weight_only<quarot::half>(t, bits, 5, 64, 203, false, 0, 208);
     check_weight_only<bfloat16>(t, bits, 2, 64, 256, true, 64, 260);  // stride 520 bytes: scalar loads
+    // Act-order: x's columns gathered into rows of k_padded values (aligned loads) whatever
+    // the caller's stride.
+    check_weight_only<quarot::half>(t, bits, 1, 100, 384, false, 128, 0, true);
+    check_weight_only<bfloat16>(t, bits, 3, 64, 264, true, 8, 270, true);
   }
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);
+  check_linear<4, 4>(t, 9, 96, 1024, 4, true, false, true);  // act-order weights behind the rotation
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
   for (std::size_t m : {1, 5})  // (M = 1, split-K, under the sanitizers)
     if (!cuda_test::quick || m == 1) check_graph_capture(t, m);

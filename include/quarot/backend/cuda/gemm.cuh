@@ -55,7 +55,10 @@ namespace quarot::cuda {
 /// Packed weights in device memory: N_padded rows (N rounded up to 128, zero rows) of
 /// k_padded signed levels w - offset (int4: raw - 8, two per byte, low nibble first; int8:
 /// raw), with per (group, column) scales and zero points z - offset, group-major
-/// ([g · n_padded + col]).
+/// ([g · n_padded + col]). Act-order weights (GPTQ's g_idx) keep the CPU's packed K order,
+/// in which every group is a contiguous run: position kk holds input column k_order[kk],
+/// and the GEMMs gather the activations' columns in that order first
+/// (gather_activation_levels, gather_activation_values).
 struct device_weights {
   std::size_t n = 0, k = 0, n_padded = 0, k_padded = 0, row_bytes = 0;
   std::size_t groups = 1, group_size = 0;
@@ -64,11 +67,13 @@ struct device_weights {
   device_buffer<std::uint8_t> data;
   device_buffer<float> scales;
   device_buffer<std::int32_t> zeros;
+  device_buffer<std::uint32_t> k_order;  ///< act-order: K entries, a permutation; else empty
 
-  /// Uploads the CPU's packed weights (gemm::pack_weights); act-order (k_order) weights
-  /// are not supported on the GPU yet.
+  [[nodiscard]] bool act_order() const noexcept { return !k_order.empty(); }
+
+  /// Uploads the CPU's packed weights (gemm::pack_weights), act-order ones included.
   static device_weights upload(const gemm::packed_weights& w, cudaStream_t stream = nullptr) {
-    quarot::detail::require(w.k_order.empty(), "CUDA GEMM: act-order weights (k_order) are not supported on the GPU");
+    check_k_order(w);
     device_weights d;
     d.n = w.n;
     d.k = w.k;
@@ -101,8 +106,29 @@ struct device_weights {
     d.scales.upload(scales.data(), scales.size(), stream);
     d.zeros = device_buffer<std::int32_t>(zeros.size());
     d.zeros.upload(zeros.data(), zeros.size(), stream);
+    if (!w.k_order.empty()) {
+      d.k_order = device_buffer<std::uint32_t>(w.k_order.size());
+      d.k_order.upload(w.k_order.data(), w.k_order.size(), stream);
+    }
     QUAROT_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host vectors die here
     return d;
+  }
+
+ private:
+  /// A k_order must be a permutation of the K columns: the gather kernels index the
+  /// activation rows with it, so an entry past K would read outside them.
+  static void check_k_order(const gemm::packed_weights& w) {
+    if (w.k_order.empty()) return;
+    quarot::detail::require(w.k_order.size() == w.k, "CUDA GEMM: act-order weights have ", w.k_order.size(),
+                            " k_order entries for K = ", w.k);
+    std::vector<bool> seen(w.k, false);
+    for (std::size_t kk = 0; kk < w.k; ++kk) {
+      const std::uint32_t c = w.k_order[kk];
+      quarot::detail::require(c < w.k, "CUDA GEMM: act-order k_order[", kk, "] = ", c, " is not a column of K = ",
+                              w.k);
+      quarot::detail::require(!seen[c], "CUDA GEMM: act-order k_order[", kk, "] = ", c, " repeats an earlier entry");
+      seen[c] = true;
+    }
   }
 };
 
@@ -966,6 +992,44 @@ __global__ void activation_group_sums(const std::uint8_t* a, std::size_t row_byt
   rowsums[item] = s;
 }
 
+/// Act-order weights (device_weights::k_order), integer GEMM: row r of `out` holds, at
+/// packed K position kk, the level of column k_order[kk] of row r of `a` (int4 or int8
+/// rows of row_bytes, a multiple of 32), and level 0 in the K padding (kk >= cols), as
+/// the CPU's prepare_activation_row gathers them. A thread writes one 32-bit word (8 int4
+/// or 4 int8 levels) and reads its levels from the row, which L1 / L2 hold (K / 2 or K
+/// bytes): the gather costs a read and a write of the quantized activations, small beside
+/// the GEMM's weight and tile traffic.
+template <bool Packed4>
+__global__ void gather_activation_levels(const std::uint8_t* a, std::size_t row_bytes, std::size_t rows, int cols,
+                                         const std::uint32_t* k_order, std::uint8_t* out) {
+  constexpr int per = Packed4 ? 8 : 4, bits = Packed4 ? 4 : 8;
+  const std::size_t words = row_bytes / 4;
+  const std::size_t item = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item >= rows * words) return;
+  const std::size_t r = item / words;
+  const int wd = static_cast<int>(item % words);
+  const std::uint8_t* row = a + r * row_bytes;
+  std::uint32_t word = 0;
+  QUAROT_CUDA_UNROLL
+  for (int j = 0; j < per; ++j) {
+    const int kk = wd * per + j;
+    const int level = kk < cols ? quarot::detail::level_at(row, Packed4, __ldg(k_order + kk)) : 0;
+    word |= (static_cast<std::uint32_t>(level) & ((1u << bits) - 1u)) << (j * bits);  // low nibble first
+  }
+  reinterpret_cast<std::uint32_t*>(out + r * row_bytes)[wd] = word;
+}
+
+/// Act-order weights, weight-only GEMM: out(r, kk) = x(r, k_order[kk]) for kk < cols
+/// (rows ldo apart), one value per thread.
+template <class In>
+__global__ void gather_activation_values(const In* x, std::size_t ldx, std::size_t rows, std::size_t cols,
+                                         const std::uint32_t* k_order, In* out, std::size_t ldo) {
+  const std::size_t item = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item >= rows * cols) return;
+  const std::size_t r = item / cols, kk = item % cols;
+  out[r * ldo + kk] = x[r * ldx + __ldg(k_order + kk)];
+}
+
 /// W4A16 / W8A16 weight-only GEMM for decode: y[m][n] = Σ_g scale(g, n) · Σ_{k in g}
 /// x[m][k] · (w - z) + bias[n] in fp32. One warp per output column, lanes over K: each
 /// lane takes 32 consecutive levels per step with 16-byte loads (one for int4, two for
@@ -1082,12 +1146,23 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
   detail::require_device_view(x, "CUDA weight_only_gemm: the activations");
   detail::require_device_view(y, "CUDA weight_only_gemm: the output");
   if (bias) detail::require_device_pointer(bias, "CUDA weight_only_gemm: the bias");
+  // Act-order weights: x's columns in the weights' packed K order first, into rows of
+  // k_padded values (aligned for the kernel's 16-byte loads).
+  quarot::detail::require(!w.act_order() || x.rows <= static_cast<std::size_t>(-1) / sizeof(In) / w.k_padded,
+                          "CUDA weight_only_gemm: ", x.rows, " rows of ", w.k_padded, " values overflow the byte count");
+  const detail::stream_scratch<In> gathered(w.act_order() ? x.rows * w.k_padded : 0, stream);
+  matrix_view<const In> xs = x;
+  if (w.act_order()) {
+    detail::launch(detail::gather_activation_values<In>, detail::grid_for(x.rows * x.cols, 256), 256, 0, stream,
+                   x.data, x.stride, x.rows, x.cols, w.k_order.data(), gathered.data(), w.k_padded);
+    xs = matrix_view<const In>(gathered.data(), x.rows, x.cols, w.k_padded);
+  }
   const unsigned blocks = detail::grid_for(w.n, 4);
   // Rows in passes of R = 4 (each weight word feeds 4 rows), or R = 1 for one row (decode's
   // case: a quarter of the accumulator and activation registers).
   const auto run = [&](auto bits, auto rows) {
     detail::launch(detail::weight_only_kernel<decltype(bits)::value, decltype(rows)::value, In, Out>, blocks, 128, 0,
-                   stream, x.data, x.stride, x.rows, w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(),
+                   stream, xs.data, xs.stride, xs.rows, w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(),
                    w.n_padded, w.n, w.k, w.group_size, bias, y.data, y.stride);
   };
   const auto with_rows = [&](auto bits) {
@@ -1308,6 +1383,19 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
     op.groups = static_cast<int>(w_.groups);
     op.group_steps = geo.group_steps;
     op.symmetric = w_.symmetric;
+    // Act-order weights: the activations' levels in the weights' packed K order first
+    // (per-call scratch, as below).
+    const cuda::detail::stream_scratch<std::uint8_t> gathered(w_.act_order() ? x.rows * x.row_bytes : 0, stream);
+    if (w_.act_order()) {
+      const unsigned blocks = cuda::detail::grid_for(x.rows * (x.row_bytes / 4), 256);
+      if (x.packed())
+        cuda::detail::launch(cuda::detail::gather_activation_levels<true>, blocks, 256, 0, stream, x.data.data(),
+                             x.row_bytes, x.rows, static_cast<int>(x.cols), w_.k_order.data(), gathered.data());
+      else
+        cuda::detail::launch(cuda::detail::gather_activation_levels<false>, blocks, 256, 0, stream, x.data.data(),
+                             x.row_bytes, x.rows, static_cast<int>(x.cols), w_.k_order.data(), gathered.data());
+      op.a = gathered.data();
+    }
     // Asymmetric weights: per-call scratch, so that calls on two streams do not share it.
     const cuda::detail::stream_scratch<std::int32_t> rowsums(w_.symmetric ? 0 : x.rows * w_.groups, stream);
     if (!w_.symmetric) {
@@ -1315,11 +1403,11 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
       const int group_size = static_cast<int>(w_.groups == 1 ? w_.k_padded : w_.group_size);
       const unsigned blocks = cuda::detail::grid_for(items, 256);
       if (x.packed())
-        cuda::detail::launch(cuda::detail::activation_group_sums<true>, blocks, 256, 0, stream, x.data.data(),
-                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums.data());
+        cuda::detail::launch(cuda::detail::activation_group_sums<true>, blocks, 256, 0, stream, op.a, x.row_bytes,
+                             x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums.data());
       else
-        cuda::detail::launch(cuda::detail::activation_group_sums<false>, blocks, 256, 0, stream, x.data.data(),
-                             x.row_bytes, x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums.data());
+        cuda::detail::launch(cuda::detail::activation_group_sums<false>, blocks, 256, 0, stream, op.a, x.row_bytes,
+                             x.rows, op.groups, group_size, static_cast<int>(x.cols), rowsums.data());
       op.rowsums = rowsums.data();
     }
     // Split-K scratch (detail::plan_split_k), then the kernel over tiles x splits.
