@@ -1,11 +1,15 @@
 // A rotated W4A4 linear layer on the GPU (QuaRot's online step, issue #8): fp16
 // activations -> randomized Hadamard + per-token int4 quantization in one kernel
 // (cuda::rotate_quantize) -> int4 tensor-core GEMM (gemm::integer_gemm on cuda::device)
-// -> bf16 outputs; checked against the same layer on the CPU.
+// -> bf16 outputs; checked against the same layer on the CPU. Then a decode step on the
+// same packed weights without quantizing the activations: one rotated token through the
+// W4A16 weight-only GEMM (gemm::weight_only_gemm<w4a16_policy<cuda::device>>), checked
+// against the CPU class of the same policy.
 //
 //   cuda_quantized_linear [--tokens M] [--n N] [--k K]     (defaults 64, 4096, 4096)
 //
 // Without a usable GPU it says why and exits 77 (ctest: skipped).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +20,7 @@
 
 #include <quarot/backend/cuda/gemm.cuh>
 #include <quarot/core/random.hpp>
+#include <quarot/gemm/weight_only_gemm.hpp>
 #include <quarot/quantize/activation.hpp>
 #include <quarot/quantize/rtn.hpp>
 #include <quarot/transform/kronecker.hpp>
@@ -108,7 +113,34 @@ int main(int argc, char** argv) {
     std::printf("  outputs equal to the CPU's bit for bit: %zu of %zu\n", same, m * n);
     std::printf("  relative error against the fp32 product x·Wᵀ: %.4f (4-bit weights and activations)\n",
                 std::sqrt(err / ref));
-    return same == m * n ? 0 : 1;
+
+    // Decode: token 0, rotated (xr), times the int4 weights dequantized in registers; the
+    // bf16 policy rounds the fp32 token to bf16 as the CPU policy does.
+    const quarot::gemm::weight_only_gemm<quarot::gemm::w4a16_policy<quarot::cuda::device>> decode(packed);
+    quarot::cuda::device_buffer<float> dtok(k), dout(n);
+    dtok.upload(xr.data(), k);
+    decode(dtok.view(1, k), dout.view(1, n));
+    QUAROT_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto t1 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) decode(dtok.view(1, k), dout.view(1, n));
+    QUAROT_CUDA_CHECK(cudaDeviceSynchronize());
+    const double decode_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count() / reps;
+    std::vector<float> yd(n), yd_cpu(n);
+    dout.download(yd.data(), n);
+    quarot::gemm::weight_only_gemm<quarot::gemm::w4a16_policy<quarot::cpu::scalar>>{packed}(
+        quarot::make_matrix_view(xr.data(), 1, k), quarot::make_matrix_view(yd_cpu, 1, n));
+    double diff = 0, mag = 0;
+    for (std::size_t c = 0; c < n; ++c) {
+      diff = std::max(diff, std::fabs(double(yd[c]) - yd_cpu[c]));
+      mag = std::max(mag, std::fabs(double(yd_cpu[c])));
+    }
+    const bool decode_ok = diff <= 1e-5 * mag * std::sqrt(double(k));  // fp32 sums in another order
+    std::printf("W4A16 decode, one token x %zu x %zu: %.3f ms per call (%.1f GB/s of weights)\n", n, k, decode_ms,
+                n * k / 2.0 / decode_ms / 1e6);
+    std::printf("  largest difference to the CPU class: %.3g of max |y| %.3g (%s)\n", diff, mag,
+                decode_ok ? "fp32 rounding" : "TOO LARGE");
+    return same == m * n && decode_ok ? 0 : 1;
   } catch (const quarot::error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -7,7 +7,8 @@
 //   K tails, bias, fp32 and bf16 output, every MMA path (mma.sync int8 / int4, sm_90a
 //   wgmma where the device runs it; the emulation runs all): bit for bit against
 //   gemm::integer_gemm<... cpu::scalar>;
-// - weight-only W4A16 / W8A16 (fp32, fp16 activations) against a double reference;
+// - weight-only W4A16 / W8A16 (fp32, fp16 activations) against a double reference, and
+//   gemm::weight_only_gemm's policy classes on the device (bf16 rounding of the inputs);
 // - act-order weights (GPTQ's g_idx: groups scattered along K) in every GEMM and the
 //   linear layer, against the CPU's (which gathers the activations in the packed order);
 //   k_order entries that would index outside a row are refused at upload.
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -25,6 +27,7 @@
 #include <quarot/backend/cuda/linear.cuh>
 #include <quarot/gemm/integer_gemm.hpp>
 #include <quarot/gemm/linear.hpp>
+#include <quarot/gemm/weight_only_gemm.hpp>
 #include <quarot/quantize/activation.hpp>
 #include <quarot/quantize/rtn.hpp>
 #include <quarot/transform/kronecker.hpp>
@@ -243,6 +246,69 @@ void check_weight_only(cuda_test::counter& t, int bits, std::size_t m, std::size
               std::to_string(ldx) +
               ": max error " + std::to_string(err) +
               " of max |y| " + std::to_string(mag));
+}
+
+/// gemm::weight_only_gemm of a weight_only_policy on cuda::device: a bf16 policy rounds
+/// fp32 / fp16 rows to bf16 as they are loaded, so its outputs equal cuda::weight_only_gemm's
+/// on the rows rounded on the host, bit for bit (and differ from the unrounded rows'); a
+/// float policy equals cuda::weight_only_gemm on the same rows; both agree with the CPU
+/// class of the same policy (scalar) to fp32 rounding.
+template <int Bits, class Activation, class In>
+void check_weight_only_policy(cuda_test::counter& t, std::size_t m, std::size_t n, std::size_t k, std::size_t group,
+                              bool act_order) {
+  const auto x = cuda_test::random_values(m * k, 5 * k + m);
+  std::vector<In> xin(x.size());
+  std::vector<float> xf(x.size());  // the stored inputs
+  std::vector<bfloat16> xb(x.size());  // and rounded to bf16
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    xin[i] = from_float<In>(x[i]);
+    xf[i] = to_float(xin[i]);
+    xb[i] = from_float<bfloat16>(xf[i]);
+  }
+  const auto w = cuda_test::random_values(n * k, n + 3 * k);
+  const auto packed = gemm::pack_weights(test_weights(w, n, k, Bits, false, group, act_order), Bits);
+  const auto bias = cuda_test::random_values(n, 11);
+  std::vector<float> expect(m * n);
+  gemm::weight_only_gemm<gemm::weight_only_policy<cpu::scalar, Bits, Activation>>{packed}(
+      make_matrix_view(xf, m, k), make_matrix_view(expect, m, n), bias);
+
+  const gemm::weight_only_gemm<gemm::weight_only_policy<cuda::device, Bits, Activation>> op(packed);
+  cuda::device_buffer<In> dx(x.size());
+  cuda::device_buffer<bfloat16> dxb(x.size());
+  cuda::device_buffer<float> dbias(n), dy(m * n), dref(m * n), draw(m * n);
+  dx.upload(xin.data(), xin.size());
+  dxb.upload(xb.data(), xb.size());
+  dbias.upload(bias.data(), n);
+  op(dx.view(m, k), dy.view(m, n), dbias.data());
+  constexpr bool rounds = std::is_same_v<Activation, bfloat16>;
+  if constexpr (rounds)
+    cuda::weight_only_gemm(cuda::device{}, op.weights(), dxb.view(m, k), dbias.data(), dref.view(m, n));
+  else
+    cuda::weight_only_gemm(cuda::device{}, op.weights(), dx.view(m, k), dbias.data(), dref.view(m, n));
+  cuda::weight_only_gemm(cuda::device{}, op.weights(), dx.view(m, k), dbias.data(), draw.view(m, n));
+  std::vector<float> got(m * n), ref(m * n), raw(m * n);
+  dy.download(got.data(), got.size());
+  dref.download(ref.data(), ref.size());
+  draw.download(raw.data(), raw.size());
+  std::size_t same_as_ref = 0, same_as_raw = 0;
+  double err = 0, mag = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    same_as_ref += std::memcmp(&got[i], &ref[i], 4) == 0;
+    same_as_raw += std::memcmp(&got[i], &raw[i], 4) == 0;
+    err = std::max(err, std::fabs(double(got[i]) - expect[i]));
+    mag = std::max(mag, std::fabs(double(expect[i])));
+  }
+  // fp32 / fp16 inputs rounded to bf16 change some outputs; bf16 inputs are already bf16
+  const bool input_rounded = rounds && !std::is_same_v<In, bfloat16>;
+  const bool ok = same_as_ref == got.size() && (input_rounded ? same_as_raw < got.size() : same_as_raw == got.size()) &&
+                  err <= 1e-5 * mag * std::sqrt(double(k));
+  t.check(ok, std::string("weight_only_gemm<") + (Bits == 4 ? "W4" : "W8") + (rounds ? "A16" : "A32") +
+                  " policy, cuda::device> on " + cuda_test::type_name<In>() + " " + shape(m, n, k) + " g" +
+                  std::to_string(group) + (act_order ? " act-order" : "") + ": " + std::to_string(same_as_ref) + " of " +
+                  std::to_string(got.size()) + " outputs equal cuda::weight_only_gemm on the " +
+                  (rounds ? "bf16-rounded" : "same") + " rows, " + std::to_string(same_as_raw) +
+                  " on the rows as given; max error " + std::to_string(err) + " against the CPU class, of max |y| " +
+                  std::to_string(mag));
 }
 
 /// quarot::linear on the device vs the CPU layer (scalar kernels): same packed weights,
@@ -702,6 +768,11 @@ int main() {
     t.expect_error(errc::invalid_argument, "act-order k_order of K - 1 entries",
                    [&] { (void)cuda::device_weights::upload(packed); });
   }
+  t.expect_error(errc::invalid_argument, "8-bit packed weights in a W4A16 weight-only GEMM", [] {
+    const auto w = cuda_test::random_values(64 * 64, 1);
+    const auto wq = rtn_quantizer({.bits = 8}, cpu::isa::scalar).quantize(make_matrix_view(w, 64, 64));
+    const gemm::weight_only_gemm<gemm::w4a16_policy<cuda::device>> op(gemm::pack_weights(wq, 8));
+  });
   if (!cuda_test::device_ready()) return t.skip();
 
   for (int bits : {2, 3, 4, 6, 8})
@@ -928,6 +999,14 @@ int main() {
     // the caller's stride.
     check_weight_only<quarot::half>(t, bits, 1, 100, 384, false, 128, 0, true);
     check_weight_only<bfloat16>(t, bits, 3, 64, 264, true, 8, 270, true);
+  }
+  // The policy classes: bf16 policies round fp32 / fp16 inputs (and take bf16 as is), the
+  // float policy keeps fp32; act-order weights; K tails of 8-level steps.
+  check_weight_only_policy<4, bfloat16, float>(t, 3, 100, 384, 128, false);
+  check_weight_only_policy<4, bfloat16, quarot::half>(t, 1, 64, 264, 8, true);
+  if (!cuda_test::quick) {
+    check_weight_only_policy<8, bfloat16, bfloat16>(t, 2, 64, 256, 64, false);
+    check_weight_only_policy<4, float, float>(t, 5, 100, 203, 0, false);
   }
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);

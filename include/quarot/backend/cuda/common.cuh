@@ -99,6 +99,13 @@ __device__ inline void store_from_float(quarot::bfloat16* p, float v) {
   p->bits = __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
+/// v rounded to bf16 (to nearest even, as quarot::bfloat16's conversion) and back.
+__device__ inline float round_to_bf16(float v) {
+  quarot::bfloat16 b;
+  store_from_float(&b, v);
+  return load_as_float(&b);
+}
+
 /// Whether v is neither infinite nor NaN (from its exponent bits).
 __device__ __forceinline__ bool is_finite(float v) { return (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u; }
 

@@ -1,6 +1,7 @@
 // quarot — CUDA integer GEMM policies (W8A8, W4A8, W4A4 on tensor cores) and the W4A16
 // weight-only decode GEMM, behind the CPU's templates: gemm::integer_gemm of an
-// integer_policy<cuda::device, W, A> takes the same packed_weights as the CPU kernels.
+// integer_policy<cuda::device, W, A> and gemm::weight_only_gemm of a
+// weight_only_policy<cuda::device, W, A> take the same packed_weights as the CPU kernels.
 //
 // Integer GEMM: y = x·Wᵀ with x quantized per token on the device (device_activations)
 // and W quantized per channel or per group (pack_weights). Tensor-core MMA:
@@ -45,6 +46,7 @@
 #include "../../gemm/integer_gemm.hpp"
 #include "../../gemm/packing.hpp"
 #include "../../gemm/policies.hpp"
+#include "../../gemm/weight_only_gemm.hpp"
 #include "common.cuh"
 #include "fwht.cuh"
 #include "quantize.cuh"
@@ -1035,8 +1037,9 @@ __global__ void gather_activation_values(const In* x, std::size_t ldx, std::size
 /// lane takes 32 consecutive levels per step with 16-byte loads (one for int4, two for
 /// int8; rows are padded to 64 levels, so a step never leaves its row), the warp 1024
 /// levels; the scale and zero point per 8 levels (group sizes are multiples of 8). Rows in
-/// passes of R (4, or 1 for a single row).
-template <int WBits, int R, class In, class Out>
+/// passes of R (4, or 1 for a single row). RoundBf16: each activation rounded to bf16 as
+/// it is loaded (a W4A16 policy's activations, as the CPU policy rounds them).
+template <int WBits, int R, class In, class Out, bool RoundBf16 = false>
 __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size_t ldx, std::size_t m_rows,
                                                           const std::uint8_t* w, std::size_t w_row_bytes,
                                                           const float* scales, const std::int32_t* zeros,
@@ -1108,6 +1111,9 @@ __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size
             QUAROT_CUDA_UNROLL
             for (int j = 0; j < 8; ++j) xv[j] = kk + j < k ? load_as_float(xr + j) : 0.0f;
           }
+          if constexpr (RoundBf16)
+            QUAROT_CUDA_UNROLL
+            for (int j = 0; j < 8; ++j) xv[j] = round_to_bf16(xv[j]);
           float dot = 0.0f;
           QUAROT_CUDA_UNROLL
           for (int j = 0; j < 8; ++j)
@@ -1127,12 +1133,13 @@ __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size
 
 }  // namespace detail
 
-/// W4A16 / W8A16 weight-only GEMM on the device for decode: y = x·Wᵀ (+ bias) with x
-/// fp32, fp16 or bf16 rows and W's levels dequantized in registers (fp32 arithmetic;
-/// agrees with quarot::weight_only_gemm to fp32 rounding). All pointers are device memory.
-template <storage_float In, class Out>
-void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, const float* bias, matrix_view<Out> y,
-                      cudaStream_t stream = nullptr) {
+namespace detail {
+
+/// The weight-only GEMM's checks, act-order gather and launch (weight_only_gemm below and
+/// the gemm::weight_only_gemm class), the activations rounded to bf16 when RoundBf16.
+template <bool RoundBf16, storage_float In, class Out>
+void launch_weight_only(const device_weights& w, matrix_view<const In> x, const float* bias, matrix_view<Out> y,
+                        cudaStream_t stream) {
   static_assert(std::is_same_v<Out, float> || std::is_same_v<Out, bfloat16> || std::is_same_v<Out, half>,
                 "weight-only GEMM output is fp32, bf16 or fp16");
   quarot::detail::require(x.cols == w.k, "CUDA weight_only_gemm: activations have ", x.cols, " columns, weights K = ",
@@ -1161,8 +1168,8 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
   // Rows in passes of R = 4 (each weight word feeds 4 rows), or R = 1 for one row (decode's
   // case: a quarter of the accumulator and activation registers).
   const auto run = [&](auto bits, auto rows) {
-    detail::launch(detail::weight_only_kernel<decltype(bits)::value, decltype(rows)::value, In, Out>, blocks, 128, 0,
-                   stream, xs.data, xs.stride, xs.rows, w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(),
+    detail::launch(detail::weight_only_kernel<decltype(bits)::value, decltype(rows)::value, In, Out, RoundBf16>,
+                   blocks, 128, 0, stream, xs.data, xs.stride, xs.rows, w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(),
                    w.n_padded, w.n, w.k, w.group_size, bias, y.data, y.stride);
   };
   const auto with_rows = [&](auto bits) {
@@ -1171,6 +1178,19 @@ void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, 
   };
   if (w.bits == 4) with_rows(std::integral_constant<int, 4>{});
   else with_rows(std::integral_constant<int, 8>{});
+}
+
+}  // namespace detail
+
+/// W4A16 / W8A16 weight-only GEMM on the device for decode: y = x·Wᵀ (+ bias) with x
+/// fp32, fp16 or bf16 rows, used as given, and W's levels dequantized in registers (fp32
+/// arithmetic; agrees with quarot::weight_only_gemm to fp32 rounding). All pointers are
+/// device memory. (gemm::weight_only_gemm of a weight_only_policy on cuda::device is the
+/// CPU class's interface over the same kernel.)
+template <storage_float In, class Out>
+void weight_only_gemm(device, const device_weights& w, matrix_view<const In> x, const float* bias, matrix_view<Out> y,
+                      cudaStream_t stream = nullptr) {
+  detail::launch_weight_only<false>(w, x, bias, y, stream);
 }
 
 /// The same for a view of mutable activation rows (a device_buffer's view()).
@@ -1499,6 +1519,55 @@ class integer_gemm<integer_policy<cuda::device, WeightBits, ActivationBits>> {
   bool automatic_;  // path_ was chosen here (path_for may then trade wgmma for mma.sync)
   int split_k_ = 0;
   int sm_count_ = 1;
+};
+
+/// The weight-only GEMM of a weight_only_policy on the CUDA backend (W4A16, W8A16, W4A32):
+/// the CPU class's interface on device memory, over cuda::weight_only_gemm's kernel. As on
+/// the CPU, a bf16 policy (w4a16_policy, w8a16_policy) rounds its activations to bf16
+/// before the products (fp32 and fp16 inputs, as they are loaded; bf16 ones are already)
+/// and a float policy (w4a32_policy) keeps them as given; sums in fp32, so results agree
+/// with the CPU class to fp32 rounding (the order of the sums differs). Non-finite inputs
+/// give non-finite outputs (the CPU class throws; a kernel cannot). A call holds no state
+/// of the object: calls on several streams may run at once.
+template <int WeightBits, class Activation>
+class weight_only_gemm<weight_only_policy<cuda::device, WeightBits, Activation>> {
+ public:
+  using policy = weight_only_policy<cuda::device, WeightBits, Activation>;
+
+  /// W packed with gemm::pack_weights (act-order too), uploaded to the current device.
+  explicit weight_only_gemm(const packed_weights& w, cudaStream_t stream = nullptr)
+      : w_(cuda::device_weights::upload(check(w), stream)) {}
+
+  [[nodiscard]] std::size_t n() const noexcept { return w_.n; }
+  [[nodiscard]] std::size_t k() const noexcept { return w_.k; }
+  [[nodiscard]] const cuda::device_weights& weights() const noexcept { return w_; }
+
+  /// y (M x N, fp32, bf16 or fp16) = x·Wᵀ + bias for x (M x K, fp32, fp16 or bf16), all
+  /// device memory (bias: N floats or null), on `stream` with the weights' device current.
+  template <storage_float T, class Out>
+  void operator()(matrix_view<const T> x, matrix_view<Out> y, const float* bias = nullptr,
+                  cudaStream_t stream = nullptr) const {
+    constexpr bool round = std::is_same_v<Activation, bfloat16> && !std::is_same_v<T, bfloat16>;
+    cuda::detail::launch_weight_only<round>(w_, x, bias, y, stream);
+  }
+  /// The same for a view of mutable activation rows (a device_buffer's view()).
+  template <storage_float T, class Out>
+  void operator()(matrix_view<T> x, matrix_view<Out> y, const float* bias = nullptr,
+                  cudaStream_t stream = nullptr) const {
+    (*this)(matrix_view<const T>(x), y, bias, stream);
+  }
+
+ private:
+  /// The weights' checks before the upload, so that a bad matrix allocates nothing.
+  static const packed_weights& check(const packed_weights& w) {
+    quarot::detail::require(w.bits == WeightBits, "weight-only GEMM policy expects ", WeightBits,
+                            "-bit packed weights, got ", w.bits, "-bit");
+    quarot::detail::require(w.groups == 1 || w.group_size % 8 == 0, "CUDA weight_only_gemm: group size ",
+                            w.group_size, " is not a multiple of 8");
+    return w;
+  }
+
+  cuda::device_weights w_;
 };
 
 }  // namespace quarot::gemm
