@@ -1,7 +1,7 @@
 // CUDA quantization and GEMM against the CPU scalar reference:
 // - quantize_activations: levels and scales bit for bit (2..8 bits, K tails);
-// - rotate_quantize: n = 2^k bit for bit against the CPU's rotate-then-quantize; Kronecker
-//   sizes bit for bit against this backend's apply + quantize_activations;
+// - rotate_quantize: bit for bit against the CPU's rotate-then-quantize, n = 2^k and
+//   Kronecker sizes (their table tiles on 99 and 227 KiB of shared memory);
 // - non-finite rows: scale NaN, require_finite() -> errc::numerical;
 // - integer GEMM W8A8 / W4A8 / W4A4, symmetric and asymmetric, per channel and g128, M, N,
 //   K tails, bias, fp32 and bf16 output, every MMA path (mma.sync int8 / int4, sm_90a
@@ -85,20 +85,11 @@ void check_rotate_quantize(cuda_test::counter& t, std::size_t rows, std::size_t 
   cuda::device_activations fused;
   cuda::rotate_quantize(cuda::device{}, q, matrix_view<const float>(dx.data(), rows, n, n), bits, 1.0f, fused);
   quantized_activations expect;
-  std::string what = "rotate_quantize n = " + std::to_string(n) + " rows " + std::to_string(rows) + " int" +
-                     std::to_string(bits);
-  if (q.plan().m == 1) {
-    std::vector<float> r = x;
-    randomized_hadamard(n, 11, cpu::isa::scalar).apply(cpu::scalar{}, make_matrix_view(r, rows, n));
-    quantize_activations(cpu::scalar{}, make_matrix_view(r, rows, n), bits, 1.0f, expect);
-    what += " = CPU rotate + quantize ";
-  } else {
-    q.apply(cuda::device{}, matrix_view<float>(dx.data(), rows, n, n));
-    cuda::device_activations separate;
-    cuda::quantize_activations(cuda::device{}, matrix_view<const float>(dx.data(), rows, n, n), bits, 1.0f, separate);
-    expect = separate.download();
-    what += " = GPU rotate + GPU quantize ";
-  }
+  std::vector<float> r = x;
+  randomized_hadamard(n, 11, cpu::isa::scalar).apply(cpu::scalar{}, make_matrix_view(r, rows, n));
+  quantize_activations(cpu::scalar{}, make_matrix_view(r, rows, n), bits, 1.0f, expect);
+  const std::string what = "rotate_quantize n = " + std::to_string(n) + " (" + q.plan().describe() + ") rows " +
+                           std::to_string(rows) + " int" + std::to_string(bits) + " = CPU rotate + quantize ";
   std::string why;
   t.check(same(fused.download(), expect, why), what + why);
 }
@@ -780,19 +771,34 @@ int main() {
   for (std::size_t n : {1, 2, 32, 64, 1024, 2048, 4096, 16384, 32768})
     for (int bits : {4, 8}) check_rotate_quantize(t, n <= 1024 && !cuda_test::quick ? 133 : 5, n, bits);
   for (std::size_t n : {12, 28, 5120, 11008}) check_rotate_quantize(t, 3, n, 4);
-  {  // The fused Kronecker quantizer's two paths: the row staged in a second shared buffer
-     // (register tiles, one evaluation) or kronecker_value evaluated twice per index.
-    const cuda_test::emulated_hopper hopper(true);  // 227 KiB of shared memory per block
-    const bool hopper_staged = cuda::detail::device_hadamard(13824, nullptr).kronecker_quantize_staged();
-    check_rotate_quantize(t, 2, 13824, 8);  // 108 x 128: 108 KiB staged
-    const bool wide_staged = cuda::detail::device_hadamard(44032, nullptr).kronecker_quantize_staged();
-    check_rotate_quantize(t, 2, 44032, 4);  // 172 x 256: two rows (344 KiB) fit no device
-    const bool tiny_staged = cuda::detail::device_hadamard(344, nullptr).kronecker_quantize_staged();
-    check_rotate_quantize(t, 3, 344, 4);  // 172 x 2: no tiles of 4 columns
-    const bool fits = 2 * 13824 * sizeof(float) <= cuda::detail::max_shared_per_block();  // (emulation: yes)
-    t.check(hopper_staged == fits && !wide_staged && !tiny_staged,
-            std::string("Kronecker quantizer staged for 13824 on 227 KiB: ") + (hopper_staged ? "yes" : "no") +
-                ", for 44032: " + (wide_staged ? "yes" : "no") + ", for 344: " + (tiny_staged ? "yes" : "no"));
+  {  // The Kronecker table's column tiles (kronecker_lut_dense) on the shared memory of a
+     // Hopper (227 KiB) and of the emulation's default sm_86 (99 KiB), bit for bit either way
+    const auto widths = [](std::size_t n) {
+      const cuda::detail::device_hadamard h(n, nullptr);
+      const std::size_t reserved = cuda::detail::kronecker_quantize_static_floats * sizeof(float);
+      return std::to_string(h.kronecker_table_width()) + "/" + std::to_string(h.kronecker_table_width(reserved));
+    };
+    std::string got;
+    {
+      const cuda_test::emulated_hopper hopper(true);
+      got += widths(13824) + " " + widths(44032) + " " + widths(344) + " on 227 KiB, ";
+      check_rotate_quantize(t, 2, 13824, 8);  // 108 x 128: tiles of 64 columns
+      check_rotate_quantize(t, 2, 44032, 4);  // 172 x 256: the row (172 KiB) and tiles of 32
+    }
+    got += widths(13824) + " " + widths(11008) + " on 99 KiB";
+    check_rotate_quantize(t, 2, 13824, 8);  // tiles of 32
+    check_rotate_quantize(t, 3, 344, 4);    // 172 x 2: tiles of 2 columns
+#if defined(QUAROT_CUDA_EMULATION)  // (a GPU has its own limits)
+    t.check(got == "64/64 32/32 2/2 on 227 KiB, 32/32 32/32 on 99 KiB",
+            "Kronecker table widths (transform/quantizer) for 13824, 44032, 344: " + got);
+    t.expect_error(errc::invalid_argument, "Kronecker size 44032 on 99 KiB of shared memory (its row takes 172 KiB)",
+                   [] {
+                     cuda::device_buffer<float> dx(44032);
+                     cuda::device_activations out;
+                     cuda::rotate_quantize(cuda::device{}, cuda::randomized_hadamard(44032, 1), dx.view(1, 44032), 4,
+                                           1.0f, out);
+                   });
+#endif
   }
   check_non_finite(t);
   check_buffer_reuse(t);
@@ -1011,6 +1017,7 @@ int main() {
 
   check_linear<4, 4>(t, 9, 96, 1024, 4, true);
   check_linear<4, 4>(t, 9, 96, 1024, 4, true, false, true);  // act-order weights behind the rotation
+  check_linear<4, 4>(t, 7, 64, 1536, 4, true);  // a Kronecker rotation (12 x 128): bit for bit too
   check_linear<4, 4>(t, 3, 64, 256, 3, false);
   for (std::size_t m : {1, 5})  // (M = 1, split-K, under the sanitizers)
     if (!cuda_test::quick || m == 1) check_graph_capture(t, m);

@@ -49,3 +49,11 @@
 #define QUAROT_RESTRICT
 #define QUAROT_ALWAYS_INLINE inline
 #endif
+
+// Always inlined, and under nvcc on both sides: the few CPU kernel steps that the CUDA
+// kernels run too, so that both backends share one source of their order of operations.
+#if defined(__CUDACC__)
+#define QUAROT_HOST_DEVICE_ALWAYS_INLINE __host__ __device__ __forceinline__
+#else
+#define QUAROT_HOST_DEVICE_ALWAYS_INLINE QUAROT_ALWAYS_INLINE
+#endif

@@ -103,11 +103,17 @@ inline sign_lut make_sign_lut(const float* h, std::size_t m) {
 }
 
 /// The 8 sums of one chunk, t[e] as sign_lut::term describes. Every kernel forms them
-/// with these operations, in this order, lane by lane. add(o, x, z) sets o = x + z, sub
-/// likewise: vectors travel by reference only, because this function has no target
-/// attribute and clang refuses AVX vectors passed to or returned from it by value.
+/// with these operations, in this order, lane by lane (the CUDA Kronecker kernels too,
+/// with V = float: backend/cuda/fwht.cuh). add(o, x, z) sets o = x + z, sub likewise:
+/// vectors travel by reference only, because this function has no target attribute and
+/// clang refuses AVX vectors passed to or returned from it by value. (Under nvcc the
+/// CPU kernels' host lambdas instantiate it too: exec_check_disable, as Thrust does for
+/// host/device templates, lets the host-only instantiations be.)
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
 template <class V, class Add, class Sub>
-QUAROT_ALWAYS_INLINE void chunk_sums(const V& a0, const V& a1, const V& a2, const V& a3, V* t, Add add,
+QUAROT_HOST_DEVICE_ALWAYS_INLINE void chunk_sums(const V& a0, const V& a1, const V& a2, const V& a3, V* t, Add add,
                                      Sub sub) noexcept {
   V p01, m01, p23, m23;
   add(p01, a0, a1);

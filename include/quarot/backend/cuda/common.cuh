@@ -227,13 +227,14 @@ inline unsigned grid_for(std::size_t rows, std::size_t per_block) {
   return static_cast<unsigned>(blocks);
 }
 
-/// Sets a kernel's dynamic shared memory limit when it needs more than the default 48 KiB.
+/// Sets a kernel's dynamic shared memory limit to `bytes` when, with its `static_bytes` of
+/// static shared memory, it needs more than the default 48 KiB per block.
 template <class Kernel>
-void allow_shared(Kernel* kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024) {
+void allow_shared(Kernel* kernel, std::size_t bytes, std::size_t static_bytes = 0) {
+  if (bytes + static_bytes > 48 * 1024) {
     const std::size_t limit = max_shared_per_block();
-    quarot::detail::require(bytes <= limit, "CUDA kernel needs ", bytes, " bytes of shared memory per block; ",
-                            "this device allows ", limit);
+    quarot::detail::require(bytes + static_bytes <= limit, "CUDA kernel needs ", bytes + static_bytes,
+                            " bytes of shared memory per block; this device allows ", limit);
     QUAROT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   }
 }

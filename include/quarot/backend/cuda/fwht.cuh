@@ -12,11 +12,12 @@
 // end), so results are bit-identical to quarot's CPU transforms (fwht_kernels.hpp).
 //
 // Kronecker (n = m·p): one block per row in shared memory; the FWHT of each of the m
-// blocks of length p in the same level order, then the dense ±1 factor H_m across blocks,
-// its sum in j order. The CPU sums H_m's terms in another order (sign_lut), so the two agree
-// to fp32 rounding, not bit for bit.
+// blocks of length p in the same level order, then the dense ±1 factor H_m across blocks
+// by the CPU's table lookup (its sign_lut and chunk_sums, in its order), so results are
+// the CPU's bit for bit here too.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -287,41 +288,69 @@ void fwht_rows(matrix_view<T> x, unsigned log2n, float scale, const float* signs
 
 // ------------------------------------------------------------------ Kronecker sizes
 
-/// The value of row index i after (H_m ⊗ H_p): the FWHT'd blocks are in `t` (shared
-/// memory); H_m's row a summed in j order, read from `ht` = H_mᵀ (±1 floats, m x m
-/// row-major: row j holds H_m[a][j] for every a). Two loads per multiply-add: for p not a
-/// multiple of 4 (n = m or 2m) and where kronecker_dense_tiles' second buffer does not fit.
-__device__ __forceinline__ float kronecker_value(const float* t, const float* ht, int m, int p, int i) {
-  const int a = i / p, b = i % p;
-  float s = 0.0f;
-  for (int j = 0; j < m; ++j) s = fmaf(ht[static_cast<std::size_t>(j) * m + a], t[j * p + b], s);
-  return s;
-}
+/// The 16-bit entries of one row's record in device_hadamard's copy of H_m's sign_lut:
+/// entry 0 the count of the row's added terms, then its m/4 terms (added ones first, as the
+/// CPU lists them), each the table row 8·c + e of its chunk's sum, zero-padded to whole
+/// 16-byte words, which kronecker_lut_dense loads 8 entries at a time.
+__host__ __device__ inline int kronecker_record_length(int m) { return (1 + m / 4 + 7) / 8 * 8; }
 
-/// Every value of the row after (H_m ⊗ H_p), as kronecker_value computes it (the same
-/// fmaf chain over j from 0.0f; the products are ±t, exact), in register tiles of 4 a x
-/// 4 b: per j one 16-byte load of t (shared) and one of H_mᵀ's row j feed 16 FMAs, where
-/// kronecker_value needs two loads per FMA. Consecutive threads take consecutive b (the
-/// warp's t loads are contiguous or broadcast, its H_mᵀ loads broadcast). m and p must be
-/// multiples of 4 (m is: Hadamard orders past 2 are multiples of 4). f(i, v) receives the
-/// values of indices i..i+3 (i a multiple of 4). All threads of the block call it.
+/// The dense step Y = H_m·T of (H_m ⊗ H_p) as the CPU's sign_matmul computes it (row
+/// kernels, "Four Russians"), so that its results are the CPU's bit for bit: T (t, shared
+/// memory, the m FWHT'd blocks of p as rows) in column tiles of w (a power of two that
+/// divides p). Per tile, each chunk of 4 rows gives its 8 signed sums per column with the
+/// CPU's chunk_sums into `table` (shared, 2·m·w floats: entry (8c + e)·w + column); then
+/// output (a, b) sums row a's terms, the added ones alternately into p0 and p1 and the
+/// subtracted ones into n0 and n1, from 0.0f, and hands (p0 + p1) - (n0 + n1) — the CPU's
+/// value before its scale multiply — to f(a·p + b, value). f may overwrite t at that
+/// index: the tile's columns are in the table by then. m/4 additions per output instead
+/// of m multiply-adds. Consecutive threads take consecutive columns, so a warp's table
+/// reads are contiguous and, for w >= 32, it reads one record (a broadcast, 16 bytes per
+/// load). All threads of the block call it (it synchronizes).
 template <class F>
-__device__ __forceinline__ void kronecker_dense_tiles(const float* t, const float* ht, int m, int p, F&& f) {
-  const int b_tiles = p / 4, tiles = m / 4 * b_tiles;
-  for (int tile = static_cast<int>(threadIdx.x); tile < tiles; tile += static_cast<int>(blockDim.x)) {
-    const int a0 = 4 * (tile / b_tiles), b0 = 4 * (tile % b_tiles);
-    float acc[4][4] = {};
-    for (int j = 0; j < m; ++j) {
-      const float4 tv = *reinterpret_cast<const float4*>(t + j * p + b0);
-      const float4 hv = __ldg(reinterpret_cast<const float4*>(ht + static_cast<std::size_t>(j) * m + a0));
-      const float tj[4] = {tv.x, tv.y, tv.z, tv.w}, hj[4] = {hv.x, hv.y, hv.z, hv.w};
+__device__ __forceinline__ void kronecker_lut_dense(float* t, float* table, const std::uint16_t* records, int m, int p,
+                                                    int w, F&& f) {
+  const int chunks = m / 4, words = kronecker_record_length(m) / 8;
+  const auto add = [](float& o, float a, float b) { o = a + b; };
+  const auto sub = [](float& o, float a, float b) { o = a - b; };
+  for (int b0 = 0; b0 < p; b0 += w) {
+    for (int item = static_cast<int>(threadIdx.x); item < chunks * w; item += static_cast<int>(blockDim.x)) {
+      const int c = item / w, col = item % w;
+      const float* a = t + 4 * c * p + b0 + col;
+      float sums[8];
+      quarot::detail::chunk_sums(a[0], a[p], a[2 * p], a[3 * p], sums, add, sub);
       QUAROT_CUDA_UNROLL
-      for (int a = 0; a < 4; ++a)
-        QUAROT_CUDA_UNROLL
-        for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(hj[a], tj[b], acc[a][b]);
+      for (int e = 0; e < 8; ++e) table[(8 * c + e) * w + col] = sums[e];
     }
-    QUAROT_CUDA_UNROLL
-    for (int a = 0; a < 4; ++a) f((a0 + a) * p + b0, acc[a]);
+    __syncthreads();
+    for (int item = static_cast<int>(threadIdx.x); item < m * w; item += static_cast<int>(blockDim.x)) {
+      const int a = item / w, col = item % w;
+      const uint4* record = reinterpret_cast<const uint4*>(records) + static_cast<std::size_t>(a) * words;
+      float p0 = 0.0f, p1 = 0.0f, n0 = 0.0f, n1 = 0.0f;
+      int plus = 0;
+      for (int q = 0; q < words; ++q) {
+        const uint4 word = __ldg(record + q);
+        const unsigned halves[4] = {word.x, word.y, word.z, word.w};
+        QUAROT_CUDA_UNROLL
+        for (int h = 0; h < 8; ++h) {
+          const int entry = static_cast<int>((halves[h / 2] >> (16 * (h % 2))) & 0xffffu);
+          const int k = 8 * q + h - 1;  // the term's place in the row's list (-1: the count)
+          if (k < 0) {
+            plus = entry;
+          } else if (k < chunks) {
+            const float v = table[entry * w + col];
+            if (k < plus) {
+              if (k % 2 == 0) p0 += v;
+              else p1 += v;
+            } else {
+              if ((k - plus) % 2 == 0) n0 += v;
+              else n1 += v;
+            }
+          }
+        }
+      }
+      f(a * p + b0 + col, (p0 + p1) - (n0 + n1));
+    }
+    __syncthreads();  // the table is rebuilt for the next tile
   }
 }
 
@@ -348,38 +377,38 @@ __device__ void kronecker_fwht_blocks(const T* src, const float* signs, float* t
 }
 
 template <class T>
-__global__ void kronecker_kernel(T* x, std::size_t stride, int m, int p, const float* ht, float scale,
-                                 const float* signs) {
+__global__ void kronecker_kernel(T* x, std::size_t stride, int m, int p, int w, const std::uint16_t* records,
+                                 float scale, const float* signs) {
   QUAROT_CUDA_DYNAMIC_SHARED(float, t);
   const int n = m * p;
   T* row = x + static_cast<std::size_t>(blockIdx.x) * stride;
   kronecker_fwht_blocks(row, signs, t, n, p);
-  if (p % 4 == 0) {
-    kronecker_dense_tiles(t, ht, m, p, [&](int i, const float(&v)[4]) {
-      QUAROT_CUDA_UNROLL
-      for (int e = 0; e < 4; ++e) store_from_float(row + i + e, v[e] * scale);
-    });
-  } else {
-    for (int i = threadIdx.x; i < n; i += blockDim.x) store_from_float(row + i, kronecker_value(t, ht, m, p, i) * scale);
-  }
+  kronecker_lut_dense(t, t + n, records, m, p, w, [&](int i, float v) { store_from_float(row + i, v * scale); });
 }
 
-/// A Hadamard transform's device data: its plan, H_m (when m > 1) and the signs (or none).
+/// A Hadamard transform's device data: its plan, H_m's terms (when m > 1) and the signs
+/// (or none).
 class device_hadamard {
  public:
   device_hadamard(std::size_t n, const float* signs) : plan_(plan_hadamard(n)) {
     quarot::detail::require(n <= 0x7fffffff, "CUDA Hadamard transform: size ", n, " is too large");
     if (plan_.m > 1) {
-      // The CPU transform's own H_m (row-major ±1 floats), so both backends use one
-      // matrix, stored transposed (kronecker_dense_tiles reads 4 a's of one j at once).
+      // The CPU transform's own lookup plan of H_m (sign_lut), one record per row
+      // (kronecker_record_length), so that both backends add the same terms in one order.
       const quarot::hadamard_transform cpu_transform(n, quarot::cpu::isa::scalar);
-      const std::vector<float>& h = cpu_transform.dense_factor();
-      const std::size_t m = plan_.m;
-      std::vector<float> ht(h.size());
-      for (std::size_t a = 0; a < m; ++a)
-        for (std::size_t j = 0; j < m; ++j) ht[j * m + a] = h[a * m + j];
-      h_ = device_buffer<float>(ht.size());
-      h_.upload(ht.data(), ht.size());
+      const quarot::detail::sign_lut& lut = *cpu_transform.row_plan(false, nullptr).h;
+      const int m = static_cast<int>(plan_.m), len = kronecker_record_length(m);
+      std::vector<std::uint16_t> records(static_cast<std::size_t>(m) * len, 0);
+      for (int a = 0; a < m; ++a) {
+        const std::uint32_t b = lut.start[a], e = lut.start[a + 1];
+        quarot::detail::require(e - b == lut.chunks && lut.plus[a] <= lut.chunks,
+                                "CUDA Hadamard transform: H_m's row ", a, " has ", e - b, " terms, expected ", lut.chunks);
+        std::uint16_t* r = records.data() + static_cast<std::size_t>(a) * len;
+        r[0] = static_cast<std::uint16_t>(lut.plus[a]);
+        for (std::uint32_t k = b; k < e; ++k) r[1 + (k - b)] = static_cast<std::uint16_t>(lut.term[k] / 8);
+      }
+      records_ = device_buffer<std::uint16_t>(records.size());
+      records_.upload(records.data(), records.size());
     }
     if (signs) {
       for (std::size_t i = 0; i < n; ++i)
@@ -389,31 +418,39 @@ class device_hadamard {
       signs_.upload(signs, n);
     }
     // The host arrays die here: wait for the uploads (null stream).
-    if (!h_.empty() || !signs_.empty()) QUAROT_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    if (!records_.empty() || !signs_.empty()) QUAROT_CUDA_CHECK(cudaStreamSynchronize(nullptr));
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return plan_.n; }
   [[nodiscard]] const hadamard_plan& plan() const noexcept { return plan_; }
   [[nodiscard]] const float* signs() const noexcept { return signs_.empty() ? nullptr : signs_.data(); }
-  /// H_m transposed (row j: H_m[a][j] for every a), or null for 2^k.
-  [[nodiscard]] const float* dense_factor_transposed() const noexcept { return h_.empty() ? nullptr : h_.data(); }
+  /// H_m's terms, a record per row (kronecker_lut_dense), or null for 2^k.
+  [[nodiscard]] const std::uint16_t* kronecker_records() const noexcept {
+    return records_.empty() ? nullptr : records_.data();
+  }
   /// The device that holds the signs and H_m, -1 when there are neither (2^k, no signs).
-  [[nodiscard]] int device() const noexcept { return signs_.empty() ? h_.device() : signs_.device(); }
+  [[nodiscard]] int device() const noexcept { return signs_.empty() ? records_.device() : signs_.device(); }
   /// Throws errc::invalid_argument when another device than this transform's is current.
   void require_current_device() const { detail::require_current_device(device(), "CUDA Hadamard transform: its data"); }
   [[nodiscard]] float scale() const noexcept { return quarot::detail::inv_sqrt(plan_.n); }  // the CPU's 1/√n
   /// Itself: rotate_quantize takes any transform with data().
   [[nodiscard]] const device_hadamard& data() const noexcept { return *this; }
 
-  /// Shared memory of the Kronecker kernels (one fp32 row).
-  [[nodiscard]] std::size_t kronecker_shared_bytes() const noexcept { return plan_.n * sizeof(float); }
-  /// Whether the fused Kronecker quantizer keeps the transformed row in a second buffer
-  /// (kronecker_dense_tiles, then the range and the levels from it): p a multiple of 4 and
-  /// two fp32 rows within the device's shared memory per block (2 x 11008 x 4 = 86 KiB;
-  /// up to n = 12,672 on sm_86's 99 KiB, 29,056 on Hopper's 227 KiB). Else it evaluates
-  /// kronecker_value twice per index.
-  [[nodiscard]] bool kronecker_quantize_staged() const {
-    return plan_.p % 4 == 0 && 2 * kronecker_shared_bytes() <= max_shared_per_block();
+  /// The column tile w of the Kronecker kernels' table (kronecker_lut_dense) on the
+  /// current device: the widest power of two up to min(p, 64) whose table (2·m·w floats)
+  /// fits beside the row (n floats) in a block's shared memory, less `reserved` bytes (a
+  /// kernel's static shared memory); 1 when none fits (the launch then names the bytes it
+  /// needs). n = 11008 (172 x 64): 64 on Hopper (227 KiB), 32 on sm_86/89 (99 KiB).
+  [[nodiscard]] int kronecker_table_width(std::size_t reserved = 0) const {
+    const std::size_t limit = max_shared_per_block();
+    for (std::size_t w = std::min<std::size_t>(plan_.p, 64); w > 1; w /= 2)
+      if (kronecker_shared_bytes(static_cast<int>(w)) + reserved <= limit) return static_cast<int>(w);
+    return 1;
+  }
+  /// Dynamic shared memory of the Kronecker kernels at table width w: the fp32 row and the
+  /// table.
+  [[nodiscard]] std::size_t kronecker_shared_bytes(int w) const noexcept {
+    return (plan_.n + 2 * plan_.m * static_cast<std::size_t>(w)) * sizeof(float);
   }
 
   template <storage_float T>
@@ -427,15 +464,17 @@ class device_hadamard {
       fwht_rows(x, quarot::detail::log2_exact(plan_.n), scale(), signs(), stream);
       return;
     }
-    const std::size_t shmem = kronecker_shared_bytes();
+    const int w = kronecker_table_width();
+    const std::size_t shmem = kronecker_shared_bytes(w);
     allow_shared(kronecker_kernel<T>, shmem);
     launch(kronecker_kernel<T>, grid_for(x.rows, 1), 256, shmem, stream, x.data, x.stride, static_cast<int>(plan_.m),
-           static_cast<int>(plan_.p), dense_factor_transposed(), scale(), signs());
+           static_cast<int>(plan_.p), w, kronecker_records(), scale(), signs());
   }
 
  private:
   hadamard_plan plan_;
-  device_buffer<float> h_, signs_;
+  device_buffer<std::uint16_t> records_;
+  device_buffer<float> signs_;
 };
 
 }  // namespace detail

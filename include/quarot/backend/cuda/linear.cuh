@@ -2,8 +2,8 @@
 // integer_policy<cuda::device, W, A>, the CPU layer's interface on device memory. A forward
 // call is two kernels: the online rotation fused with per-token quantization
 // (cuda::rotate_quantize; quantization alone without a rotation), then the tensor-core GEMM
-// with the bias in its epilogue. For power-of-two rotations the outputs equal the CPU
-// layer's (linear<integer_policy<cpu::scalar, W, A>>) bit for bit.
+// with the bias in its epilogue. The outputs equal the CPU layer's
+// (linear<integer_policy<cpu::scalar, W, A>>) bit for bit, for rotations of every size.
 #pragma once
 
 #include <cstddef>

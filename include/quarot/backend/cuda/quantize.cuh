@@ -244,6 +244,10 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
   }
 }
 
+/// Static shared memory of kronecker_quantize_kernel (block_max_finite's 2·32 floats),
+/// which its dynamic shared memory must leave room for.
+inline constexpr int kronecker_quantize_static_floats = 64;
+
 /// Quantization of rows whose values come from value(i) (evaluated twice: for the range,
 /// then for the levels; it must return the same bits both times). One block per row.
 template <class Value>
@@ -280,30 +284,22 @@ __global__ void quantize_rows_kernel(const T* x, std::size_t stride, int n, int 
                      token_out{out + row * row_bytes, scales + row, status, row, bits}, red);
 }
 
-/// The Kronecker transform fused with the quantization. `staged` (device_hadamard::
-/// kronecker_quantize_staged): the transformed row goes once, by register tiles, into a
-/// second fp32 row of shared memory, which the range and the levels read; else each index
-/// is computed twice by kronecker_value. Same values either way.
+/// The Kronecker transform fused with the quantization: the row transformed in place in
+/// shared memory (kronecker_lut_dense, the scale applied as the CPU's transform applies
+/// it), then its range and levels read from there.
 template <class T>
-__global__ void kronecker_quantize_kernel(const T* x, std::size_t stride, int m, int p, const float* ht, float scale,
-                                          const float* signs, bool staged, int bits, float clip, std::uint8_t* out,
-                                          std::size_t row_bytes, float* scales, unsigned long long* status) {
+__global__ void kronecker_quantize_kernel(const T* x, std::size_t stride, int m, int p, int w,
+                                          const std::uint16_t* records, float scale, const float* signs, int bits,
+                                          float clip, std::uint8_t* out, std::size_t row_bytes, float* scales,
+                                          unsigned long long* status) {
   QUAROT_CUDA_DYNAMIC_SHARED(float, t);
-  __shared__ float red[64];
+  __shared__ float red[kronecker_quantize_static_floats];
   const std::size_t row = blockIdx.x;
   const int n = m * p;
   const token_out o{out + row * row_bytes, scales + row, status, row, bits};
   kronecker_fwht_blocks(x + row * stride, signs, t, n, p);
-  if (staged) {
-    float* u = t + n;
-    kronecker_dense_tiles(t, ht, m, p, [&](int i, const float(&v)[4]) {
-      *reinterpret_cast<float4*>(u + i) = float4{v[0], v[1], v[2], v[3]};
-    });
-    __syncthreads();
-    quantize_row_block([&](int i) { return u[i] * scale; }, n, clip, o, red);
-  } else {
-    quantize_row_block([&](int i) { return kronecker_value(t, ht, m, p, i) * scale; }, n, clip, o, red);
-  }
+  kronecker_lut_dense(t, t + n, records, m, p, w, [&](int i, float v) { t[i] = v * scale; });
+  quantize_row_block([&](int i) { return t[i]; }, n, clip, o, red);
 }
 
 inline void check_quantize_args(std::size_t cols, int bits, float clip) {
@@ -338,9 +334,8 @@ void quantize_activations(device d, matrix_view<T> x, int bits, float clip_ratio
 
 /// The online rotation fused with the quantization: out = quantize(Q·x), Q the device
 /// transform `q` (cuda::hadamard_transform or cuda::randomized_hadamard), x unchanged.
-/// For n = 2^k the rotated row never leaves registers and the result equals the CPU's
-/// rotate-then-quantize bit for bit; for Kronecker sizes it equals this backend's
-/// apply + quantize_activations bit for bit (and the CPU's to fp32 rounding).
+/// The result equals the CPU's rotate-then-quantize bit for bit; for n = 2^k the rotated
+/// row never leaves registers, for Kronecker sizes it is transformed in shared memory.
 template <class Transform, storage_float T>
 void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bits, float clip_ratio,
                      device_activations& out, cudaStream_t stream = nullptr) {
@@ -362,13 +357,13 @@ void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bit
                      out.row_bytes, out.scales.data(), out.status.data());
     });
   } else {
-    const bool staged = h.kronecker_quantize_staged();
-    const std::size_t shmem = h.kronecker_shared_bytes() * (staged ? 2 : 1);
-    detail::allow_shared(detail::kronecker_quantize_kernel<T>, shmem);
+    const std::size_t reserved = detail::kronecker_quantize_static_floats * sizeof(float);
+    const int w = h.kronecker_table_width(reserved);
+    const std::size_t shmem = h.kronecker_shared_bytes(w);
+    detail::allow_shared(detail::kronecker_quantize_kernel<T>, shmem, reserved);
     detail::launch(detail::kronecker_quantize_kernel<T>, detail::grid_for(x.rows, 1), 256, shmem, stream, x.data,
-                   x.stride, static_cast<int>(plan.m), static_cast<int>(plan.p), h.dense_factor_transposed(), h.scale(),
-                   h.signs(), staged, bits, clip_ratio, out.data.data(), out.row_bytes, out.scales.data(),
-                   out.status.data());
+                   x.stride, static_cast<int>(plan.m), static_cast<int>(plan.p), w, h.kronecker_records(), h.scale(),
+                   h.signs(), bits, clip_ratio, out.data.data(), out.row_bytes, out.scales.data(), out.status.data());
   }
 }
 
