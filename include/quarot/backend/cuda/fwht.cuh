@@ -401,8 +401,8 @@ class device_hadamard {
       std::vector<std::uint16_t> records(static_cast<std::size_t>(m) * len, 0);
       for (int a = 0; a < m; ++a) {
         const std::uint32_t b = lut.start[a], e = lut.start[a + 1];
-        quarot::detail::require(e - b == lut.chunks && lut.plus[a] <= lut.chunks,
-                                "CUDA Hadamard transform: H_m's row ", a, " has ", e - b, " terms, expected ", lut.chunks);
+        quarot::detail::require(e - b == lut.chunks && lut.plus[a] <= lut.chunks, "CUDA Hadamard transform: H_m's row ",
+                                a, " has ", e - b, " terms, expected ", lut.chunks);
         std::uint16_t* r = records.data() + static_cast<std::size_t>(a) * len;
         r[0] = static_cast<std::uint16_t>(lut.plus[a]);
         for (std::uint32_t k = b; k < e; ++k) r[1 + (k - b)] = static_cast<std::uint16_t>(lut.term[k] / 8);

@@ -1135,6 +1135,13 @@ __global__ void __launch_bounds__(128) weight_only_kernel(const In* x, std::size
 
 namespace detail {
 
+/// The weight-only kernel takes a scale and zero point per 8 levels: per channel, or groups
+/// of a multiple of 8.
+inline void require_weight_only_groups(std::size_t groups, std::size_t group_size) {
+  quarot::detail::require(groups == 1 || group_size % 8 == 0, "CUDA weight_only_gemm: group size ", group_size,
+                          " is not a multiple of 8");
+}
+
 /// The weight-only GEMM's checks, act-order gather and launch (weight_only_gemm below and
 /// the gemm::weight_only_gemm class), the activations rounded to bf16 when RoundBf16.
 template <bool RoundBf16, storage_float In, class Out>
@@ -1146,8 +1153,7 @@ void launch_weight_only(const device_weights& w, matrix_view<const In> x, const 
                           w.k);
   quarot::detail::require(y.rows == x.rows && y.cols == w.n, "CUDA weight_only_gemm: output is ", y.rows, " x ",
                           y.cols, ", expected ", x.rows, " x ", w.n);
-  quarot::detail::require(w.groups == 1 || w.group_size % 8 == 0, "CUDA weight_only_gemm: group size ", w.group_size,
-                          " is not a multiple of 8");
+  require_weight_only_groups(w.groups, w.group_size);
   if (x.rows == 0 || w.n == 0) return;
   detail::require_current_device(w.data.device(), "CUDA weight_only_gemm: the weights");
   detail::require_device_view(x, "CUDA weight_only_gemm: the activations");
@@ -1156,7 +1162,8 @@ void launch_weight_only(const device_weights& w, matrix_view<const In> x, const 
   // Act-order weights: x's columns in the weights' packed K order first, into rows of
   // k_padded values (aligned for the kernel's 16-byte loads).
   quarot::detail::require(!w.act_order() || x.rows <= static_cast<std::size_t>(-1) / sizeof(In) / w.k_padded,
-                          "CUDA weight_only_gemm: ", x.rows, " rows of ", w.k_padded, " values overflow the byte count");
+                          "CUDA weight_only_gemm: ", x.rows, " rows of ", w.k_padded,
+                          " values overflow the byte count");
   const detail::stream_scratch<In> gathered(w.act_order() ? x.rows * w.k_padded : 0, stream);
   matrix_view<const In> xs = x;
   if (w.act_order()) {
@@ -1169,8 +1176,8 @@ void launch_weight_only(const device_weights& w, matrix_view<const In> x, const 
   // case: a quarter of the accumulator and activation registers).
   const auto run = [&](auto bits, auto rows) {
     detail::launch(detail::weight_only_kernel<decltype(bits)::value, decltype(rows)::value, In, Out, RoundBf16>,
-                   blocks, 128, 0, stream, xs.data, xs.stride, xs.rows, w.data.data(), w.row_bytes, w.scales.data(), w.zeros.data(),
-                   w.n_padded, w.n, w.k, w.group_size, bias, y.data, y.stride);
+                   blocks, 128, 0, stream, xs.data, xs.stride, xs.rows, w.data.data(), w.row_bytes, w.scales.data(),
+                   w.zeros.data(), w.n_padded, w.n, w.k, w.group_size, bias, y.data, y.stride);
   };
   const auto with_rows = [&](auto bits) {
     if (x.rows == 1) run(bits, std::integral_constant<int, 1>{});
@@ -1562,8 +1569,7 @@ class weight_only_gemm<weight_only_policy<cuda::device, WeightBits, Activation>>
   static const packed_weights& check(const packed_weights& w) {
     quarot::detail::require(w.bits == WeightBits, "weight-only GEMM policy expects ", WeightBits,
                             "-bit packed weights, got ", w.bits, "-bit");
-    quarot::detail::require(w.groups == 1 || w.group_size % 8 == 0, "CUDA weight_only_gemm: group size ",
-                            w.group_size, " is not a multiple of 8");
+    cuda::detail::require_weight_only_groups(w.groups, w.group_size);
     return w;
   }
 

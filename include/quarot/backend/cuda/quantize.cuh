@@ -198,6 +198,11 @@ __device__ __forceinline__ void store_level_runs(std::uint8_t* dst, int t, const
   }
 }
 
+/// Static shared memory of fwht_quantize_kernel: block_max_finite's 2·32 floats when a row
+/// is a whole block (allow_shared counts it beside the exchange buffer).
+template <class S>
+inline constexpr int fwht_quantize_static_floats = S::rows_per_block > 1 ? 1 : 64;
+
 /// FWHT of a row of 2^LOG2N values and its quantization, from registers: one block of
 /// S::threads threads per row (rows_per_block rows per block, each its own warps).
 template <int LOG2N, class T>
@@ -207,7 +212,7 @@ __global__ void __launch_bounds__(fwht_shape<LOG2N>::block)
                          unsigned long long* status) {
   using S = fwht_shape<LOG2N>;
   QUAROT_CUDA_DYNAMIC_SHARED(float, smem);
-  __shared__ float red[S::rows_per_block > 1 ? 1 : 64];
+  __shared__ float red[fwht_quantize_static_floats<S>];
   const int r_in_block = static_cast<int>(threadIdx.x) / S::threads, t = static_cast<int>(threadIdx.x) % S::threads;
   const std::size_t row = static_cast<std::size_t>(blockIdx.x) * S::rows_per_block + r_in_block;
   const bool live = row < rows;
@@ -351,7 +356,8 @@ void rotate_quantize(device, const Transform& q, matrix_view<const T> x, int bit
   if (plan.m == 1) {
     detail::with_log2n(quarot::detail::log2_exact(plan.n), [&](auto k) {
       using S = detail::fwht_shape<decltype(k)::value>;
-      detail::allow_shared(detail::fwht_quantize_kernel<S::log2n, T>, S::shared_bytes);
+      detail::allow_shared(detail::fwht_quantize_kernel<S::log2n, T>, S::shared_bytes,
+                           detail::fwht_quantize_static_floats<S> * sizeof(float));
       detail::launch(detail::fwht_quantize_kernel<S::log2n, T>, detail::grid_for(x.rows, S::rows_per_block), S::block,
                      S::shared_bytes, stream, x.data, x.stride, x.rows, h.scale(), h.signs(), bits, clip_ratio, out.data.data(),
                      out.row_bytes, out.scales.data(), out.status.data());
